@@ -1,0 +1,186 @@
+"""The bridge's configuration contract: environment variables in, one frozen Config out.
+
+Pure: `load()` reads a mapping, so the operator (which sets these variables) and the tests
+can reason about it without touching the process environment. Every problem is collected,
+so a user fixes all of them in one go rather than one per restart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `problems` holds one line per bad variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: str
+    endpoint: str
+    topic: str
+    anchor: str
+    bootstrap_servers: str
+    inbound_topic: str = "resonance.inbound"
+    heartbeat_topic: str = "resonance.heartbeats"
+    deadletter_topic: str = "resonance.deadletter"
+    frequency_hz: float = 0.043
+    s_roi: float = 0.502
+    ack_mode: Literal["ack", "send"] = "ack"
+    max_in_flight: int = 1000
+    ack_timeout_s: float = 30.0
+    max_frame_bytes: int = 1024 * 1024
+    shutdown_grace_s: float = 10.0
+    http_port: int = 8080
+    group_id: str = ""
+    enable_idempotence: bool = True
+    fetch_max_wait_ms: int = 100
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
+    commit_interval_ms: int = 1000
+    linger_ms: int = 5
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return 1.0 / self.frequency_hz
+
+
+class _Reader:
+    """Reads typed variables from a mapping, recording a problem instead of raising."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def _get(self, name: str, default: T, parse: Callable[[str], T], fix: str) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is invalid: {fix}")
+            return default
+
+    def required(self, name: str, fix: str) -> str:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            self.problems.append(f"{name} is required: {fix}")
+        return raw
+
+    def text(self, name: str, default: str) -> str:
+        return self._get(name, default, str, "")
+
+    def topic(self, name: str, default: str = "", required: bool = False) -> str:
+        fix = "use 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'"
+        value = self.required(name, f"set a Kafka topic name ({fix})") if required else self.text(name, default)
+        if value and (not TOPIC_RE.match(value) or value in {".", ".."}):
+            self.problems.append(f"{name}={value!r} is not a legal Kafka topic name: {fix}")
+        return value
+
+    def number(
+        self, name: str, default: float, low: float, high: float, fix: str, *, zero_ok: bool = False
+    ) -> float:
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not (low < value <= high or (zero_ok and value == low)):
+                raise ValueError(raw)
+            return value
+
+        return self._get(name, default, parse, fix)
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if not low <= value <= high:
+                raise ValueError(raw)
+            return value
+
+        return self._get(name, default, parse, f"use a whole number from {low} to {high}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(raw: str) -> str:
+            if raw not in choices:
+                raise ValueError(raw)
+            return raw
+
+        return self._get(name, default, parse, f"use one of: {', '.join(choices)}")
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered in {"true", "1", "yes", "on"}:
+                return True
+            if lowered in {"false", "0", "no", "off"}:
+                return False
+            raise ValueError(raw)
+
+        return self._get(name, default, parse, "use true or false")
+
+
+def _check_endpoint(reader: _Reader, endpoint: str) -> None:
+    if not endpoint:
+        return
+    parts = urlsplit(endpoint)
+    if parts.scheme not in {"ws", "wss"} or not parts.hostname:
+        reader.problems.append(
+            f"RESONANCE_ENDPOINT={endpoint!r} is invalid: use a ws:// or wss:// URL, e.g. ws://lexamoris-server:8766"
+        )
+
+
+def load(env: Mapping[str, str]) -> Config:
+    """Build a Config from environment variables or raise ConfigError listing every problem."""
+    r = _Reader(env)
+    node = r.text("RESONANCE_NODE", "resonance")
+    endpoint = r.required("RESONANCE_ENDPOINT", "set the node's WebSocket URL, e.g. ws://lexamoris-server:8766")
+    _check_endpoint(r, endpoint)
+    config = Config(
+        node=node,
+        endpoint=endpoint,
+        topic=r.topic("RESONANCE_TOPIC", required=True),
+        anchor=r.required("RESONANCE_ANCHOR", "set the node's anchor, e.g. BOLZANO_71"),
+        bootstrap_servers=r.required("KAFKA_BOOTSTRAP_SERVERS", "set host:port[,host:port], e.g. kafka:9092"),
+        inbound_topic=r.topic("RESONANCE_INBOUND_TOPIC", "resonance.inbound"),
+        heartbeat_topic=r.topic("RESONANCE_HEARTBEAT_TOPIC", "resonance.heartbeats"),
+        deadletter_topic=r.topic("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter"),
+        frequency_hz=r.number("RESONANCE_FREQUENCY_HZ", 0.043, 0.0, 100.0, "use a number > 0 and <= 100 (Hz)"),
+        s_roi=r.number("RESONANCE_S_ROI", 0.502, -1e9, 1e9, "use a finite number, e.g. 0.5020"),
+        ack_mode="send" if r.choice("RESONANCE_ACK_MODE", "ack", ("ack", "send")) == "send" else "ack",
+        max_in_flight=r.integer("RESONANCE_MAX_IN_FLIGHT", 1000, 1, 1_000_000),
+        ack_timeout_s=r.number("RESONANCE_ACK_TIMEOUT_S", 30.0, 0.0, 86400.0, "use seconds > 0, e.g. 30"),
+        max_frame_bytes=r.integer("RESONANCE_MAX_FRAME_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+        shutdown_grace_s=r.number("RESONANCE_SHUTDOWN_GRACE_S", 10.0, 0.0, 3600.0, "use seconds >= 0", zero_ok=True),
+        http_port=r.integer("RESONANCE_HTTP_PORT", 8080, 0, 65535),
+        group_id=r.text("KAFKA_GROUP_ID", f"resonance-bridge-{node}"),
+        enable_idempotence=r.boolean("KAFKA_ENABLE_IDEMPOTENCE", True),
+        fetch_max_wait_ms=r.integer("KAFKA_FETCH_MAX_WAIT_MS", 100, 0, 60_000),
+        session_timeout_ms=r.integer("KAFKA_SESSION_TIMEOUT_MS", 10000, 1000, 600_000),
+        heartbeat_interval_ms=r.integer("KAFKA_HEARTBEAT_INTERVAL_MS", 3000, 100, 600_000),
+        commit_interval_ms=r.integer("KAFKA_COMMIT_INTERVAL_MS", 1000, 10, 600_000),
+        linger_ms=r.integer("KAFKA_LINGER_MS", 5, 0, 60_000),
+        auto_offset_reset=(
+            "latest" if r.choice("KAFKA_AUTO_OFFSET_RESET", "earliest", ("earliest", "latest")) == "latest"
+            else "earliest"
+        ),
+    )
+    if config.heartbeat_interval_ms >= config.session_timeout_ms:
+        r.problems.append(
+            f"KAFKA_HEARTBEAT_INTERVAL_MS={config.heartbeat_interval_ms} must be lower than "
+            f"KAFKA_SESSION_TIMEOUT_MS={config.session_timeout_ms}: lower the first or raise the second"
+        )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config

@@ -1,0 +1,88 @@
+"""Kafka clients configured from the bridge's Config, and the record shapes the bridge writes.
+
+Every record the bridge produces is keyed by the node's anchor (so one node's records stay in
+order on one partition) and carries `resonance-*` headers naming where it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from .backoff import Backoff
+from .codec import Rejected, now_iso
+from .config import Config
+
+log = logging.getLogger("resonance.kafka")
+
+Headers = list[tuple[str, bytes]]
+# Slack above the frame limit for the record's key, headers and batch framing.
+_RECORD_OVERHEAD = 64 * 1024
+
+
+def producer(config: Config) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=config.bootstrap_servers,
+        client_id=f"resonance-bridge-{config.node}",
+        acks="all",
+        enable_idempotence=config.enable_idempotence,
+        linger_ms=config.linger_ms,
+        max_request_size=config.max_frame_bytes + _RECORD_OVERHEAD,
+    )
+
+
+def consumer(config: Config) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=config.bootstrap_servers,
+        client_id=f"resonance-bridge-{config.node}",
+        group_id=config.group_id,
+        enable_auto_commit=False,  # the bridge commits only what the node acknowledged
+        auto_offset_reset=config.auto_offset_reset,
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        max_partition_fetch_bytes=max(1024 * 1024, config.max_frame_bytes + _RECORD_OVERHEAD),
+    )
+
+
+async def start_with_retry(client: Any, what: str, stopping: asyncio.Event, on_retry: Any) -> bool:
+    """Start an aiokafka client, retrying forever with backoff; False if stopping came first."""
+    backoff = Backoff()
+    while not stopping.is_set():
+        try:
+            await client.start()
+            return True
+        except (KafkaError, OSError) as exc:
+            delay = backoff.next_delay()
+            log.warning("kafka %s unavailable (%s); retrying in %.1fs", what, exc, delay)
+            on_retry()
+            await client.stop()
+            try:
+                await asyncio.wait_for(stopping.wait(), delay)
+            except TimeoutError:
+                pass
+    return False
+
+
+def headers(config: Config, **extra: str) -> Headers:
+    base = {"resonance-node": config.node, "resonance-anchor": config.anchor, **extra}
+    return [(name, value.encode()) for name, value in base.items()]
+
+
+def dead_letter(config: Config, rejected: Rejected, direction: str, **extra: str) -> tuple[bytes, Headers]:
+    """The dead-letter record: the raw payload (cut to the frame limit if it was too large) and
+    headers giving node, reason, detail and time, so it can be inspected and replayed."""
+    raw = rejected.raw
+    info = {"resonance-reason": rejected.reason, "resonance-detail": rejected.detail,
+            "resonance-direction": direction, "resonance-time": now_iso(),
+            "resonance-original-size": str(len(raw)), **extra}
+    if len(raw) > config.max_frame_bytes:
+        raw = raw[: config.max_frame_bytes]
+        info["resonance-truncated"] = "true"
+    if rejected.original_type:
+        info["resonance-type"] = rejected.original_type
+    return raw, headers(config, **info)

@@ -1,0 +1,147 @@
+"""The reference node server: the integration guide's sample LexAmoris/Nexus server, done right.
+
+It prints what it receives and acks every message in order, echoing an `id` when the message
+had one. Unlike the guide's sample it does not ack the bridge's own acks and errors (that would
+loop forever), it survives bad JSON, and it can send messages of its own (typed, or from a file).
+Tests and the local demo talk to it, so it keeps counts of everything it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+Printer = Callable[[str], None]
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+class NodeServer:
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 8766, *, ack: bool = True,
+                 printer: Printer | None = _print) -> None:
+        self.name, self.host, self.port = name, host, port
+        self.ack = ack
+        self.printer = printer
+        self.received: list[dict[str, Any]] = []  # every message the bridge sent, in order
+        self.replies: list[dict[str, Any]] = []  # the bridge's acks and errors for what we sent
+        self.acks_sent = 0
+        self.connections_seen = 0
+        self.connections: set[ServerConnection] = set()
+        self.server: Server | None = None
+        self.changed = asyncio.Event()  # set whenever a message arrives: lets callers wait without polling
+
+    async def start(self) -> None:
+        self.server = await serve(self._handle, self.host, self.port, compression=None, max_size=None)
+        self.port = int(next(iter(self.server.sockets)).getsockname()[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def _say(self, line: str) -> None:
+        if self.printer is not None:
+            self.printer(f"[{self.name}] {line}")
+
+    async def send(self, frame: str | bytes) -> int:
+        """Send one frame to every connected bridge; returns how many got it."""
+        sent = 0
+        for ws in list(self.connections):
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(frame)
+                sent += 1
+        return sent
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        """Wait until predicate() holds, re-checking whenever a message arrives."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.connections.add(ws)
+        self.connections_seen += 1
+        self._say(f"bridge connected from {ws.remote_address}")
+        try:
+            async for frame in ws:
+                await self._on_frame(ws, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(ws)
+            self._say("bridge disconnected")
+
+    async def _on_frame(self, ws: ServerConnection, frame: str | bytes) -> None:
+        try:
+            message = json.loads(frame)
+            mtype = message["type"]
+        except (ValueError, TypeError, KeyError):
+            self._say(f"ignored a frame that is not a Resonance message: {frame!r:.200}")
+            return
+        if mtype in ("ack", "error"):
+            self.replies.append(message)
+            self._say(f"<- {mtype} {json.dumps(message)}" if mtype == "error" else f"<- ack for {message.get('original_type')}")
+        else:
+            self.received.append(message)
+            self._say(f"<- {mtype} {json.dumps(message)[:200]}")
+            if self.ack:
+                reply: dict[str, Any] = {"type": "ack", "original_type": mtype}
+                if "id" in message:
+                    reply["id"] = message["id"]
+                self.acks_sent += 1  # counted before sending: a count never lags what the bridge saw
+                await ws.send(json.dumps(reply))
+        self.changed.set()
+
+
+async def _send_lines(node: NodeServer, lines: Any, label: str) -> None:
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        while not node.connections:
+            await asyncio.sleep(0.2)  # wait for a bridge rather than dropping what the user typed
+        await node.send(line)
+        node._say(f"-> sent {label}: {line[:200]}")
+
+
+def _stdin_lines() -> asyncio.Queue[str | None]:
+    """Lines typed on stdin, read by a daemon thread so that exiting never waits on a blocked read."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    return queue
+
+
+async def serve_forever(name: str, host: str, port: int, ack: bool, quiet: bool, send_file: Path | None,
+                        stdin: bool) -> None:
+    node = NodeServer(name, host, port, ack=ack, printer=None if quiet else _print)
+    await node.start()
+    _print(f"[{name}] listening on ws://{host}:{node.port}; type JSON lines to send them to the bridge")
+    try:
+        if send_file is not None:
+            await _send_lines(node, send_file.read_text().splitlines(), str(send_file))
+        if stdin:
+            lines = _stdin_lines()
+            while (line := await lines.get()) is not None:
+                await _send_lines(node, [line], "line")
+        await asyncio.Future()  # serve until cancelled (Ctrl-C, SIGTERM)
+    finally:
+        await node.close()

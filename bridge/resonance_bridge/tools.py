@@ -1,0 +1,91 @@
+"""`resonance send` and `resonance tail`: put a guide-format message on a topic, watch a topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from . import codec
+
+TYPES = {"state": "state_update", "sync": "frequency_sync", "repo": "repository_event", "heartbeat": "heartbeat"}
+
+
+def build(kind: str, message: str, anchor: str, frequency: float, s_roi: float) -> dict[str, Any]:
+    """A well-formed message of the guide's format; `message` lands where the guide puts text."""
+    if kind == "state":
+        data = {"frequency": frequency, "s_roi": s_roi, "status": "operational"}
+        if message:
+            data["message"] = message
+        return {"type": "state_update", "timestamp": codec.now_iso(), "anchor": anchor, "data": data}
+    if kind == "sync":
+        return codec.frequency_sync(anchor, frequency, s_roi)
+    if kind == "repo":
+        return {"type": "repository_event", "timestamp": codec.now_iso(), "event_type": "commit",
+                "data": {"sha": f"{time.time_ns():x}"[-12:], "message": message or "Update", "author": "resonance"},
+                "source": "resonance"}
+    return codec.heartbeat(anchor, frequency, s_roi)
+
+
+async def send(bootstrap: str, topics: list[str], body: dict[str, Any], count: int, anchor: str) -> int:
+    # No idempotence: a one-shot producer gains nothing from it, and some test brokers refuse it.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+                                linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for i in range(count):
+            numbered = {**body, "seq": i} if count > 1 else body
+            for topic in topics:
+                futures.append(await producer.send(topic, codec.encode(numbered), key=anchor.encode()))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(futures)
+
+
+def render(record: Any) -> str:
+    try:
+        value: Any = json.loads(record.value) if record.value is not None else None
+    except ValueError:
+        value = record.value.decode("utf-8", "replace")
+    return json.dumps({
+        "topic": record.topic, "partition": record.partition, "offset": record.offset,
+        "key": record.key.decode("utf-8", "replace") if record.key else None,
+        "headers": {k: v.decode("utf-8", "replace") for k, v in record.headers or ()},
+        "value": value,
+    })
+
+
+async def tail(bootstrap: str, topic: str, from_beginning: bool, count: int | None, timeout: float | None) -> int:
+    """Print records as JSON lines, without a consumer group (tail never moves anyone's offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    seen = 0
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.topics()  # refresh metadata once; the topic may be new
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            raise SystemExit(f"resonance tail: topic {topic!r} does not exist (yet): check the name")
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while count is None or seen < count:
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        for record in records:
+                            print(render(record), flush=True)
+                            seen += 1
+    finally:
+        await consumer.stop()
+    return seen

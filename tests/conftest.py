@@ -1,0 +1,52 @@
+"""Real servers for the tests: one embedded Kafka broker (tansu) per session, real WebSocket nodes,
+and bridges run as real processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from resonance_bridge.embedded import EmbeddedBroker
+from resonance_bridge.node import NodeServer
+
+from .harness import Topics
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    embedded = EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log")
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture
+async def topics(broker: EmbeddedBroker) -> Topics:
+    """Fresh single-partition topics per test, so tests never see each other's records."""
+    suffix = uuid.uuid4().hex[:8]
+    names = Topics(f"node.{suffix}", f"inbound.{suffix}", f"heartbeats.{suffix}", f"deadletter.{suffix}",
+                   f"group-{suffix}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, 1, 1) for t in names.all()])
+    finally:
+        await admin.close()
+    return names
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[NodeServer]:
+    server = NodeServer("testnode", port=0, printer=None)
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

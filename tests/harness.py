@@ -1,0 +1,169 @@
+"""Test helpers that drive real processes and real Kafka: no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from resonance_bridge.embedded import EmbeddedBroker, free_port
+
+
+@dataclass(frozen=True)
+class Topics:
+    node: str
+    inbound: str
+    heartbeats: str
+    deadletter: str
+    group: str
+
+    def all(self) -> list[str]:
+        return [self.node, self.inbound, self.heartbeats, self.deadletter]
+
+
+def bridge_env(broker: EmbeddedBroker, topics: Topics, endpoint: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "RESONANCE_NODE": "testnode", "RESONANCE_ENDPOINT": endpoint, "RESONANCE_TOPIC": topics.node,
+        "RESONANCE_ANCHOR": "BOLZANO_71", "RESONANCE_INBOUND_TOPIC": topics.inbound,
+        "RESONANCE_HEARTBEAT_TOPIC": topics.heartbeats, "RESONANCE_DEADLETTER_TOPIC": topics.deadletter,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_GROUP_ID": topics.group,
+        "RESONANCE_HTTP_PORT": str(free_port()),
+        # The test broker: no idempotent producer; fetches return only when the wait expires.
+        "KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        "KAFKA_SESSION_TIMEOUT_MS": "1000", "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
+        "KAFKA_COMMIT_INTERVAL_MS": "100", "RESONANCE_FREQUENCY_HZ": "0.1",
+    }
+    env.update(overrides)
+    return env
+
+
+class BridgeProcess:
+    """`resonance bridge` as a real child process, as the operator will run it."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.port = int(env["RESONANCE_HTTP_PORT"])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BridgeProcess:
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "resonance_bridge", "bridge"],
+                env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from /metrics; 0 if the bridge does not expose it (yet)."""
+        wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        await until(lambda: self._ready(), timeout, f"bridge not ready; log:\n{self.output()}")
+
+    def _ready(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, self.output()
+        try:
+            return self.get("/readyz")[0] == 200
+        except OSError:
+            return False
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+async def until(predicate: Any, timeout: float, message: str = "condition not met") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message() if callable(message) else message)
+        await asyncio.sleep(0.05)
+
+
+def state_update(seq: int) -> bytes:
+    return json.dumps({"type": "state_update", "timestamp": "2026-01-13T02:00:00+00:00", "anchor": "BOLZANO_71",
+                       "data": {"frequency": 0.043, "s_roi": 0.502, "status": "operational", "seq": seq}}).encode()
+
+
+async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False,
+                                linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value) for value in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def consume(broker: EmbeddedBroker, topic: str, count: int, timeout: float = 30) -> list[Any]:
+    """Read `count` records of a single-partition topic from the beginning (fails if fewer arrive)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=10, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        await consumer.seek_to_beginning(TopicPartition(topic, 0))
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    assert len(records) >= count, f"{topic}: expected {count} records, got {len(records)}"
+    return records
+
+
+class Committed:
+    """Reads a group's committed offset the way Kafka tools do: OffsetFetch, without joining the group."""
+
+    def __init__(self, broker: EmbeddedBroker, topics: Topics) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=topics.group,
+                                         enable_auto_commit=False)
+        self.tp = TopicPartition(topics.node, 0)
+
+    async def __aenter__(self) -> Committed:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.consumer.stop()
+
+    async def offset(self) -> int:
+        return int(await self.consumer.committed(self.tp) or 0)
