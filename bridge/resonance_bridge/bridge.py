@@ -376,26 +376,33 @@ class Bridge:
             self.metrics.kafka_connected.set(int(ok))
 
     async def _heartbeats(self) -> None:
-        """Heartbeats on a fixed schedule (deadlines, not sleeps, so the interval does not drift)."""
-        cfg = self.config
-        interval = cfg.heartbeat_interval_s
+        """Ticks on a fixed schedule (deadlines, not sleeps, so the interval does not drift); each
+        tick's sends run in a task of their own, so a slow broker or node cannot delay the next tick."""
+        interval = self.config.heartbeat_interval_s
         loop = asyncio.get_running_loop()
         next_at, last = loop.time(), None
+        emitting: set[asyncio.Task[None]] = set()
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             now = loop.time()
             if last is not None:
                 self.metrics.heartbeat_drift.set(now - last - interval)
             last, next_at = now, max(next_at + interval, now)
-            body = codec.heartbeat(cfg.anchor, cfg.frequency_hz, cfg.s_roi)
-            ws = self.ws
-            if ws is not None:
-                with contextlib.suppress(ConnectionClosed):
-                    await self._send_control(ws, body)
-            record = {**body, "node": cfg.node, "websocket_connected": ws is not None,
-                      "in_flight": self.window.pending}
-            future = await self._send(cfg.heartbeat_topic, codec.encode(record),
-                                      kafka.headers(cfg, **{"resonance-type": "heartbeat"}))
-            future.add_done_callback(_log_heartbeat_failure)
-            self.metrics.heartbeats.inc()
-            self.metrics.last_heartbeat.set(time.time())
+            task = asyncio.create_task(self._emit_heartbeat())
+            emitting.add(task)
+            task.add_done_callback(emitting.discard)
+
+    async def _emit_heartbeat(self) -> None:
+        cfg = self.config
+        body = codec.heartbeat(cfg.anchor, cfg.frequency_hz, cfg.s_roi)
+        self.metrics.heartbeats.inc()
+        self.metrics.last_heartbeat.set(time.time())
+        ws = self.ws
+        if ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._send_control(ws, body)
+        record = {**body, "node": cfg.node, "websocket_connected": ws is not None,
+                  "in_flight": self.window.pending}
+        future = await self._send(cfg.heartbeat_topic, codec.encode(record),
+                                  kafka.headers(cfg, **{"resonance-type": "heartbeat"}))
+        future.add_done_callback(_log_heartbeat_failure)

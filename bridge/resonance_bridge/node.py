@@ -29,11 +29,12 @@ def _print(line: str) -> None:
 
 class NodeServer:
     def __init__(self, name: str, host: str = "127.0.0.1", port: int = 8766, *, ack: bool = True,
-                 printer: Printer | None = _print) -> None:
+                 ack_delay: float = 0.0, printer: Printer | None = _print) -> None:
         self.name, self.host, self.port = name, host, port
-        self.ack = ack
+        self.ack, self.ack_delay = ack, ack_delay
         self.printer = printer
         self.received: list[dict[str, Any]] = []  # every message the bridge sent, in order
+        self.received_at: list[float] = []  # loop time of each arrival
         self.replies: list[dict[str, Any]] = []  # the bridge's acks and errors for what we sent
         self.acks_sent = 0
         self.connections_seen = 0
@@ -49,6 +50,12 @@ class NodeServer:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+
+    async def kill(self) -> None:
+        """Die like a crashed process: drop every TCP connection without a closing handshake."""
+        for ws in list(self.connections):
+            ws.transport.abort()
+        await self.close()
 
     def _say(self, line: str) -> None:
         if self.printer is not None:
@@ -95,8 +102,11 @@ class NodeServer:
             self._say(f"<- {mtype} {json.dumps(message)}" if mtype == "error" else f"<- ack for {message.get('original_type')}")
         else:
             self.received.append(message)
+            self.received_at.append(asyncio.get_running_loop().time())
             self._say(f"<- {mtype} {json.dumps(message)[:200]}")
             if self.ack:
+                if self.ack_delay:
+                    await asyncio.sleep(self.ack_delay)
                 reply: dict[str, Any] = {"type": "ack", "original_type": mtype}
                 if "id" in message:
                     reply["id"] = message["id"]

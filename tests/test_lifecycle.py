@@ -1,0 +1,120 @@
+"""The bridge process: configuration errors, readiness, clean shutdown, ack mode `send`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from resonance_bridge.embedded import EmbeddedBroker, free_port
+from resonance_bridge.node import NodeServer
+
+from .harness import BridgeProcess, Committed, Topics, bridge_env, produce, state_update, until
+
+
+def test_bad_configuration_exits_2_naming_each_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RESONANCE_", "KAFKA_"))}
+    env.update({
+        "RESONANCE_ENDPOINT": "http://lexamoris-server:8766", "RESONANCE_TOPIC": "bad topic!",
+        "RESONANCE_FREQUENCY_HZ": "0", "RESONANCE_ACK_MODE": "maybe", "RESONANCE_MAX_IN_FLIGHT": "-1",
+        "KAFKA_ENABLE_IDEMPOTENCE": "sometimes",
+    })
+    result = subprocess.run([sys.executable, "-m", "resonance_bridge", "bridge"], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    expected = ["RESONANCE_ENDPOINT='http://lexamoris-server:8766'", "RESONANCE_TOPIC='bad topic!'",
+                "RESONANCE_ANCHOR is required", "KAFKA_BOOTSTRAP_SERVERS is required",
+                "RESONANCE_FREQUENCY_HZ='0'", "RESONANCE_ACK_MODE='maybe'", "RESONANCE_MAX_IN_FLIGHT='-1'",
+                "KAFKA_ENABLE_IDEMPOTENCE='sometimes'"]
+    assert len(lines) == len(expected), result.stderr
+    for needle in expected:
+        assert sum(needle in line for line in lines) == 1, f"{needle} not named once in:\n{result.stderr}"
+    assert all(line.startswith("resonance bridge: ") for line in lines)
+    assert "ws:// or wss://" in result.stderr and "> 0 and <= 100" in result.stderr
+
+
+async def test_sigterm_drains_commits_up_to_last_ack_and_exits_0(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    node = NodeServer("slow", port=0, printer=None, ack_delay=0.002)
+    await node.start()
+    await produce(broker, topics.node, (state_update(i) for i in range(1000)))
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_SHUTDOWN_GRACE_S="10",
+                     RESONANCE_MAX_IN_FLIGHT="100")
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        await node.wait_for(lambda: len(node.received) >= 200, 30)
+        started = time.monotonic()
+        bridge.signal(signal.SIGTERM)
+        code = await asyncio.to_thread(bridge.wait, 15)
+        assert code == 0, bridge.output()
+        assert time.monotonic() - started < 10
+        acked = sum(1 for m in node.received[: node.acks_sent] if m["type"] == "state_update")
+        assert 200 <= acked < 1000
+        async with Committed(broker, topics) as committed:
+            assert await committed.offset() == acked
+        assert "stopped cleanly" in bridge.output()
+    finally:
+        bridge.stop()
+        await node.close()
+
+
+async def test_readyz_follows_both_connections_and_metrics_count(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    port = free_port()
+    bridge = BridgeProcess(bridge_env(broker, topics, f"ws://127.0.0.1:{port}"), workdir / "bridge.log").start()
+    node = NodeServer("late", port=port, printer=None)
+    try:
+        await until(lambda: _status(bridge, "/healthz") == 200, 20, bridge.output)
+        status, body = bridge.get("/readyz")
+        assert (status, body.strip()) == (503, "kafka connected, websocket disconnected")
+        await node.start()
+        await bridge.wait_ready()
+        await produce(broker, topics.node, (state_update(i) for i in range(5)))
+        for _ in range(3):
+            await node.send('{"type": "repository_event", "event_type": "commit", "data": {}}')
+        await node.wait_for(lambda: len(node.replies) == 3 and len(node.received) >= 6, 20)
+        await until(lambda: bridge.metric("resonance_acks_total", direction="from_node") >= 6, 10)
+        assert bridge.metric("resonance_messages_relayed_total", direction="outbound") == 5
+        assert bridge.metric("resonance_messages_relayed_total", direction="inbound") == 3
+        assert bridge.metric("resonance_websocket_connected") == 1
+        assert bridge.metric("resonance_in_flight") == 0
+        await until(lambda: bridge.metric("resonance_consumer_lag") == 0, 10)
+        await node.kill()
+        await until(lambda: _status(bridge, "/readyz") == 503, 10, "readyz stayed 200 with the node gone")
+        assert bridge.metric("resonance_websocket_connected") == 0
+    finally:
+        bridge.stop()
+        await node.close()
+
+
+def _status(bridge: BridgeProcess, path: str) -> int:
+    try:
+        return bridge.get(path)[0]
+    except OSError:
+        return 0
+
+
+async def test_ack_mode_send_commits_without_acks(broker: EmbeddedBroker, topics: Topics, workdir: Path) -> None:
+    node = NodeServer("mute", port=0, printer=None, ack=False)
+    await node.start()
+    await produce(broker, topics.node, (state_update(i) for i in range(50)))
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_ACK_MODE="send")
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        async with Committed(broker, topics) as committed:
+            await until(lambda: sum(m["type"] == "state_update" for m in node.received) == 50, 20)
+            deadline = time.monotonic() + 10
+            while await committed.offset() < 50 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert await committed.offset() == 50
+        assert node.acks_sent == 0
+    finally:
+        bridge.stop()
+        await node.close()
