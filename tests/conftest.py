@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
 from resonance_bridge.embedded import EmbeddedBroker
 from resonance_bridge.node import NodeServer
 
@@ -28,8 +27,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 async def topics(broker: EmbeddedBroker) -> Topics:
     """Fresh single-partition topics per test, so tests never see each other's records."""
     suffix = uuid.uuid4().hex[:8]
-    names = Topics(f"node.{suffix}", f"inbound.{suffix}", f"heartbeats.{suffix}", f"deadletter.{suffix}",
-                   f"group-{suffix}")
+    names = Topics(
+        f"node.{suffix}",
+        f"inbound.{suffix}",
+        f"heartbeats.{suffix}",
+        f"deadletter.{suffix}",
+        f"group-{suffix}",
+    )
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
     await admin.start()
     try:

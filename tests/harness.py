@@ -11,13 +11,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
 from resonance_bridge.embedded import EmbeddedBroker, free_port
 
 
@@ -35,15 +34,23 @@ class Topics:
 
 def bridge_env(broker: EmbeddedBroker, topics: Topics, endpoint: str, **overrides: str) -> dict[str, str]:
     env = {
-        "RESONANCE_NODE": "testnode", "RESONANCE_ENDPOINT": endpoint, "RESONANCE_TOPIC": topics.node,
-        "RESONANCE_ANCHOR": "BOLZANO_71", "RESONANCE_INBOUND_TOPIC": topics.inbound,
-        "RESONANCE_HEARTBEAT_TOPIC": topics.heartbeats, "RESONANCE_DEADLETTER_TOPIC": topics.deadletter,
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_GROUP_ID": topics.group,
+        "RESONANCE_NODE": "testnode",
+        "RESONANCE_ENDPOINT": endpoint,
+        "RESONANCE_TOPIC": topics.node,
+        "RESONANCE_ANCHOR": "BOLZANO_71",
+        "RESONANCE_INBOUND_TOPIC": topics.inbound,
+        "RESONANCE_HEARTBEAT_TOPIC": topics.heartbeats,
+        "RESONANCE_DEADLETTER_TOPIC": topics.deadletter,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KAFKA_GROUP_ID": topics.group,
         "RESONANCE_HTTP_PORT": str(free_port()),
         # The test broker: no idempotent producer; fetches return only when the wait expires.
-        "KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "10",
-        "KAFKA_SESSION_TIMEOUT_MS": "1000", "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
-        "KAFKA_COMMIT_INTERVAL_MS": "100", "RESONANCE_FREQUENCY_HZ": "0.1",
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        "KAFKA_SESSION_TIMEOUT_MS": "1000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
+        "KAFKA_COMMIT_INTERVAL_MS": "100",
+        "RESONANCE_FREQUENCY_HZ": "0.1",
     }
     env.update(overrides)
     return env
@@ -62,7 +69,10 @@ class BridgeProcess:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "resonance_bridge", "bridge"],
-                env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT)
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         return self
 
     def output(self) -> str:
@@ -107,7 +117,9 @@ class BridgeProcess:
             self.process.wait()
 
 
-async def until(predicate: Any, timeout: float, message: str = "condition not met") -> None:
+async def until(
+    predicate: Callable[[], bool], timeout: float, message: str | Callable[[], str] = "condition not met"
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -116,13 +128,20 @@ async def until(predicate: Any, timeout: float, message: str = "condition not me
 
 
 def state_update(seq: int) -> bytes:
-    return json.dumps({"type": "state_update", "timestamp": "2026-01-13T02:00:00+00:00", "anchor": "BOLZANO_71",
-                       "data": {"frequency": 0.043, "s_roi": 0.502, "status": "operational", "seq": seq}}).encode()
+    return json.dumps(
+        {
+            "type": "state_update",
+            "timestamp": "2026-01-13T02:00:00+00:00",
+            "anchor": "BOLZANO_71",
+            "data": {"frequency": 0.043, "s_roi": 0.502, "status": "operational", "seq": seq},
+        }
+    ).encode()
 
 
 async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False,
-                                linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False, linger_ms=5
+    )
     await producer.start()
     try:
         futures = [await producer.send(topic, value) for value in values]
@@ -133,8 +152,12 @@ async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -
 
 async def consume(broker: EmbeddedBroker, topic: str, count: int, timeout: float = 30) -> list[Any]:
     """Read `count` records of a single-partition topic from the beginning (fails if fewer arrive)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=10, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     records: list[Any] = []
     try:
@@ -154,8 +177,9 @@ class Committed:
     """Reads a group's committed offset the way Kafka tools do: OffsetFetch, without joining the group."""
 
     def __init__(self, broker: EmbeddedBroker, topics: Topics) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=topics.group,
-                                         enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap, group_id=topics.group, enable_auto_commit=False
+        )
         self.tp = TopicPartition(topics.node, 0)
 
     async def __aenter__(self) -> Committed:

@@ -39,8 +39,10 @@ async def test_each_bad_frame_is_dead_lettered_and_good_frames_still_flow(
         assert [e["reason"] for e in errors] == [reason for _, reason in BAD_FRAMES]
         assert errors[4]["original_type"] == "state_update"
         assert "'data'" in errors[4]["detail"]
-        assert node.replies[-2:] == [{"type": "ack", "original_type": "vibration"},
-                                     {"type": "ack", "original_type": "state_update"}]
+        assert node.replies[-2:] == [
+            {"type": "ack", "original_type": "vibration"},
+            {"type": "ack", "original_type": "state_update"},
+        ]
 
         dead = await consume(broker, topics.deadletter, len(BAD_FRAMES))
         for record, (frame, reason) in zip(dead, BAD_FRAMES, strict=True):
@@ -66,7 +68,9 @@ async def test_bad_record_in_node_topic_is_dead_lettered_and_committed_past(
     broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
 ) -> None:
     await produce(broker, topics.node, [state_update(0), b"{broken", state_update(1)])
-    bridge = BridgeProcess(bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}"), workdir / "b.log").start()
+    bridge = BridgeProcess(
+        bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}"), workdir / "b.log"
+    ).start()
     try:
         await node.wait_for(lambda: sum(m["type"] == "state_update" for m in node.received) == 2, 20)
         dead = await consume(broker, topics.deadletter, 1)

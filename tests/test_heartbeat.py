@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -15,28 +17,39 @@ from .harness import BridgeProcess, Topics, bridge_env, consume
 async def test_heartbeats_at_frequency_and_sync_on_connect(
     broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
 ) -> None:
-    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_FREQUENCY_HZ="5",
-                     RESONANCE_S_ROI="0.5020")
+    env = bridge_env(
+        broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_FREQUENCY_HZ="2", RESONANCE_S_ROI="0.5020"
+    )
     bridge = BridgeProcess(env, workdir / "bridge.log").start()
     try:
-        await node.wait_for(lambda: sum(m["type"] == "heartbeat" for m in node.received) >= 11, 30)
+        await node.wait_for(lambda: sum(m["type"] == "heartbeat" for m in node.received) >= 9, 30)
         first = node.received[0]
         assert first["type"] == "frequency_sync"
-        assert (first["frequency"], first["s_roi"], first["anchor"]) == (5.0, 0.502, "BOLZANO_71")
+        assert (first["frequency"], first["s_roi"], first["anchor"]) == (2.0, 0.502, "BOLZANO_71")
 
-        beats = [(m, t) for m, t in zip(node.received, node.received_at, strict=True) if m["type"] == "heartbeat"]
+        beats = [
+            (m, t) for m, t in zip(node.received, node.received_at, strict=True) if m["type"] == "heartbeat"
+        ]
         for message, _ in beats:
-            assert (message["anchor"], message["s_roi"], message["frequency"]) == ("BOLZANO_71", 0.502, 5.0)
+            assert (message["anchor"], message["s_roi"], message["frequency"]) == ("BOLZANO_71", 0.502, 2.0)
             assert message["timestamp"].endswith("+00:00")
-        intervals = [b[1] - a[1] for a, b in zip(beats, beats[1:], strict=False)]
-        assert abs(statistics.median(intervals) - 0.2) < 0.05, intervals
-        assert abs(bridge.metric("resonance_heartbeat_drift_seconds")) < 0.1
+        intervals = [b[1] - a[1] for a, b in itertools.pairwise(beats)]
+        assert abs(statistics.median(intervals) - 0.5) < 0.1, intervals
+        drifts = []
+        for _ in range(5):  # several ticks: one tick delayed by a busy machine must not decide the test
+            drifts.append(abs(bridge.metric("resonance_heartbeat_drift_seconds")))
+            await asyncio.sleep(0.5)
+        assert statistics.median(drifts) < 0.1, drifts
 
         records = await consume(broker, topics.heartbeats, 10)
         for record in records:
             body = json.loads(record.value)
             assert (body["type"], body["anchor"], body["s_roi"], body["node"]) == (
-                "heartbeat", "BOLZANO_71", 0.502, "testnode")
+                "heartbeat",
+                "BOLZANO_71",
+                0.502,
+                "testnode",
+            )
             assert record.key == b"BOLZANO_71"
         assert any(json.loads(r.value)["websocket_connected"] for r in records)
         assert bridge.metric("resonance_last_heartbeat_timestamp_seconds") > 1.7e9

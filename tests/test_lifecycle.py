@@ -18,19 +18,35 @@ from .harness import BridgeProcess, Committed, Topics, bridge_env, produce, stat
 
 def test_bad_configuration_exits_2_naming_each_variable() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RESONANCE_", "KAFKA_"))}
-    env.update({
-        "RESONANCE_ENDPOINT": "http://lexamoris-server:8766", "RESONANCE_TOPIC": "bad topic!",
-        "RESONANCE_FREQUENCY_HZ": "0", "RESONANCE_ACK_MODE": "maybe", "RESONANCE_MAX_IN_FLIGHT": "-1",
-        "KAFKA_ENABLE_IDEMPOTENCE": "sometimes",
-    })
-    result = subprocess.run([sys.executable, "-m", "resonance_bridge", "bridge"], env=env, capture_output=True,
-                            text=True, timeout=30)
+    env.update(
+        {
+            "RESONANCE_ENDPOINT": "http://lexamoris-server:8766",
+            "RESONANCE_TOPIC": "bad topic!",
+            "RESONANCE_FREQUENCY_HZ": "0",
+            "RESONANCE_ACK_MODE": "maybe",
+            "RESONANCE_MAX_IN_FLIGHT": "-1",
+            "KAFKA_ENABLE_IDEMPOTENCE": "sometimes",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "resonance_bridge", "bridge"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    expected = ["RESONANCE_ENDPOINT='http://lexamoris-server:8766'", "RESONANCE_TOPIC='bad topic!'",
-                "RESONANCE_ANCHOR is required", "KAFKA_BOOTSTRAP_SERVERS is required",
-                "RESONANCE_FREQUENCY_HZ='0'", "RESONANCE_ACK_MODE='maybe'", "RESONANCE_MAX_IN_FLIGHT='-1'",
-                "KAFKA_ENABLE_IDEMPOTENCE='sometimes'"]
+    expected = [
+        "RESONANCE_ENDPOINT='http://lexamoris-server:8766'",
+        "RESONANCE_TOPIC='bad topic!'",
+        "RESONANCE_ANCHOR is required",
+        "KAFKA_BOOTSTRAP_SERVERS is required",
+        "RESONANCE_FREQUENCY_HZ='0'",
+        "RESONANCE_ACK_MODE='maybe'",
+        "RESONANCE_MAX_IN_FLIGHT='-1'",
+        "KAFKA_ENABLE_IDEMPOTENCE='sometimes'",
+    ]
     assert len(lines) == len(expected), result.stderr
     for needle in expected:
         assert sum(needle in line for line in lines) == 1, f"{needle} not named once in:\n{result.stderr}"
@@ -44,8 +60,13 @@ async def test_sigterm_drains_commits_up_to_last_ack_and_exits_0(
     node = NodeServer("slow", port=0, printer=None, ack_delay=0.002)
     await node.start()
     await produce(broker, topics.node, (state_update(i) for i in range(1000)))
-    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_SHUTDOWN_GRACE_S="10",
-                     RESONANCE_MAX_IN_FLIGHT="100")
+    env = bridge_env(
+        broker,
+        topics,
+        f"ws://127.0.0.1:{node.port}",
+        RESONANCE_SHUTDOWN_GRACE_S="10",
+        RESONANCE_MAX_IN_FLIGHT="100",
+    )
     bridge = BridgeProcess(env, workdir / "bridge.log").start()
     try:
         await node.wait_for(lambda: len(node.received) >= 200, 30)
@@ -68,7 +89,9 @@ async def test_readyz_follows_both_connections_and_metrics_count(
     broker: EmbeddedBroker, topics: Topics, workdir: Path
 ) -> None:
     port = free_port()
-    bridge = BridgeProcess(bridge_env(broker, topics, f"ws://127.0.0.1:{port}"), workdir / "bridge.log").start()
+    bridge = BridgeProcess(
+        bridge_env(broker, topics, f"ws://127.0.0.1:{port}"), workdir / "bridge.log"
+    ).start()
     node = NodeServer("late", port=port, printer=None)
     try:
         await until(lambda: _status(bridge, "/healthz") == 200, 20, bridge.output)
@@ -101,7 +124,9 @@ def _status(bridge: BridgeProcess, path: str) -> int:
         return 0
 
 
-async def test_ack_mode_send_commits_without_acks(broker: EmbeddedBroker, topics: Topics, workdir: Path) -> None:
+async def test_ack_mode_send_commits_without_acks(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
     node = NodeServer("mute", port=0, printer=None, ack=False)
     await node.start()
     await produce(broker, topics.node, (state_update(i) for i in range(50)))

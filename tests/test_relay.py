@@ -8,7 +8,6 @@ import signal
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from resonance_bridge.embedded import EmbeddedBroker
 from resonance_bridge.node import NodeServer
 
@@ -46,8 +45,9 @@ async def test_outbound_in_order_and_commits_never_pass_acks(
 
 async def kafka_count(broker: EmbeddedBroker, topic: str) -> int:
     """How many records the broker holds now: read until a fetch comes back empty."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=10)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
     await consumer.start()
     try:
         tp = TopicPartition(topic, 0)
@@ -67,7 +67,10 @@ async def test_inbound_acked_only_after_kafka_stored(
     bridge = BridgeProcess(bridge_env(broker, topics, endpoint(node)), workdir / "bridge.log").start()
     try:
         await bridge.wait_ready()
-        acks = lambda: [r for r in node.replies if r["type"] == "ack"]  # noqa: E731
+
+        def acks() -> list[dict[str, object]]:
+            return [r for r in node.replies if r["type"] == "ack"]
+
         for i in range(1000):
             await node.send(json.dumps({"type": "state_update", "anchor": "BOLZANO_71", "data": {"seq": i}}))
             if i % 100 == 99:  # an ack the node holds must be for a record the broker already has
@@ -92,7 +95,9 @@ async def test_node_crash_loses_nothing(broker: EmbeddedBroker, topics: Topics, 
     await first.start()
     port = first.port
     await produce(broker, topics.node, (state_update(i) for i in range(1000)))
-    bridge = BridgeProcess(bridge_env(broker, topics, f"ws://127.0.0.1:{port}"), workdir / "bridge.log").start()
+    bridge = BridgeProcess(
+        bridge_env(broker, topics, f"ws://127.0.0.1:{port}"), workdir / "bridge.log"
+    ).start()
     second = NodeServer("second", port=port, printer=None)
     try:
         await first.wait_for(lambda: len(seqs(first)) >= 300, 30)
@@ -112,8 +117,9 @@ async def test_node_crash_loses_nothing(broker: EmbeddedBroker, topics: Topics, 
         await second.close()
 
 
-async def test_bridge_sigkill_loses_nothing(broker: EmbeddedBroker, topics: Topics, node: NodeServer,
-                                            workdir: Path) -> None:
+async def test_bridge_sigkill_loses_nothing(
+    broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
+) -> None:
     node.ack_delay = 0.001
     await produce(broker, topics.node, (state_update(i) for i in range(1000)))
     env = bridge_env(broker, topics, endpoint(node))

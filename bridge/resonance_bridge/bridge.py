@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,7 @@ log = logging.getLogger("resonance.bridge")
 @dataclass(slots=True)
 class Reply:
     """An inbound frame on its way to Kafka, and what to tell the node once Kafka has it."""
+
     future: asyncio.Future[Any]
     topic: str
     value: bytes
@@ -76,12 +79,20 @@ class Bridge:
         self.window = Window()
         self.stopping = asyncio.Event()
         self.room = asyncio.Event()  # set while the in-flight window has room
+        self.drained = asyncio.Event()  # set when no record is in flight
         self.producer = kafka.producer(config)
         self.consumer = kafka.consumer(config)
         self.ws: ClientConnection | None = None
         self.kafka_ok = False
-        self.metrics.info.info({"node": config.node, "anchor": config.anchor, "topic": config.topic,
-                                "endpoint": config.endpoint, "ack_mode": config.ack_mode})
+        self.metrics.info.info(
+            {
+                "node": config.node,
+                "anchor": config.anchor,
+                "topic": config.topic,
+                "endpoint": config.endpoint,
+                "ack_mode": config.ack_mode,
+            }
+        )
 
     def stop(self) -> None:
         self.stopping.set()
@@ -102,8 +113,10 @@ class Bridge:
             self.consumer.subscribe([self.config.topic], listener=_Rebalance(self))
             self.kafka_ok = True
             self.metrics.kafka_connected.set(1)
-            background = [asyncio.create_task(_supervise(loop)) for loop in
-                          (self._heartbeats, self._commits, self._probe)]
+            background = [
+                asyncio.create_task(_supervise(loop))
+                for loop in (self._heartbeats, self._commits, self._probe)
+            ]
             try:
                 await self._sessions()
             finally:
@@ -121,8 +134,12 @@ class Bridge:
         backoff = Backoff()
         while not self.stopping.is_set():
             try:
-                ws = await connect(self.config.endpoint, compression=None, open_timeout=10,
-                                   max_size=8 * self.config.max_frame_bytes)
+                ws = await connect(
+                    self.config.endpoint,
+                    compression=None,
+                    open_timeout=10,
+                    max_size=8 * self.config.max_frame_bytes,
+                )
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = backoff.next_delay()
                 log.warning("node %s unreachable (%s); retrying in %.1fs", self.config.endpoint, exc, delay)
@@ -140,12 +157,17 @@ class Bridge:
         self.metrics.websocket_connected.set(1)
         tasks: set[asyncio.Task[None]] = set()
         try:
-            await self._send_control(ws, codec.frequency_sync(
-                self.config.anchor, self.config.frequency_hz, self.config.s_roi))
+            await self._send_control(
+                ws, codec.frequency_sync(self.config.anchor, self.config.frequency_hz, self.config.s_roi)
+            )
             outbound = asyncio.create_task(self._outbound(ws))
-            tasks = {outbound, asyncio.create_task(self._inbound(ws, replies)),
-                     asyncio.create_task(self._replies(ws, replies)),
-                     asyncio.create_task(self._watch_acks(ws)), asyncio.create_task(self._drain(ws, replies))}
+            tasks = {
+                outbound,
+                asyncio.create_task(self._inbound(ws, replies)),
+                asyncio.create_task(self._replies(ws, replies)),
+                asyncio.create_task(self._watch_acks(ws)),
+                asyncio.create_task(self._drain(ws, replies)),
+            }
             while tasks:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 tasks -= done
@@ -216,11 +238,19 @@ class Bridge:
             self._window_changed()
 
     async def _dead_letter_record(self, rejected: Rejected, record: Any) -> None:
-        log.warning("record %s[%d]@%d dead-lettered: %s", record.topic, record.partition, record.offset,
-                    rejected.detail)
+        log.warning(
+            "record %s[%d]@%d dead-lettered: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            rejected.detail,
+        )
         value, headers = kafka.dead_letter(
-            self.config, rejected, "outbound", **{"resonance-source": f"{record.topic}/{record.partition}/"
-                                                 f"{record.offset}"})
+            self.config,
+            rejected,
+            "outbound",
+            **{"resonance-source": f"{record.topic}/{record.partition}/{record.offset}"},
+        )
         await self._store(self.config.deadletter_topic, value, headers)
         self.metrics.dead_letters.labels("outbound", rejected.reason).inc()
 
@@ -240,6 +270,8 @@ class Bridge:
         self.metrics.in_flight.set(self.window.pending)
         if self.window.pending < self.config.max_in_flight:
             self.room.set()
+        if not self.window.pending:
+            self.drained.set()
 
     async def _watch_acks(self, ws: ClientConnection) -> None:
         """A node that stopped acking gets a fresh connection and the unacked records again."""
@@ -303,7 +335,8 @@ class Bridge:
         """Start producing a record; a failure to even enqueue it becomes the future's outcome."""
         try:
             future: asyncio.Future[Any] = await self.producer.send(
-                topic, value, key=self.config.anchor.encode(), headers=headers)
+                topic, value, key=self.config.anchor.encode(), headers=headers
+            )
         except KafkaError as exc:
             future = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
@@ -313,7 +346,9 @@ class Bridge:
         backoff = Backoff()
         while True:
             try:
-                await self.producer.send_and_wait(topic, value, key=self.config.anchor.encode(), headers=headers)
+                await self.producer.send_and_wait(
+                    topic, value, key=self.config.anchor.encode(), headers=headers
+                )
                 return
             except KafkaError as exc:
                 delay = backoff.next_delay()
@@ -330,15 +365,19 @@ class Bridge:
 
     async def _settled(self, replies: asyncio.Queue[Reply]) -> None:
         while self.window.pending:
-            await asyncio.sleep(0.01)
+            self.drained.clear()
+            await self.drained.wait()
         await replies.join()
 
     # --- across sessions ----------------------------------------------------------------------
 
     async def commit(self) -> None:
         assigned = self.consumer.assignment()
-        offsets = {TopicPartition(*p): o for p, o in self.window.take_commits().items()
-                   if TopicPartition(*p) in assigned}
+        offsets = {
+            TopicPartition(*p): o
+            for p, o in self.window.take_commits().items()
+            if TopicPartition(*p) in assigned
+        }
         if not offsets:
             return
         try:
@@ -377,17 +416,22 @@ class Bridge:
 
     async def _heartbeats(self) -> None:
         """Ticks on a fixed schedule (deadlines, not sleeps, so the interval does not drift); each
-        tick's sends run in a task of their own, so a slow broker or node cannot delay the next tick."""
+        tick's sends run in a task of their own, so a slow broker or node cannot delay the next tick.
+        Drift is the mean interval of the last ten ticks minus the configured one: one late tick
+        shows, but does not swing the gauge by a whole stall and back."""
         interval = self.config.heartbeat_interval_s
         loop = asyncio.get_running_loop()
-        next_at, last = loop.time(), None
+        next_at = loop.time()
+        ticks: deque[float] = deque(maxlen=11)
         emitting: set[asyncio.Task[None]] = set()
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             now = loop.time()
-            if last is not None:
-                self.metrics.heartbeat_drift.set(now - last - interval)
-            last, next_at = now, max(next_at + interval, now)
+            ticks.append(now)
+            if len(ticks) > 1:
+                self.metrics.heartbeat_drift.set((ticks[-1] - ticks[0]) / (len(ticks) - 1) - interval)
+            # Late by more than an interval (a stalled machine)? Skip the missed slots, keep the phase.
+            next_at += interval * max(1, math.ceil((now - next_at) / interval))
             task = asyncio.create_task(self._emit_heartbeat())
             emitting.add(task)
             task.add_done_callback(emitting.discard)
@@ -401,8 +445,13 @@ class Bridge:
         if ws is not None:
             with contextlib.suppress(ConnectionClosed):
                 await self._send_control(ws, body)
-        record = {**body, "node": cfg.node, "websocket_connected": ws is not None,
-                  "in_flight": self.window.pending}
-        future = await self._send(cfg.heartbeat_topic, codec.encode(record),
-                                  kafka.headers(cfg, **{"resonance-type": "heartbeat"}))
+        record = {
+            **body,
+            "node": cfg.node,
+            "websocket_connected": ws is not None,
+            "in_flight": self.window.pending,
+        }
+        future = await self._send(
+            cfg.heartbeat_topic, codec.encode(record), kafka.headers(cfg, **{"resonance-type": "heartbeat"})
+        )
         future.add_done_callback(_log_heartbeat_failure)

@@ -20,9 +20,13 @@ log = logging.getLogger("resonance")
 
 # Flags of `resonance bridge` that override the environment variable of the same meaning.
 BRIDGE_FLAGS = {
-    "node": "RESONANCE_NODE", "endpoint": "RESONANCE_ENDPOINT", "topic": "RESONANCE_TOPIC",
-    "anchor": "RESONANCE_ANCHOR", "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
-    "http_port": "RESONANCE_HTTP_PORT", "ack_mode": "RESONANCE_ACK_MODE",
+    "node": "RESONANCE_NODE",
+    "endpoint": "RESONANCE_ENDPOINT",
+    "topic": "RESONANCE_TOPIC",
+    "anchor": "RESONANCE_ANCHOR",
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "http_port": "RESONANCE_HTTP_PORT",
+    "ack_mode": "RESONANCE_ACK_MODE",
     "frequency_hz": "RESONANCE_FREQUENCY_HZ",
 }
 
@@ -43,10 +47,15 @@ async def _bridge_main(config: configuration.Config) -> int:
     try:
         port = await health.start(config.http_port)
     except OSError as exc:
-        print(f"resonance bridge: RESONANCE_HTTP_PORT={config.http_port} cannot be used ({exc.strerror}): "
-              "choose a free port", file=sys.stderr)
+        print(
+            f"resonance bridge: RESONANCE_HTTP_PORT={config.http_port} cannot be used ({exc.strerror}): "
+            "choose a free port",
+            file=sys.stderr,
+        )
         return 2
-    log.info("bridge %s: %s <-> %s (health and metrics on :%d)", config.node, config.topic, config.endpoint, port)
+    log.info(
+        "bridge %s: %s <-> %s (health and metrics on :%d)", config.node, config.topic, config.endpoint, port
+    )
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
 
@@ -71,12 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resonance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    bridge = sub.add_parser("bridge", help="relay one node's topic <-> WebSocket (configured by RESONANCE_* "
-                            "and KAFKA_* environment variables; flags override them)")
+    bridge = sub.add_parser(
+        "bridge",
+        help="relay one node's topic <-> WebSocket (configured by RESONANCE_* "
+        "and KAFKA_* environment variables; flags override them)",
+    )
     for flag, var in BRIDGE_FLAGS.items():
         bridge.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"overrides {var}")
 
-    node_cmd = sub.add_parser("node", help="the reference node server").add_subparsers(dest="action", required=True)
+    node_cmd = sub.add_parser("node", help="the reference node server").add_subparsers(
+        dest="action", required=True
+    )
     serve = node_cmd.add_parser("serve", help="a node server that prints and acks what it receives")
     serve.add_argument("--port", type=int, default=8766)
     serve.add_argument("--host", default="0.0.0.0")
@@ -90,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="produce a message of the guide's format to node topics")
     send.add_argument("--type", choices=sorted(tools.TYPES), default="state")
     send.add_argument("--message", default="")
-    send.add_argument("--topic", action="append", help="repeatable; default: resonance.lexamoris and resonance.nexus")
+    send.add_argument(
+        "--topic", action="append", help="repeatable; default: resonance.lexamoris and resonance.nexus"
+    )
     send.add_argument("--anchor", default="BOLZANO_71")
     send.add_argument("--frequency", type=float, default=0.043)
     send.add_argument("--s-roi", type=float, default=0.502)
@@ -108,26 +124,43 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("RESONANCE_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("RESONANCE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its retries are ours to report, once
     if args.command == "bridge":
         env = dict(os.environ)
-        env.update({var: str(getattr(args, flag)) for flag, var in BRIDGE_FLAGS.items()
-                    if getattr(args, flag) is not None})
+        env.update(
+            {
+                var: str(getattr(args, flag))
+                for flag, var in BRIDGE_FLAGS.items()
+                if getattr(args, flag) is not None
+            }
+        )
         return run_bridge(env)
     try:
         if args.command == "node":
-            asyncio.run(node.serve_forever(args.name, args.host, args.port, not args.no_ack, args.quiet,
-                                           args.send_file, not args.no_stdin))
+            asyncio.run(
+                node.serve_forever(
+                    args.name,
+                    args.host,
+                    args.port,
+                    not args.no_ack,
+                    args.quiet,
+                    args.send_file.read_text().splitlines() if args.send_file else [],
+                    not args.no_stdin,
+                )
+            )
         elif args.command == "send":
             body = tools.build(args.type, args.message, args.anchor, args.frequency, args.s_roi)
             topics = args.topic or ["resonance.lexamoris", "resonance.nexus"]
             sent = asyncio.run(tools.send(args.bootstrap_servers, topics, body, args.count, args.anchor))
             print(f"sent {sent} {body['type']} message(s) to {', '.join(topics)}")
         elif args.command == "tail":
-            asyncio.run(tools.tail(args.bootstrap_servers, args.topic, args.from_beginning, args.count,
-                                   args.timeout))
+            asyncio.run(
+                tools.tail(args.bootstrap_servers, args.topic, args.from_beginning, args.count, args.timeout)
+            )
     except KeyboardInterrupt:
         return 130
     return 0

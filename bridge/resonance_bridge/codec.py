@@ -55,7 +55,8 @@ def decode(raw: bytes, max_bytes: int) -> Message | Rejected:
     if len(raw) > max_bytes:
         return Rejected("too_large", f"message of {len(raw)} bytes exceeds the {max_bytes}-byte limit", raw)
     try:
-        body = json.loads(raw)
+        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32, which is no WebSocket text.
+        body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return Rejected("not_utf8", "payload is not UTF-8 text: send JSON encoded as UTF-8", raw)
     except ValueError as exc:
@@ -65,7 +66,7 @@ def decode(raw: bytes, max_bytes: int) -> Message | Rejected:
         return Rejected("not_object", f"payload is a JSON {kind}: send a JSON object with a 'type'", raw)
     mtype = body.get("type")
     if mtype is None:
-        return Rejected("missing_type", "field 'type' is missing: add e.g. \"type\": \"state_update\"", raw)
+        return Rejected("missing_type", 'field \'type\' is missing: add e.g. "type": "state_update"', raw)
     if not isinstance(mtype, str):
         return Rejected("type_not_string", f"field 'type' is {json.dumps(mtype)}: it must be a string", raw)
     required = REQUIRED.get(mtype)
@@ -99,8 +100,13 @@ def heartbeat(anchor: str, frequency: float, s_roi: float, timestamp: str | None
 
 
 def frequency_sync(anchor: str, frequency: float, s_roi: float) -> dict[str, Any]:
-    return {"type": "frequency_sync", "timestamp": now_iso(), "frequency": frequency, "s_roi": s_roi,
-            "anchor": anchor}
+    return {
+        "type": "frequency_sync",
+        "timestamp": now_iso(),
+        "frequency": frequency,
+        "s_roi": s_roi,
+        "anchor": anchor,
+    }
 
 
 def ack(original_type: str, msg_id: str | None = None) -> dict[str, Any]:
@@ -111,5 +117,9 @@ def ack(original_type: str, msg_id: str | None = None) -> dict[str, Any]:
 
 
 def error(rejected: Rejected) -> dict[str, Any]:
-    return {"type": "error", "reason": rejected.reason, "detail": rejected.detail,
-            "original_type": rejected.original_type}
+    return {
+        "type": "error",
+        "reason": rejected.reason,
+        "detail": rejected.detail,
+        "original_type": rejected.original_type,
+    }

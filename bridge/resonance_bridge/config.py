@@ -86,7 +86,9 @@ class _Reader:
 
     def topic(self, name: str, default: str = "", required: bool = False) -> str:
         fix = "use 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'"
-        value = self.required(name, f"set a Kafka topic name ({fix})") if required else self.text(name, default)
+        value = (
+            self.required(name, f"set a Kafka topic name ({fix})") if required else self.text(name, default)
+        )
         if value and (not TOPIC_RE.match(value) or value in {".", ".."}):
             self.problems.append(f"{name}={value!r} is not a legal Kafka topic name: {fix}")
         return value
@@ -145,7 +147,9 @@ def load(env: Mapping[str, str]) -> Config:
     """Build a Config from environment variables or raise ConfigError listing every problem."""
     r = _Reader(env)
     node = r.text("RESONANCE_NODE", "resonance")
-    endpoint = r.required("RESONANCE_ENDPOINT", "set the node's WebSocket URL, e.g. ws://lexamoris-server:8766")
+    endpoint = r.required(
+        "RESONANCE_ENDPOINT", "set the node's WebSocket URL, e.g. ws://lexamoris-server:8766"
+    )
     _check_endpoint(r, endpoint)
     config = Config(
         node=node,
@@ -156,13 +160,17 @@ def load(env: Mapping[str, str]) -> Config:
         inbound_topic=r.topic("RESONANCE_INBOUND_TOPIC", "resonance.inbound"),
         heartbeat_topic=r.topic("RESONANCE_HEARTBEAT_TOPIC", "resonance.heartbeats"),
         deadletter_topic=r.topic("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter"),
-        frequency_hz=r.number("RESONANCE_FREQUENCY_HZ", 0.043, 0.0, 100.0, "use a number > 0 and <= 100 (Hz)"),
+        frequency_hz=r.number(
+            "RESONANCE_FREQUENCY_HZ", 0.043, 0.0, 100.0, "use a number > 0 and <= 100 (Hz)"
+        ),
         s_roi=r.number("RESONANCE_S_ROI", 0.502, -1e9, 1e9, "use a finite number, e.g. 0.5020"),
         ack_mode="send" if r.choice("RESONANCE_ACK_MODE", "ack", ("ack", "send")) == "send" else "ack",
         max_in_flight=r.integer("RESONANCE_MAX_IN_FLIGHT", 1000, 1, 1_000_000),
         ack_timeout_s=r.number("RESONANCE_ACK_TIMEOUT_S", 30.0, 0.0, 86400.0, "use seconds > 0, e.g. 30"),
         max_frame_bytes=r.integer("RESONANCE_MAX_FRAME_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
-        shutdown_grace_s=r.number("RESONANCE_SHUTDOWN_GRACE_S", 10.0, 0.0, 3600.0, "use seconds >= 0", zero_ok=True),
+        shutdown_grace_s=r.number(
+            "RESONANCE_SHUTDOWN_GRACE_S", 10.0, 0.0, 3600.0, "use seconds >= 0", zero_ok=True
+        ),
         http_port=r.integer("RESONANCE_HTTP_PORT", 8080, 0, 65535),
         group_id=r.text("KAFKA_GROUP_ID", f"resonance-bridge-{node}"),
         enable_idempotence=r.boolean("KAFKA_ENABLE_IDEMPOTENCE", True),
@@ -172,7 +180,8 @@ def load(env: Mapping[str, str]) -> Config:
         commit_interval_ms=r.integer("KAFKA_COMMIT_INTERVAL_MS", 1000, 10, 600_000),
         linger_ms=r.integer("KAFKA_LINGER_MS", 5, 0, 60_000),
         auto_offset_reset=(
-            "latest" if r.choice("KAFKA_AUTO_OFFSET_RESET", "earliest", ("earliest", "latest")) == "latest"
+            "latest"
+            if r.choice("KAFKA_AUTO_OFFSET_RESET", "earliest", ("earliest", "latest")) == "latest"
             else "earliest"
         ),
     )

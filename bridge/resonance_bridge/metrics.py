@@ -10,37 +10,59 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.info = Info("resonance_bridge", "The node this bridge serves", registry=r)
         self.relayed = Counter(
-            "resonance_messages_relayed", "Messages relayed, by direction (outbound: Kafka to node; "
-            "inbound: node to Kafka)", ["direction"], registry=r)
+            "resonance_messages_relayed",
+            "Messages relayed, by direction (outbound: Kafka to node; inbound: node to Kafka)",
+            ["direction"],
+            registry=r,
+        )
         self.unknown_types = Counter(
-            "resonance_unknown_type_messages", "Well-formed messages of a type the bridge does not know, "
-            "relayed anyway", ["direction"], registry=r)
+            "resonance_unknown_type_messages",
+            "Well-formed messages of a type the bridge does not know, relayed anyway",
+            ["direction"],
+            registry=r,
+        )
         self.acks = Counter(
-            "resonance_acks", "Acks: from_node for outbound messages, to_node after Kafka stored an "
-            "inbound message", ["direction"], registry=r)
+            "resonance_acks",
+            "Acks: from_node for outbound messages, to_node after Kafka stored an inbound message",
+            ["direction"],
+            registry=r,
+        )
         self.ack_mismatches = Counter(
-            "resonance_ack_mismatches", "Acks whose original_type matched no message in flight", registry=r)
+            "resonance_ack_mismatches", "Acks whose original_type matched no message in flight", registry=r
+        )
         self.ack_timeouts = Counter(
-            "resonance_ack_timeouts", "Reconnects because the node did not ack within the timeout", registry=r)
+            "resonance_ack_timeouts", "Reconnects because the node did not ack within the timeout", registry=r
+        )
         self.dead_letters = Counter(
-            "resonance_dead_letters", "Messages sent to the dead-letter topic", ["direction", "reason"],
-            registry=r)
+            "resonance_dead_letters",
+            "Messages sent to the dead-letter topic",
+            ["direction", "reason"],
+            registry=r,
+        )
         self.reconnects = Counter(
-            "resonance_reconnects", "Connection attempts after the first, by side", ["side"], registry=r)
+            "resonance_reconnects", "Connection attempts after the first, by side", ["side"], registry=r
+        )
         self.websocket_connected = Gauge(
-            "resonance_websocket_connected", "1 while the node's WebSocket is connected", registry=r)
+            "resonance_websocket_connected", "1 while the node's WebSocket is connected", registry=r
+        )
         self.kafka_connected = Gauge(
-            "resonance_kafka_connected", "1 while the Kafka cluster answers", registry=r)
+            "resonance_kafka_connected", "1 while the Kafka cluster answers", registry=r
+        )
         self.in_flight = Gauge(
-            "resonance_in_flight", "Outbound records sent to the node and not yet acked", registry=r)
+            "resonance_in_flight", "Outbound records sent to the node and not yet acked", registry=r
+        )
         self.consumer_lag = Gauge(
-            "resonance_consumer_lag", "Records in the node topic not yet acked by the node", registry=r)
+            "resonance_consumer_lag", "Records in the node topic not yet acked by the node", registry=r
+        )
         self.heartbeats = Counter("resonance_heartbeats", "Heartbeats emitted", registry=r)
         self.last_heartbeat = Gauge(
-            "resonance_last_heartbeat_timestamp_seconds", "Unix time of the last heartbeat", registry=r)
+            "resonance_last_heartbeat_timestamp_seconds", "Unix time of the last heartbeat", registry=r
+        )
         self.heartbeat_drift = Gauge(
-            "resonance_heartbeat_drift_seconds", "Last measured heartbeat interval minus the configured one",
-            registry=r)
+            "resonance_heartbeat_drift_seconds",
+            "Mean heartbeat interval of the last ten minus the configured interval",
+            registry=r,
+        )
         for direction in ("outbound", "inbound"):
             self.relayed.labels(direction)
             self.unknown_types.labels(direction)

@@ -14,7 +14,6 @@ import json
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -28,8 +27,16 @@ def _print(line: str) -> None:
 
 
 class NodeServer:
-    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 8766, *, ack: bool = True,
-                 ack_delay: float = 0.0, printer: Printer | None = _print) -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str = "127.0.0.1",
+        port: int = 8766,
+        *,
+        ack: bool = True,
+        ack_delay: float = 0.0,
+        printer: Printer | None = _print,
+    ) -> None:
         self.name, self.host, self.port = name, host, port
         self.ack, self.ack_delay = ack, ack_delay
         self.printer = printer
@@ -40,6 +47,7 @@ class NodeServer:
         self.connections_seen = 0
         self.connections: set[ServerConnection] = set()
         self.server: Server | None = None
+        self.connected = asyncio.Event()  # set while at least one bridge is connected
         self.changed = asyncio.Event()  # set whenever a message arrives: lets callers wait without polling
 
     async def start(self) -> None:
@@ -80,6 +88,7 @@ class NodeServer:
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections.add(ws)
         self.connections_seen += 1
+        self.connected.set()
         self._say(f"bridge connected from {ws.remote_address}")
         try:
             async for frame in ws:
@@ -88,6 +97,8 @@ class NodeServer:
             pass
         finally:
             self.connections.discard(ws)
+            if not self.connections:
+                self.connected.clear()
             self._say("bridge disconnected")
 
     async def _on_frame(self, ws: ServerConnection, frame: str | bytes) -> None:
@@ -99,7 +110,11 @@ class NodeServer:
             return
         if mtype in ("ack", "error"):
             self.replies.append(message)
-            self._say(f"<- {mtype} {json.dumps(message)}" if mtype == "error" else f"<- ack for {message.get('original_type')}")
+            self._say(
+                f"<- {mtype} {json.dumps(message)}"
+                if mtype == "error"
+                else f"<- ack for {message.get('original_type')}"
+            )
         else:
             self.received.append(message)
             self.received_at.append(asyncio.get_running_loop().time())
@@ -120,8 +135,7 @@ async def _send_lines(node: NodeServer, lines: Any, label: str) -> None:
         line = line.rstrip("\n")
         if not line.strip():
             continue
-        while not node.connections:
-            await asyncio.sleep(0.2)  # wait for a bridge rather than dropping what the user typed
+        await node.connected.wait()  # wait for a bridge rather than dropping what the user typed
         await node.send(line)
         node._say(f"-> sent {label}: {line[:200]}")
 
@@ -140,14 +154,14 @@ def _stdin_lines() -> asyncio.Queue[str | None]:
     return queue
 
 
-async def serve_forever(name: str, host: str, port: int, ack: bool, quiet: bool, send_file: Path | None,
-                        stdin: bool) -> None:
+async def serve_forever(
+    name: str, host: str, port: int, ack: bool, quiet: bool, send_lines: list[str], stdin: bool
+) -> None:
     node = NodeServer(name, host, port, ack=ack, printer=None if quiet else _print)
     await node.start()
     _print(f"[{name}] listening on ws://{host}:{node.port}; type JSON lines to send them to the bridge")
     try:
-        if send_file is not None:
-            await _send_lines(node, send_file.read_text().splitlines(), str(send_file))
+        await _send_lines(node, send_lines, "from file")
         if stdin:
             lines = _stdin_lines()
             while (line := await lines.get()) is not None:

@@ -12,7 +12,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from . import codec
 
-TYPES = {"state": "state_update", "sync": "frequency_sync", "repo": "repository_event", "heartbeat": "heartbeat"}
+TYPES = {
+    "state": "state_update",
+    "sync": "frequency_sync",
+    "repo": "repository_event",
+    "heartbeat": "heartbeat",
+}
 
 
 def build(kind: str, message: str, anchor: str, frequency: float, s_roi: float) -> dict[str, Any]:
@@ -25,16 +30,25 @@ def build(kind: str, message: str, anchor: str, frequency: float, s_roi: float) 
     if kind == "sync":
         return codec.frequency_sync(anchor, frequency, s_roi)
     if kind == "repo":
-        return {"type": "repository_event", "timestamp": codec.now_iso(), "event_type": "commit",
-                "data": {"sha": f"{time.time_ns():x}"[-12:], "message": message or "Update", "author": "resonance"},
-                "source": "resonance"}
+        return {
+            "type": "repository_event",
+            "timestamp": codec.now_iso(),
+            "event_type": "commit",
+            "data": {
+                "sha": f"{time.time_ns():x}"[-12:],
+                "message": message or "Update",
+                "author": "resonance",
+            },
+            "source": "resonance",
+        }
     return codec.heartbeat(anchor, frequency, s_roi)
 
 
 async def send(bootstrap: str, topics: list[str], body: dict[str, Any], count: int, anchor: str) -> int:
     # No idempotence: a one-shot producer gains nothing from it, and some test brokers refuse it.
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-                                linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
+    )
     await producer.start()
     try:
         futures = []
@@ -53,15 +67,21 @@ def render(record: Any) -> str:
         value: Any = json.loads(record.value) if record.value is not None else None
     except ValueError:
         value = record.value.decode("utf-8", "replace")
-    return json.dumps({
-        "topic": record.topic, "partition": record.partition, "offset": record.offset,
-        "key": record.key.decode("utf-8", "replace") if record.key else None,
-        "headers": {k: v.decode("utf-8", "replace") for k, v in record.headers or ()},
-        "value": value,
-    })
+    return json.dumps(
+        {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": record.key.decode("utf-8", "replace") if record.key else None,
+            "headers": {k: v.decode("utf-8", "replace") for k, v in record.headers or ()},
+            "value": value,
+        }
+    )
 
 
-async def tail(bootstrap: str, topic: str, from_beginning: bool, count: int | None, timeout: float | None) -> int:
+async def tail(
+    bootstrap: str, topic: str, from_beginning: bool, count: int | None, timeout: float | None
+) -> int:
     """Print records as JSON lines, without a consumer group (tail never moves anyone's offsets)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()

@@ -13,8 +13,8 @@ acks for them are not mistaken for acks of records; they carry no offset and nev
 from __future__ import annotations
 
 from collections import deque
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 
 Partition = tuple[str, int]
 
@@ -44,8 +44,9 @@ class Window:
     committed: dict[Partition, int] = field(default_factory=dict)  # last handed out by take_commits
     pending: int = 0  # unacknowledged records (not control messages): the backpressure measure
 
-    def sent(self, mtype: str, msg_id: str | None, now: float, partition: Partition | None = None,
-             offset: int = -1) -> Entry:
+    def sent(
+        self, mtype: str, msg_id: str | None, now: float, partition: Partition | None = None, offset: int = -1
+    ) -> Entry:
         entry = Entry(mtype, msg_id, now, partition, offset)
         self.fifo.append(entry)
         if msg_id is not None:

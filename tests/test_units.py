@@ -1,0 +1,211 @@
+"""The pure parts: configuration contract, codec, in-flight window, backoff."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from resonance_bridge import codec
+from resonance_bridge.backoff import Backoff
+from resonance_bridge.codec import Message, Rejected
+from resonance_bridge.config import ConfigError, load
+from resonance_bridge.window import Window
+
+BASE = {
+    "RESONANCE_ENDPOINT": "ws://lexamoris-server:8766",
+    "RESONANCE_TOPIC": "resonance.lexamoris",
+    "RESONANCE_ANCHOR": "BOLZANO_71",
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+}
+
+
+def test_config_defaults_follow_the_contract() -> None:
+    config = load({**BASE, "RESONANCE_NODE": "lexamoris"})
+    assert (config.inbound_topic, config.heartbeat_topic, config.deadletter_topic) == (
+        "resonance.inbound",
+        "resonance.heartbeats",
+        "resonance.deadletter",
+    )
+    assert (config.frequency_hz, config.s_roi, config.ack_mode, config.max_in_flight) == (
+        0.043,
+        0.502,
+        "ack",
+        1000,
+    )
+    assert (config.group_id, config.http_port, config.enable_idempotence, config.fetch_max_wait_ms) == (
+        "resonance-bridge-lexamoris",
+        8080,
+        True,
+        100,
+    )
+    assert config.max_frame_bytes == 1024 * 1024
+    assert round(config.heartbeat_interval_s, 2) == 23.26
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("RESONANCE_ENDPOINT", "ws://", "ws:// or wss://"),
+        ("RESONANCE_TOPIC", "..", "legal Kafka topic"),
+        ("RESONANCE_TOPIC", "x" * 250, "legal Kafka topic"),
+        ("RESONANCE_FREQUENCY_HZ", "100.5", "> 0 and <= 100"),
+        ("RESONANCE_FREQUENCY_HZ", "nan", "> 0 and <= 100"),
+        ("RESONANCE_S_ROI", "inf", "finite number"),
+        ("RESONANCE_HTTP_PORT", "70000", "0 to 65535"),
+        ("KAFKA_HEARTBEAT_INTERVAL_MS", "20000", "lower than KAFKA_SESSION_TIMEOUT_MS"),
+    ],
+)
+def test_config_rejects_with_variable_value_and_fix(name: str, value: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load({**BASE, name: value})
+    assert len(error.value.problems) == 1
+    assert error.value.problems[0].startswith(name) and needle in error.value.problems[0]
+
+
+def test_config_accepts_wss_and_overrides() -> None:
+    config = load(
+        {
+            **BASE,
+            "RESONANCE_ENDPOINT": "wss://node.example:443/ws",
+            "RESONANCE_ACK_MODE": "send",
+            "KAFKA_GROUP_ID": "custom",
+            "KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "RESONANCE_SHUTDOWN_GRACE_S": "0",
+        }
+    )
+    assert (config.ack_mode, config.group_id, config.enable_idempotence, config.shutdown_grace_s) == (
+        "send",
+        "custom",
+        False,
+        0.0,
+    )
+
+
+def test_codec_relays_raw_bytes_of_known_and_unknown_types() -> None:
+    raw = '{"type": "state_update", "data": {"s_roi": 0.502}, "id": 7}'
+    decoded = codec.decode_frame(raw, 1024)
+    assert isinstance(decoded, Message)
+    assert (decoded.type, decoded.id, decoded.raw, decoded.known) == ("state_update", "7", raw.encode(), True)
+    unknown = codec.decode(b'{"type": "vibration"}', 1024)
+    assert isinstance(unknown, Message) and not unknown.known
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe", "not_utf8"),
+        (b"{", "not_json"),
+        (b'"text"', "not_object"),
+        (b"{}", "missing_type"),
+        (b'{"type": null}', "missing_type"),
+        (b'{"type": ["a"]}', "type_not_string"),
+        (b'{"type": "frequency_sync", "frequency": true}', "missing_field"),
+        (b'{"type": "repository_event", "data": {}}', "missing_field"),
+        (b'{"type": "heartbeat"}', "missing_field"),
+        (b'{"type": "x", "pad": "' + b"a" * 2000 + b'"}', "too_large"),
+    ],
+)
+def test_codec_rejects_with_reason(payload: bytes, reason: str) -> None:
+    decoded = codec.decode(payload, 1024)
+    assert isinstance(decoded, Rejected)
+    assert decoded.reason == reason and decoded.raw == payload and decoded.detail
+
+
+def test_codec_builders_match_the_guide() -> None:
+    beat = codec.heartbeat("BOLZANO_71", 0.043, 0.502, "2026-01-13T02:00:00+00:00")
+    assert beat == {
+        "type": "heartbeat",
+        "timestamp": "2026-01-13T02:00:00+00:00",
+        "anchor": "BOLZANO_71",
+        "frequency": 0.043,
+        "s_roi": 0.502,
+    }
+    assert json.loads(codec.encode(codec.ack("state_update"))) == {
+        "type": "ack",
+        "original_type": "state_update",
+    }
+    sync = codec.frequency_sync("BOLZANO_71", 0.043, 0.502)
+    assert set(sync) == {"type", "timestamp", "frequency", "s_roi", "anchor"}
+
+
+P = ("t", 0)
+
+
+def test_window_commits_only_contiguous_acks_in_order() -> None:
+    window = Window()
+    for offset in range(3):
+        window.sent("state_update", None, 0.0, P, offset)
+    assert window.pending == 3 and window.take_commits() == {}
+    assert window.ack("state_update", None).entry is not None
+    assert window.take_commits() == {P: 1}
+    assert window.take_commits() == {}  # nothing moved
+    window.ack("state_update", None)
+    window.ack("state_update", None)
+    assert window.take_commits() == {P: 3} and window.pending == 0
+
+
+def test_window_matches_by_id_out_of_order() -> None:
+    window = Window()
+    window.sent("state_update", "a", 0.0, P, 0)
+    window.sent("state_update", "b", 0.0, P, 1)
+    window.ack("state_update", "b")
+    assert window.take_commits() == {}  # offset 0 still unacked: commit may not pass it
+    window.ack("state_update", "a")
+    assert window.take_commits() == {P: 2}
+
+
+def test_window_control_messages_never_block_commits() -> None:
+    window = Window()
+    window.sent("frequency_sync", None, 0.0)
+    window.sent("state_update", None, 0.0, P, 0)
+    window.sent("heartbeat", None, 0.0)
+    window.sent("state_update", None, 0.0, P, 1)
+    window.sent("heartbeat", None, 0.0)
+    # A node that acks records but never control messages: the ones before an acked record are
+    # evidently skipped; the trailing one expires.
+    window.ack("state_update", None)
+    window.ack("state_update", None)
+    assert window.take_commits() == {P: 2}
+    oldest = window.oldest_unacked()
+    assert oldest is not None and oldest.type == "heartbeat" and len(window.fifo) == 1
+    window.expire_control(older_than=1.0)
+    assert window.oldest_unacked() is None
+
+
+def test_window_mismatched_ack_takes_oldest_and_says_so() -> None:
+    window = Window()
+    window.sent("state_update", None, 0.0, P, 0)
+    result = window.ack("repository_event", None)
+    assert result.mismatched and result.entry is not None and result.entry.offset == 0
+    assert window.ack("state_update", None).entry is None
+
+
+def test_window_rewind_resumes_at_first_unacked_and_skips_dead_letters() -> None:
+    window = Window()
+    window.sent("state_update", None, 0.0, P, 0)
+    window.sent("state_update", None, 0.0, P, 1)
+    window.done(P, 2)  # dead-lettered behind records in flight: committed only with them
+    window.ack("state_update", None)
+    assert window.take_commits() == {P: 1}
+    window.ack("state_update", None)
+    assert window.take_commits() == {P: 3}
+    window.sent("state_update", None, 0.0, P, 3)
+    assert window.rewind() == {P: 3} and window.pending == 0
+
+
+def test_window_revoked_partition_acks_commit_nothing() -> None:
+    window = Window()
+    window.sent("state_update", None, 0.0, P, 0)
+    window.revoke({P})
+    assert window.pending == 0
+    assert window.ack("state_update", None).entry is not None  # still matched, so order is kept
+    assert window.take_commits() == {}
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    backoff = Backoff(initial=0.1, maximum=1.0)
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert 0.05 <= delays[0] <= 0.1
+    assert all(0.5 <= d <= 1.0 for d in delays[4:])
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1
