@@ -85,10 +85,21 @@ class BridgeProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
+    def status(self, path: str) -> int:
+        """The HTTP status of path; 0 while the bridge does not listen (yet)."""
+        try:
+            return self.get(path)[0]
+        except OSError:
+            return 0
+
     def metric(self, name: str, **labels: str) -> float:
         """One sample from /metrics; 0 if the bridge does not expose it (yet)."""
         wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
-        for line in self.get("/metrics")[1].splitlines():
+        try:
+            text = self.get("/metrics")[1]
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
             if line.startswith(wanted + " "):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
@@ -98,10 +109,7 @@ class BridgeProcess:
 
     def _ready(self) -> bool:
         assert self.process is not None and self.process.poll() is None, self.output()
-        try:
-            return self.get("/readyz")[0] == 200
-        except OSError:
-            return False
+        return self.status("/readyz") == 200
 
     def signal(self, sig: int) -> None:
         assert self.process is not None

@@ -94,7 +94,7 @@ async def test_readyz_follows_both_connections_and_metrics_count(
     ).start()
     node = NodeServer("late", port=port, printer=None)
     try:
-        await until(lambda: _status(bridge, "/healthz") == 200, 20, bridge.output)
+        await until(lambda: bridge.status("/healthz") == 200, 20, bridge.output)
         status, body = bridge.get("/readyz")
         assert (status, body.strip()) == (503, "kafka connected, websocket disconnected")
         await node.start()
@@ -110,18 +110,11 @@ async def test_readyz_follows_both_connections_and_metrics_count(
         assert bridge.metric("resonance_in_flight") == 0
         await until(lambda: bridge.metric("resonance_consumer_lag") == 0, 10)
         await node.kill()
-        await until(lambda: _status(bridge, "/readyz") == 503, 10, "readyz stayed 200 with the node gone")
+        await until(lambda: bridge.status("/readyz") == 503, 10, "readyz stayed 200 with the node gone")
         assert bridge.metric("resonance_websocket_connected") == 0
     finally:
         bridge.stop()
         await node.close()
-
-
-def _status(bridge: BridgeProcess, path: str) -> int:
-    try:
-        return bridge.get(path)[0]
-    except OSError:
-        return 0
 
 
 async def test_ack_mode_send_commits_without_acks(

@@ -12,15 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -29,20 +24,12 @@ from .backoff import Backoff
 from .codec import Message, Rejected
 from .config import Config
 from .metrics import Metrics
+from .reader import KafkaReader
+from .schedule import every
 from .window import Partition, Window
+from .writer import KafkaWriter, Reply
 
 log = logging.getLogger("resonance.bridge")
-
-
-@dataclass(slots=True)
-class Reply:
-    """An inbound frame on its way to Kafka, and what to tell the node once Kafka has it."""
-
-    future: asyncio.Future[Any]
-    topic: str
-    value: bytes
-    headers: kafka.Headers
-    frame: dict[str, Any]
 
 
 def _log_heartbeat_failure(future: asyncio.Future[Any]) -> None:
@@ -60,18 +47,6 @@ async def _supervise(loop: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(1)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, bridge: Bridge) -> None:
-        self.bridge = bridge
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.bridge.commit()  # hand over what was acked before another consumer takes over
-        self.bridge.window.revoke({(tp.topic, tp.partition) for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        pass
-
-
 class Bridge:
     def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
@@ -80,8 +55,8 @@ class Bridge:
         self.stopping = asyncio.Event()
         self.room = asyncio.Event()  # set while the in-flight window has room
         self.drained = asyncio.Event()  # set when no record is in flight
-        self.producer = kafka.producer(config)
-        self.consumer = kafka.consumer(config)
+        self.reader: KafkaReader = None  # type: ignore[assignment]  # set by run()
+        self.writer: KafkaWriter = None  # type: ignore[assignment]  # set by run()
         self.ws: ClientConnection | None = None
         self.kafka_ok = False
         self.metrics.info.info(
@@ -105,12 +80,20 @@ class Bridge:
     async def run(self) -> None:
         """Relay until stop(); then drain in-flight acks for up to the grace period, commit, close."""
         retry = self.metrics.reconnects.labels("kafka").inc
-        if not await kafka.start_with_retry(self.producer, "producer", self.stopping, retry):
+        config = self.config
+        producer = await kafka.start_with_retry(
+            lambda: kafka.producer(config), "producer", self.stopping, retry
+        )
+        if producer is None:
             return
         try:
-            if not await kafka.start_with_retry(self.consumer, "consumer", self.stopping, retry):
+            consumer = await kafka.start_with_retry(
+                lambda: kafka.consumer(config), "consumer", self.stopping, retry
+            )
+            if consumer is None:
                 return
-            self.consumer.subscribe([self.config.topic], listener=_Rebalance(self))
+            self.reader = KafkaReader(consumer, self.window, config.topic)
+            self.writer = KafkaWriter(config, producer)
             self.kafka_ok = True
             self.metrics.kafka_connected.set(1)
             background = [
@@ -123,10 +106,10 @@ class Bridge:
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
-                await self.commit()
+                await self.reader.commit()
+                await consumer.stop()  # leaves the group, so a successor gets the partitions at once
         finally:
-            await self.consumer.stop()  # leaves the group, so a successor gets the partitions at once
-            await self.producer.stop()  # flushes anything still batched
+            await producer.stop()  # flushes anything still batched
 
     # --- WebSocket sessions -------------------------------------------------------------------
 
@@ -189,12 +172,7 @@ class Bridge:
 
     async def _rewind(self) -> None:
         """Unacked records are sent again on the next connection: duplicates possible, loss not."""
-        await self.commit()
-        assigned = self.consumer.assignment()
-        for (topic, partition), offset in self.window.rewind().items():
-            tp = TopicPartition(topic, partition)
-            if tp in assigned:
-                self.consumer.seek(tp, offset)
+        await self.reader.rewind()
         self._window_changed()
         if not self.stopping.is_set():
             self.metrics.reconnects.labels("websocket").inc()
@@ -214,7 +192,7 @@ class Bridge:
                 self.room.clear()
                 await self.room.wait()  # backpressure: an ack, a rewind or stop() sets it
                 continue
-            batch = await self.consumer.getmany(timeout_ms=500, max_records=room)
+            batch = await self.reader.fetch(room)
             sends: list[tuple[bytes, Partition, int]] = []
             now = time.monotonic()
             for tp, records in batch.items():
@@ -238,20 +216,9 @@ class Bridge:
             self._window_changed()
 
     async def _dead_letter_record(self, rejected: Rejected, record: Any) -> None:
-        log.warning(
-            "record %s[%d]@%d dead-lettered: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            rejected.detail,
-        )
-        value, headers = kafka.dead_letter(
-            self.config,
-            rejected,
-            "outbound",
-            **{"resonance-source": f"{record.topic}/{record.partition}/{record.offset}"},
-        )
-        await self._store(self.config.deadletter_topic, value, headers)
+        source = f"{record.topic}/{record.partition}/{record.offset}"
+        log.warning("record %s dead-lettered: %s", source, rejected.detail)
+        await self.writer.dead_letter(rejected, "outbound", **{"resonance-source": source})
         self.metrics.dead_letters.labels("outbound", rejected.reason).inc()
 
     def _on_ack(self, message: Message) -> None:
@@ -297,20 +264,15 @@ class Bridge:
                     continue
                 if not decoded.known:
                     self.metrics.unknown_types.labels("inbound").inc()
-                topic, value = self.config.inbound_topic, decoded.raw
-                headers = kafka.headers(self.config, **{"resonance-type": decoded.type})
-                reply = codec.ack(decoded.type, decoded.id)
             else:
                 log.warning("frame from %s dead-lettered: %s", self.config.node, decoded.detail)
-                topic = self.config.deadletter_topic
-                value, headers = kafka.dead_letter(self.config, decoded, "inbound")
-                reply = codec.error(decoded)
-            await replies.put(Reply(await self._send(topic, value, headers), topic, value, headers, reply))
+            await replies.put(await self.writer.request(decoded))
 
     async def _replies(self, ws: ClientConnection, replies: asyncio.Queue[Reply]) -> None:
+        """Answer the node in the order it sent, each once Kafka stored the record."""
         while True:
             reply = await replies.get()
-            await self._settle(reply)
+            await self.writer.settle(reply)
             await ws.send(codec.encode(reply.frame), text=True)
             replies.task_done()
             if reply.frame["type"] == "ack":
@@ -318,42 +280,6 @@ class Bridge:
                 self.metrics.acks.labels("to_node").inc()
             else:
                 self.metrics.dead_letters.labels("inbound", reply.frame["reason"]).inc()
-
-    async def _settle(self, reply: Reply) -> None:
-        """Wait until Kafka stored the record; retry it (forever, with backoff) if the broker failed."""
-        try:
-            await reply.future
-        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
-            rejected = Rejected("kafka_rejected", f"Kafka refused the record: {exc}", reply.value)
-            value, headers = kafka.dead_letter(self.config, rejected, "inbound")
-            await self._store(self.config.deadletter_topic, value, headers)
-            reply.frame = codec.error(rejected)
-        except KafkaError:
-            await self._store(reply.topic, reply.value, reply.headers)
-
-    async def _send(self, topic: str, value: bytes, headers: kafka.Headers) -> asyncio.Future[Any]:
-        """Start producing a record; a failure to even enqueue it becomes the future's outcome."""
-        try:
-            future: asyncio.Future[Any] = await self.producer.send(
-                topic, value, key=self.config.anchor.encode(), headers=headers
-            )
-        except KafkaError as exc:
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-        return future
-
-    async def _store(self, topic: str, value: bytes, headers: kafka.Headers) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                await self.producer.send_and_wait(
-                    topic, value, key=self.config.anchor.encode(), headers=headers
-                )
-                return
-            except KafkaError as exc:
-                delay = backoff.next_delay()
-                log.warning("kafka refused a record for %s (%s); retrying in %.1fs", topic, exc, delay)
-                await asyncio.sleep(delay)
 
     async def _drain(self, ws: ClientConnection, replies: asyncio.Queue[Reply]) -> None:
         """On stop: the outbound task stops fetching; wait for acks both ways, then close."""
@@ -371,42 +297,16 @@ class Bridge:
 
     # --- across sessions ----------------------------------------------------------------------
 
-    async def commit(self) -> None:
-        assigned = self.consumer.assignment()
-        offsets = {
-            TopicPartition(*p): o
-            for p, o in self.window.take_commits().items()
-            if TopicPartition(*p) in assigned
-        }
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except KafkaError as exc:
-            log.warning("offset commit failed (%s); will retry", exc)
-            for tp in offsets:
-                self.window.committed.pop((tp.topic, tp.partition), None)
-
     async def _commits(self) -> None:
         while True:
             await asyncio.sleep(self.config.commit_interval_ms / 1000)
-            await self.commit()
-            lag = 0
-            for tp in self.consumer.assignment():
-                high = self.consumer.highwater(tp)
-                if high is not None:
-                    done = self.window.committable.get((tp.topic, tp.partition))
-                    lag += max(0, high - (done if done is not None else await self.consumer.position(tp)))
-            self.metrics.consumer_lag.set(lag)
+            await self.reader.commit()
+            self.metrics.consumer_lag.set(await self.reader.lag())
 
     async def _probe(self) -> None:
         while True:
             await asyncio.sleep(5)
-            try:
-                await asyncio.wait_for(self.consumer.topics(), 5)
-                ok = True
-            except (KafkaError, OSError, TimeoutError):
-                ok = False
+            ok = await self.reader.reachable()
             if ok and not self.kafka_ok:
                 self.metrics.reconnects.labels("kafka").inc()
             if ok != self.kafka_ok:
@@ -415,26 +315,15 @@ class Bridge:
             self.metrics.kafka_connected.set(int(ok))
 
     async def _heartbeats(self) -> None:
-        """Ticks on a fixed schedule (deadlines, not sleeps, so the interval does not drift); each
-        tick's sends run in a task of their own, so a slow broker or node cannot delay the next tick.
-        Drift is the mean interval of the last ten ticks minus the configured one: one late tick
-        shows, but does not swing the gauge by a whole stall and back."""
-        interval = self.config.heartbeat_interval_s
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
-        ticks: deque[float] = deque(maxlen=11)
+        """Each tick's sends run in a task of their own: a slow broker or node cannot delay the next."""
         emitting: set[asyncio.Task[None]] = set()
-        while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            now = loop.time()
-            ticks.append(now)
-            if len(ticks) > 1:
-                self.metrics.heartbeat_drift.set((ticks[-1] - ticks[0]) / (len(ticks) - 1) - interval)
-            # Late by more than an interval (a stalled machine)? Skip the missed slots, keep the phase.
-            next_at += interval * max(1, math.ceil((now - next_at) / interval))
+
+        def tick() -> None:
             task = asyncio.create_task(self._emit_heartbeat())
             emitting.add(task)
             task.add_done_callback(emitting.discard)
+
+        await every(self.config.heartbeat_interval_s, tick, self.metrics.heartbeat_drift.set)
 
     async def _emit_heartbeat(self) -> None:
         cfg = self.config
@@ -451,7 +340,7 @@ class Bridge:
             "websocket_connected": ws is not None,
             "in_flight": self.window.pending,
         }
-        future = await self._send(
+        future = await self.writer.send(
             cfg.heartbeat_topic, codec.encode(record), kafka.headers(cfg, **{"resonance-type": "heartbeat"})
         )
         future.add_done_callback(_log_heartbeat_failure)

@@ -1,4 +1,4 @@
-"""The `resonance` command: bridge, node serve, send, tail."""
+"""The `resonance` command: bridge, node serve, send, tail, broker."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import prometheus_client
+
 from . import config as configuration
-from . import node, tools
+from . import embedded, node, tools
 from .bridge import Bridge
 from .health import HealthServer
 
@@ -42,6 +44,7 @@ def run_bridge(env: Mapping[str, str]) -> int:
 
 
 async def _bridge_main(config: configuration.Config) -> int:
+    prometheus_client.disable_created_metrics()  # *_created series only add noise to every scrape
     bridge = Bridge(config)
     health = HealthServer(bridge.metrics.registry, bridge.readiness)
     try:
@@ -74,6 +77,21 @@ async def _bridge_main(config: configuration.Config) -> int:
         await health.close()
     log.info("bridge %s stopped cleanly", config.node)
     return 0
+
+
+def _broker(port: int) -> int:
+    broker = embedded.EmbeddedBroker(port)
+    try:
+        broker.start()
+    except embedded.BrokerUnavailable as exc:
+        print(f"resonance broker: {exc}", file=sys.stderr)
+        return 1
+    print(f"embedded broker (tansu, in memory) on {broker.bootstrap}; Ctrl-C stops it", flush=True)
+    try:
+        assert broker.process is not None
+        return broker.process.wait()
+    finally:
+        broker.stop()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--count", type=int, default=1, help="send this many (numbered by a 'seq' field)")
     send.add_argument("--bootstrap-servers", default=bootstrap)
 
+    broker = sub.add_parser(
+        "broker", help="run the embedded Kafka-protocol broker (tansu, in memory) for local use"
+    )
+    broker.add_argument("--port", type=int, default=9092)
+
     tail = sub.add_parser("tail", help="print a topic's records as JSON lines")
     tail.add_argument("topic")
     tail.add_argument("--from-beginning", action="store_true")
@@ -140,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return run_bridge(env)
     try:
+        if args.command == "broker":
+            return _broker(args.port)
         if args.command == "node":
             asyncio.run(
                 node.serve_forever(

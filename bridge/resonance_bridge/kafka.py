@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -21,6 +22,7 @@ from .config import Config
 log = logging.getLogger("resonance.kafka")
 
 Headers = list[tuple[str, bytes]]
+C = TypeVar("C", AIOKafkaProducer, AIOKafkaConsumer)
 # Slack above the frame limit for the record's key, headers and batch framing.
 _RECORD_OVERHEAD = 64 * 1024
 
@@ -50,21 +52,25 @@ def consumer(config: Config) -> AIOKafkaConsumer:
     )
 
 
-async def start_with_retry(client: Any, what: str, stopping: asyncio.Event, on_retry: Any) -> bool:
-    """Start an aiokafka client, retrying forever with backoff; False if stopping came first."""
+async def start_with_retry(
+    factory: Callable[[], C], what: str, stopping: asyncio.Event, on_retry: Callable[[], None]
+) -> C | None:
+    """Start a new aiokafka client, retrying forever with backoff (a stopped client cannot be
+    restarted, so each attempt gets a fresh one); None if stopping came first."""
     backoff = Backoff()
     while not stopping.is_set():
+        client = factory()
         try:
             await client.start()
-            return True
+            return client
         except (KafkaError, OSError) as exc:
+            await client.stop()
             delay = backoff.next_delay()
             log.warning("kafka %s unavailable (%s); retrying in %.1fs", what, exc, delay)
             on_retry()
-            await client.stop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
-    return False
+    return None
 
 
 def headers(config: Config, **extra: str) -> Headers:
