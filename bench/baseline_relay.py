@@ -32,9 +32,16 @@ async def _ignore(ws: ClientConnection) -> None:
 
 async def outbound(args: argparse.Namespace) -> None:
     consumer = AIOKafkaConsumer(
-        args.topic, bootstrap_servers=args.bootstrap, group_id=args.group, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=args.fetch_max_wait_ms, session_timeout_ms=1000,
-        heartbeat_interval_ms=200, max_partition_fetch_bytes=MAX_FRAME + OVERHEAD)
+        args.topic,
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=args.fetch_max_wait_ms,
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=200,
+        max_partition_fetch_bytes=MAX_FRAME + OVERHEAD,
+    )
     await consumer.start()
     try:
         async with connect(args.endpoint, compression=None, max_size=8 * MAX_FRAME) as ws:
@@ -53,8 +60,12 @@ async def outbound(args: argparse.Namespace) -> None:
 
 async def inbound(args: argparse.Namespace) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=False, linger_ms=5,
-        max_request_size=MAX_FRAME + OVERHEAD)
+        bootstrap_servers=args.bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        max_request_size=MAX_FRAME + OVERHEAD,
+    )
     await producer.start()
     key = args.anchor.encode()
     try:
@@ -76,8 +87,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("direction", choices=("out", "in"))
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)

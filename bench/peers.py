@@ -1,11 +1,13 @@
-"""The benchmark's fixed side: the records, the WebSocket peers both relays talk to, per-process stats.
+"""The benchmark's fixed side, shared by both relays so that only the relay process differs.
 
-Shared by both relays so that the only thing that differs between runs is the relay process:
-  Receiver (outbound): a node that counts the records it gets and acks every message, like the
-      reference node; the baseline relay just ignores the acks.
-  Sender (inbound): a node that sends N frames as fast as the relay reads them and counts the acks.
-  KafkaWatch (inbound): waits until the topic holds N records without reading them (it fetches at
-      offset N-1 and watches the high watermark), so counting costs next to nothing.
+- record, prefill: guide-format state_update messages padded to ~1 KB, and a topic filled with them.
+- Receiver (outbound): a node that counts the records it gets and acks every message, like the
+  reference node; the baseline relay just ignores the acks.
+- Sender (inbound): a node that sends N frames as fast as the relay reads them and counts the acks.
+- kafka_watch (inbound): waits until the topic holds N records without reading them (it fetches at
+  offset N-1 and watches the high watermark). It starts only once the sender has sent everything:
+  on this VM an idle aiokafka fetch loop costs a lot of CPU, which would be taken from the relay.
+- cpu_seconds, peak_rss_mb, prober: per-process measurements from /proc.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -32,8 +34,12 @@ _TYPE = re.compile(r'"type"\s*:\s*"([^"]*)"')
 
 def _template() -> str:
     """A guide-format state_update, padded so that a record is ~RECORD_BYTES; `%d` is the seq."""
-    body = {"type": "state_update", "timestamp": "2026-01-13T02:00:00+00:00", "anchor": ANCHOR,
-            "data": {"frequency": 0.043, "s_roi": 0.502, "status": "operational", "seq": 0, "message": ""}}
+    body = {
+        "type": "state_update",
+        "timestamp": "2026-01-13T02:00:00+00:00",
+        "anchor": ANCHOR,
+        "data": {"frequency": 0.043, "s_roi": 0.502, "status": "operational", "seq": 0, "message": ""},
+    }
     size = len(json.dumps(body)) + 5  # a typical seq has 6 digits, not 1
     body["data"]["message"] = ("resonance " * 110)[: RECORD_BYTES - size]  # type: ignore[index]
     return json.dumps(body).replace('"seq": 0', '"seq": %d')
@@ -46,6 +52,33 @@ def record(seq: int) -> bytes:
     return (_TEMPLATE % seq).encode()
 
 
+async def prefill(bootstrap: str, topic: str, records: int) -> None:
+    """Write `records` records to partition 0 in big hand-built batches: the bench's own writes
+    should not take long."""
+    size = 512 * 1024
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        max_batch_size=size,
+        max_request_size=2 * size,
+    )
+    await producer.start()
+    try:
+        key, seq, pending = ANCHOR.encode(), 0, []
+        while seq < records:
+            batch = producer.create_batch()
+            while seq < records and batch.append(key=key, value=record(seq), timestamp=None):
+                seq += 1
+            batch.close()
+            pending.append(await producer.send_batch(batch, topic, partition=0))
+            if len(pending) >= 4:
+                await pending.pop(0)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
 def message_type(frame: str | bytes) -> str:
     """The `type` of a frame, read from its head: cheap enough not to slow the peers down."""
     text = frame if isinstance(frame, str) else frame[:200].decode("utf-8", "replace")
@@ -54,6 +87,7 @@ def message_type(frame: str | bytes) -> str:
 
 
 # --- per-process measurements (Linux /proc) ---------------------------------------------------
+
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
@@ -90,10 +124,12 @@ Probe = Callable[[], Snapshot]
 def prober(relay_pid: int, broker_pid: int) -> Probe:
     def probe() -> Snapshot:
         return Snapshot(time.monotonic(), cpu_seconds(relay_pid), cpu_seconds(broker_pid), own_cpu_seconds())
+
     return probe
 
 
 # --- the peers ----------------------------------------------------------------------------------
+
 
 class _Peer:
     def __init__(self) -> None:
@@ -170,10 +206,12 @@ class Sender(_Peer):
         super().__init__()
         self.acks = 0
         self.acked: Snapshot | None = None  # when the last ack arrived
+        self.sent = asyncio.Event()  # every record was handed to the relay
 
     def arm(self, expected: int, probe: Probe) -> None:
         super().arm(expected, probe)
         self.acks, self.acked = 0, None
+        self.sent = asyncio.Event()
 
     async def _handle(self, ws: ServerConnection) -> None:
         reader = asyncio.create_task(self._read_acks(ws))
@@ -181,6 +219,7 @@ class Sender(_Peer):
             self.first = self.snapshot()
             for seq in range(self.expected):
                 await ws.send(record(seq), text=True)
+            self.sent.set()
             await reader
         except ConnectionClosed:
             pass

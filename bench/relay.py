@@ -25,16 +25,14 @@ import sys
 import tempfile
 import time
 import uuid
+from itertools import chain
 from pathlib import Path
 
 import peers
 import report
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from report import Run
-
-# resonance_bridge has no py.typed: `mypy bench` sees it as untyped, `mypy` (all files) does not
-from resonance_bridge.embedded import EmbeddedBroker, free_port  # type: ignore[import-untyped, unused-ignore]
+from resonance_bridge.embedded import EmbeddedBroker, free_port
 
 BENCH = Path(__file__).resolve().parent
 RELAYS = ("bridge", "baseline")
@@ -42,8 +40,17 @@ CONTROL_TOPICS = ("bench.heartbeats", "bench.deadletter")
 
 
 class Bench:
-    def __init__(self, broker: EmbeddedBroker, records: int, logs: Path) -> None:
-        self.broker, self.records, self.logs = broker, records, logs
+    def __init__(
+        self,
+        broker: EmbeddedBroker,
+        records: int,
+        logs: Path,
+        py_spy: str | None = None,
+        bridge_env: dict[str, str] | None = None,
+    ) -> None:
+        self.broker, self.records, self.logs, self.py_spy = broker, records, logs, py_spy
+        self.bridge_env = bridge_env or {}
+        self.profilers: list[subprocess.Popen[bytes]] = []
         self.receiver, self.sender = peers.Receiver(), peers.Sender()
         self.admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
 
@@ -55,51 +62,74 @@ class Bench:
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        for profiler in self.profilers:
+            await asyncio.to_thread(profiler.wait)
         await self.admin.close()
         await self.receiver.close()
         await self.sender.close()
 
-    async def prefill(self, topic: str) -> None:
-        """Write the records in big hand-built batches: the bench's own writes should not take long."""
-        size = 512 * 1024
-        producer = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, acks="all",
-                                    enable_idempotence=False, max_batch_size=size, max_request_size=2 * size)
-        await producer.start()
-        try:
-            key, seq, pending = peers.ANCHOR.encode(), 0, []
-            while seq < self.records:
-                batch = producer.create_batch()
-                while seq < self.records and batch.append(key=key, value=peers.record(seq), timestamp=None):
-                    seq += 1
-                batch.close()
-                pending.append(await producer.send_batch(batch, topic, partition=0))
-                if len(pending) >= 4:
-                    await pending.pop(0)
-            await asyncio.gather(*pending)
-        finally:
-            await producer.stop()
-
-    def spawn(self, relay: str, direction: str, node_topic: str, inbound_topic: str, group: str,
-              endpoint: str, log: Path) -> subprocess.Popen[bytes]:
+    def spawn(
+        self,
+        relay: str,
+        direction: str,
+        node_topic: str,
+        inbound_topic: str,
+        group: str,
+        endpoint: str,
+        log: Path,
+    ) -> subprocess.Popen[bytes]:
         bootstrap = self.broker.bootstrap
         if relay == "bridge":
             command = [sys.executable, "-m", "resonance_bridge", "bridge"]
-            env = {"RESONANCE_NODE": "bench", "RESONANCE_ENDPOINT": endpoint, "RESONANCE_TOPIC": node_topic,
-                   "RESONANCE_ANCHOR": peers.ANCHOR, "RESONANCE_INBOUND_TOPIC": inbound_topic,
-                   "RESONANCE_HEARTBEAT_TOPIC": CONTROL_TOPICS[0],
-                   "RESONANCE_DEADLETTER_TOPIC": CONTROL_TOPICS[1], "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                   "KAFKA_GROUP_ID": group, "RESONANCE_HTTP_PORT": str(free_port()),
-                   # what the embedded broker needs (see tests/harness.py); all else the defaults
-                   "KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "10",
-                   "KAFKA_SESSION_TIMEOUT_MS": "1000", "KAFKA_HEARTBEAT_INTERVAL_MS": "200"}
+            env = {
+                "RESONANCE_NODE": "bench",
+                "RESONANCE_ENDPOINT": endpoint,
+                "RESONANCE_TOPIC": node_topic,
+                "RESONANCE_ANCHOR": peers.ANCHOR,
+                "RESONANCE_INBOUND_TOPIC": inbound_topic,
+                "RESONANCE_HEARTBEAT_TOPIC": CONTROL_TOPICS[0],
+                "RESONANCE_DEADLETTER_TOPIC": CONTROL_TOPICS[1],
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "KAFKA_GROUP_ID": group,
+                "RESONANCE_HTTP_PORT": str(free_port()),
+                # what the embedded broker needs (see tests/harness.py); all else the defaults
+                "KAFKA_ENABLE_IDEMPOTENCE": "false",
+                "KAFKA_FETCH_MAX_WAIT_MS": "10",
+                "KAFKA_SESSION_TIMEOUT_MS": "1000",
+                "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
+                **self.bridge_env,
+            }
         else:
             topic = node_topic if direction == "outbound" else inbound_topic
-            command = [sys.executable, str(BENCH / "baseline_relay.py"),
-                       "out" if direction == "outbound" else "in",
-                       "--bootstrap", bootstrap, "--topic", topic, "--group", group, "--endpoint", endpoint]
+            flags = {"--bootstrap": bootstrap, "--topic": topic, "--group": group, "--endpoint": endpoint}
+            mode = "out" if direction == "outbound" else "in"
+            command = [sys.executable, str(BENCH / "baseline_relay.py"), mode, *chain(*flags.items())]
             env = {}
         with open(log, "ab") as out:
-            return subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+            )
+        if self.py_spy:  # sample the relay for the whole run; py-spy exits with it
+            self.profilers.append(
+                subprocess.Popen(
+                    [
+                        self.py_spy,
+                        "record",
+                        "--pid",
+                        str(process.pid),
+                        "--nonblocking",
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "250",
+                        "-o",
+                        str(log.with_suffix(".stacks")),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        return process
 
     async def run(self, round_no: int, direction: str, relay: str) -> Run:
         suffix = f"{round_no}.{relay}.{direction}.{uuid.uuid4().hex[:6]}"
@@ -107,7 +137,7 @@ class Bench:
         group = f"bench-{suffix}"
         await self.admin.create_topics([NewTopic(t, 1, 1) for t in (node_topic, inbound_topic)])
         if direction == "outbound":
-            await self.prefill(node_topic)
+            await peers.prefill(self.broker.bootstrap, node_topic, self.records)
         peer: peers.Receiver | peers.Sender = self.receiver if direction == "outbound" else self.sender
         log = self.logs / f"{suffix}.log"
         spawned = time.monotonic()
@@ -117,8 +147,7 @@ class Bench:
             peer.arm(self.records, probe)
             waits = []
             if direction == "inbound":
-                waits.append(asyncio.create_task(
-                    peers.kafka_watch(self.broker.bootstrap, inbound_topic, self.records, probe)))
+                waits.append(asyncio.create_task(self._stored(inbound_topic, probe)))
             if direction == "outbound" or relay == "bridge":
                 waits.append(asyncio.create_task(self._done(peer)))
             ends = await self._watch(process, waits, log)
@@ -129,10 +158,29 @@ class Bench:
         finally:
             await _stop(process)
             await self.admin.delete_topics([node_topic, inbound_topic])
-        return Run(round_no, direction, relay, self.records, seconds=last.at - first.at,
-                   relay_cpu=last.relay_cpu - first.relay_cpu, rss_mb=rss,
-                   broker_cpu=last.broker_cpu - first.broker_cpu, peers_cpu=last.peers_cpu - first.peers_cpu,
-                   startup_s=first.at - spawned)
+        trouble = [
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if any(word in line for word in ("WARNING", "ERROR", "Traceback"))
+        ]
+        if trouble:  # e.g. a reconnect: the run is then no clean measurement
+            print(f"  {relay} logged {len(trouble)} warnings/errors, first: {trouble[0]} (log {log})")
+        return Run(
+            round_no,
+            direction,
+            relay,
+            self.records,
+            seconds=last.at - first.at,
+            relay_cpu=last.relay_cpu - first.relay_cpu,
+            rss_mb=rss,
+            broker_cpu=last.broker_cpu - first.broker_cpu,
+            peers_cpu=last.peers_cpu - first.peers_cpu,
+            startup_s=first.at - spawned,
+        )
+
+    async def _stored(self, topic: str, probe: peers.Probe) -> peers.Snapshot:
+        await self.sender.sent.wait()
+        return await peers.kafka_watch(self.broker.bootstrap, topic, self.records, probe)
 
     @staticmethod
     async def _done(peer: peers.Receiver | peers.Sender) -> peers.Snapshot:
@@ -141,13 +189,14 @@ class Bench:
         assert end is not None
         return end
 
-    async def _watch(self, process: subprocess.Popen[bytes], waits: list[asyncio.Task[peers.Snapshot]],
-                     log: Path) -> list[peers.Snapshot]:
+    async def _watch(
+        self, process: subprocess.Popen[bytes], waits: list[asyncio.Task[peers.Snapshot]], log: Path
+    ) -> list[peers.Snapshot]:
         """Wait for the run's end conditions, failing fast if the relay dies or stalls."""
         deadline = time.monotonic() + 60 + self.records / 1000
         try:
             while not all(task.done() for task in waits):
-                await asyncio.wait(waits, timeout=0.5)
+                await asyncio.wait(waits, timeout=1)
                 if process.poll() is not None:
                     raise RuntimeError(f"relay exited with {process.returncode}; log {log}:\n{_tail(log)}")
                 if time.monotonic() > deadline:
@@ -175,40 +224,68 @@ async def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-async def bench(broker: EmbeddedBroker, records: int, rounds: int, logs: Path) -> list[Run]:
+async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) -> list[Run]:
+    records, rounds = args.records, args.rounds
     runs: list[Run] = []
-    async with Bench(broker, records, logs) as b:
+    bridge_env = dict(setting.split("=", 1) for setting in args.bridge_env)
+    async with Bench(broker, records, logs, args.py_spy, bridge_env) as b:
         for round_no in range(1, rounds + 1):
             order = RELAYS if round_no % 2 else RELAYS[::-1]  # who goes first alternates, too
-            for direction in ("outbound", "inbound"):
+            for direction in args.directions:
                 for relay in order:
                     run = await b.run(round_no, direction, relay)
                     runs.append(run)
-                    print(f"round {round_no} {direction:8} {relay:8} {run.rate:9,.0f} msg/s  "
-                          f"cpu {run.relay_cpu:6.2f} s  rss {run.rss_mb:6.1f} MB  "
-                          f"(broker cpu {run.broker_cpu:.2f} s, peers cpu {run.peers_cpu:.2f} s)", flush=True)
+                    print(
+                        f"round {round_no} {direction:8} {relay:8} {run.rate:9,.0f} msg/s  "
+                        f"cpu {run.relay_cpu:6.2f} s  rss {run.rss_mb:6.1f} MB  "
+                        f"(broker cpu {run.broker_cpu:.2f} s, peers cpu {run.peers_cpu:.2f} s)",
+                        flush=True,
+                    )
     return runs
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md", help="markdown file to write")
+    parser.add_argument(
+        "--direction",
+        dest="directions",
+        action="append",
+        choices=("outbound", "inbound"),
+        help="only this direction (repeatable; default both)",
+    )
+    parser.add_argument(
+        "--bridge-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the bridge, e.g. KAFKA_LINGER_MS=20 (repeatable)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="profile each relay with this py-spy binary: "
+        "collapsed stacks land next to the logs (and the CPU numbers include its overhead)",
+    )
     args = parser.parse_args()
+    args.directions = args.directions or ["outbound", "inbound"]
     logs = Path(tempfile.mkdtemp(prefix="resonance-bench-"))
-    print(f"logs in {logs}", flush=True)
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"logs in {logs}; load average {' '.join(load)}", flush=True)
     broker = EmbeddedBroker(log_path=logs / "tansu.log")
     broker.start()
     try:
         started = time.monotonic()
-        runs = asyncio.run(bench(broker, args.records, args.rounds, logs))
+        runs = asyncio.run(bench(broker, args, logs))
         took = time.monotonic() - started
     finally:
         broker.stop()
     command = " ".join(["python", "bench/relay.py", *sys.argv[1:]])
-    text = report.render(runs, args.records, args.rounds, command, took, args.results)
+    text = report.render(runs, args.records, args.rounds, command, took, args.results, load)
     args.results.write_text(text)
     print(f"\n{report.tables(runs)}\nwritten to {args.results} in {took:.0f} s")
     return 0

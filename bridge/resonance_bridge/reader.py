@@ -22,7 +22,13 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
         consumer.subscribe([topic], listener=self)
 
     async def fetch(self, max_records: int) -> dict[Any, list[Any]]:
-        batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=500, max_records=max_records)
+        """The next batch; a broker error is logged and retried here, not a reason to drop the node."""
+        try:
+            batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=500, max_records=max_records)
+        except KafkaError as exc:
+            log.warning("fetch failed (%s); retrying", exc)
+            await asyncio.sleep(1)
+            return {}
         return batch
 
     async def commit(self) -> None:
