@@ -59,6 +59,7 @@ class Bridge:
         self.writer: KafkaWriter = None  # type: ignore[assignment]  # set by run()
         self.ws: ClientConnection | None = None
         self.kafka_ok = False
+        self.metrics.in_flight.set_function(lambda: self.window.pending)  # read at scrape time
         self.metrics.info.info(
             {
                 "node": config.node,
@@ -79,7 +80,7 @@ class Bridge:
 
     async def run(self) -> None:
         """Relay until stop(); then drain in-flight acks for up to the grace period, commit, close."""
-        retry = self.metrics.reconnects.labels("kafka").inc
+        retry = self.metrics.kafka_reconnects.inc
         config = self.config
         producer = await kafka.start_with_retry(
             lambda: kafka.producer(config), "producer", self.stopping, retry
@@ -126,7 +127,7 @@ class Bridge:
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = backoff.next_delay()
                 log.warning("node %s unreachable (%s); retrying in %.1fs", self.config.endpoint, exc, delay)
-                self.metrics.reconnects.labels("websocket").inc()
+                self.metrics.ws_reconnects.inc()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
                 continue
@@ -175,7 +176,7 @@ class Bridge:
         await self.reader.rewind()
         self._window_changed()
         if not self.stopping.is_set():
-            self.metrics.reconnects.labels("websocket").inc()
+            self.metrics.ws_reconnects.inc()
 
     async def _send_control(self, ws: ClientConnection, body: dict[str, Any]) -> None:
         if self.config.ack_mode == "ack":
@@ -204,7 +205,7 @@ class Bridge:
                         self.window.done(partition, record.offset)
                         continue
                     if not decoded.known:
-                        self.metrics.unknown_types.labels("outbound").inc()
+                        self.metrics.unknown_out.inc()
                     if ack_mode:
                         self.window.sent(decoded.type, decoded.id, now, partition, record.offset)
                     sends.append((decoded.raw, partition, record.offset))
@@ -212,7 +213,7 @@ class Bridge:
                 await ws.send(raw, text=True)
                 if not ack_mode:
                     self.window.done(partition, offset)
-            self.metrics.relayed.labels("outbound").inc(len(sends))
+            self.metrics.relayed_out.inc(len(sends))
             self._window_changed()
 
     async def _dead_letter_record(self, rejected: Rejected, record: Any) -> None:
@@ -225,7 +226,7 @@ class Bridge:
         original = message.body.get("original_type")
         if original in codec.REPLY_TYPES:
             return  # the node acking our own ack (the guide's sample node acks everything)
-        self.metrics.acks.labels("from_node").inc()
+        self.metrics.acks_from_node.inc()
         if self.config.ack_mode != "ack":
             return
         result = self.window.ack(original if isinstance(original, str) else None, message.id)
@@ -234,7 +235,6 @@ class Bridge:
         self._window_changed()
 
     def _window_changed(self) -> None:
-        self.metrics.in_flight.set(self.window.pending)
         if self.window.pending < self.config.max_in_flight:
             self.room.set()
         if not self.window.pending:
@@ -263,7 +263,7 @@ class Bridge:
                     self._on_ack(decoded)
                     continue
                 if not decoded.known:
-                    self.metrics.unknown_types.labels("inbound").inc()
+                    self.metrics.unknown_in.inc()
             else:
                 log.warning("frame from %s dead-lettered: %s", self.config.node, decoded.detail)
             await replies.put(await self.writer.request(decoded))
@@ -273,13 +273,13 @@ class Bridge:
         while True:
             reply = await replies.get()
             await self.writer.settle(reply)
-            await ws.send(codec.encode(reply.frame), text=True)
+            await ws.send(reply.answer, text=True)
             replies.task_done()
-            if reply.frame["type"] == "ack":
-                self.metrics.relayed.labels("inbound").inc()
-                self.metrics.acks.labels("to_node").inc()
+            if reply.error is None:
+                self.metrics.relayed_in.inc()
+                self.metrics.acks_to_node.inc()
             else:
-                self.metrics.dead_letters.labels("inbound", reply.frame["reason"]).inc()
+                self.metrics.dead_letters.labels("inbound", reply.error).inc()
 
     async def _drain(self, ws: ClientConnection, replies: asyncio.Queue[Reply]) -> None:
         """On stop: the outbound task stops fetching; wait for acks both ways, then close."""
@@ -308,7 +308,7 @@ class Bridge:
             await asyncio.sleep(5)
             ok = await self.reader.reachable()
             if ok and not self.kafka_ok:
-                self.metrics.reconnects.labels("kafka").inc()
+                self.metrics.kafka_reconnects.inc()
             if ok != self.kafka_ok:
                 log.warning("kafka %s", "reachable again" if ok else "unreachable")
             self.kafka_ok = ok

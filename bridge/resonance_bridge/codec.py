@@ -48,17 +48,24 @@ def decode_frame(frame: str | bytes, max_bytes: int) -> Message | Rejected:
     """Decode a WebSocket frame: websockets hands text frames as str and binary frames as bytes."""
     if isinstance(frame, bytes):
         return Rejected("binary_frame", "binary frames are not supported: send JSON as a text frame", frame)
-    return decode(frame.encode("utf-8", "surrogatepass"), max_bytes)
+    return _parse(frame, frame.encode(), max_bytes)
 
 
 def decode(raw: bytes, max_bytes: int) -> Message | Rejected:
+    """Decode a Kafka record value."""
+    try:
+        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32, which is no WebSocket text.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Rejected("not_utf8", "payload is not UTF-8 text: send JSON encoded as UTF-8", raw)
+    return _parse(text, raw, max_bytes)
+
+
+def _parse(text: str, raw: bytes, max_bytes: int) -> Message | Rejected:
     if len(raw) > max_bytes:
         return Rejected("too_large", f"message of {len(raw)} bytes exceeds the {max_bytes}-byte limit", raw)
     try:
-        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32, which is no WebSocket text.
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return Rejected("not_utf8", "payload is not UTF-8 text: send JSON encoded as UTF-8", raw)
+        body = json.loads(text)
     except ValueError as exc:
         return Rejected("not_json", f"payload is not JSON ({exc}): send one JSON object per message", raw)
     if not isinstance(body, dict):

@@ -51,6 +51,7 @@ class Config:
     heartbeat_interval_ms: int = 3000
     commit_interval_ms: int = 1000
     linger_ms: int = 5
+    batch_size: int = 256 * 1024
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 
     @property
@@ -179,6 +180,7 @@ def load(env: Mapping[str, str]) -> Config:
         heartbeat_interval_ms=r.integer("KAFKA_HEARTBEAT_INTERVAL_MS", 3000, 100, 600_000),
         commit_interval_ms=r.integer("KAFKA_COMMIT_INTERVAL_MS", 1000, 10, 600_000),
         linger_ms=r.integer("KAFKA_LINGER_MS", 5, 0, 60_000),
+        batch_size=r.integer("KAFKA_BATCH_SIZE", 256 * 1024, 1024, 64 * 1024 * 1024),
         auto_offset_reset=(
             "latest"
             if r.choice("KAFKA_AUTO_OFFSET_RESET", "earliest", ("earliest", "latest")) == "latest"

@@ -34,7 +34,10 @@ def producer(config: Config) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=config.enable_idempotence,
         linger_ms=config.linger_ms,
-        max_request_size=config.max_frame_bytes + _RECORD_OVERHEAD,
+        # aiokafka keeps one request in flight per broker; its 16 KiB default batch caps inbound
+        # throughput at ~15 records per round trip (bench/RESULTS.md).
+        max_batch_size=config.batch_size,
+        max_request_size=max(config.batch_size, config.max_frame_bytes + _RECORD_OVERHEAD),
     )
 
 

@@ -27,7 +27,8 @@ class Reply:
     topic: str
     value: bytes
     headers: kafka.Headers
-    frame: dict[str, Any]
+    answer: bytes  # the frame to send the node: an ack, or an error
+    error: str | None = None  # the dead-letter reason, when the answer is an error
 
 
 class KafkaWriter:
@@ -35,6 +36,8 @@ class KafkaWriter:
         self.config = config
         self.producer = producer
         self.key = config.anchor.encode()
+        # Headers and ack per known message type, built once: the inbound hot path only looks them up.
+        self._per_type: dict[str, tuple[kafka.Headers, bytes]] = {}
 
     async def send(self, topic: str, value: bytes, headers: kafka.Headers) -> asyncio.Future[Any]:
         """Start producing a record; a failure to even enqueue it becomes the future's outcome."""
@@ -66,15 +69,22 @@ class KafkaWriter:
     async def request(self, frame: codec.Message | Rejected) -> Reply:
         """Start storing one frame from the node: a message to the inbound topic, a bad frame to the
         dead-letter topic; the Reply says what to answer once it is stored."""
-        if isinstance(frame, codec.Message):
-            topic, value = self.config.inbound_topic, frame.raw
-            headers = kafka.headers(self.config, **{"resonance-type": frame.type})
-            answer = codec.ack(frame.type, frame.id)
-        else:
-            topic = self.config.deadletter_topic
+        if isinstance(frame, Rejected):
             value, headers = kafka.dead_letter(self.config, frame, "inbound")
-            answer = codec.error(frame)
-        return Reply(await self.send(topic, value, headers), topic, value, headers, answer)
+            topic = self.config.deadletter_topic
+            future = await self.send(topic, value, headers)
+            return Reply(future, topic, value, headers, codec.encode(codec.error(frame)), frame.reason)
+        headers, answer = self._per_type.get(frame.type) or self._build(frame.type, frame.known)
+        if frame.id is not None:
+            answer = codec.encode(codec.ack(frame.type, frame.id))
+        topic = self.config.inbound_topic
+        return Reply(await self.send(topic, frame.raw, headers), topic, frame.raw, headers, answer)
+
+    def _build(self, mtype: str, known: bool) -> tuple[kafka.Headers, bytes]:
+        built = kafka.headers(self.config, **{"resonance-type": mtype}), codec.encode(codec.ack(mtype))
+        if known:  # a node inventing types must not grow this cache without bound
+            self._per_type[mtype] = built
+        return built
 
     async def settle(self, reply: Reply) -> None:
         """Wait until Kafka stored the reply's record; retry it if the broker failed; a record Kafka
@@ -84,6 +94,6 @@ class KafkaWriter:
         except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
             rejected = Rejected("kafka_rejected", f"Kafka refused the record: {exc}", reply.value)
             await self.dead_letter(rejected, "inbound")
-            reply.frame = codec.error(rejected)
+            reply.answer, reply.error = codec.encode(codec.error(rejected)), rejected.reason
         except KafkaError:
             await self.store(reply.topic, reply.value, reply.headers)
