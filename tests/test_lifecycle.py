@@ -95,6 +95,9 @@ async def test_readyz_follows_both_connections_and_metrics_count(
     node = NodeServer("late", port=port, printer=None)
     try:
         await until(lambda: bridge.status("/healthz") == 200, 20, bridge.output)
+        assert bridge.status("/readyz") == 503
+        # Kafka connects first; the node is down, so the bridge keeps retrying it.
+        await until(lambda: bridge.metric("resonance_reconnects_total", side="websocket") >= 1, 20, bridge.output)
         status, body = bridge.get("/readyz")
         assert (status, body.strip()) == (503, "kafka connected, websocket disconnected")
         await node.start()
@@ -136,3 +139,16 @@ async def test_ack_mode_send_commits_without_acks(
     finally:
         bridge.stop()
         await node.close()
+
+
+async def test_auth_token_is_sent_as_bearer(
+    broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
+) -> None:
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_AUTH_TOKEN="s3cret")
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        await bridge.wait_ready()
+        assert node.last_authorization == "Bearer s3cret"
+        assert "s3cret" not in bridge.output()
+    finally:
+        bridge.stop()

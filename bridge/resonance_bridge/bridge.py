@@ -59,6 +59,7 @@ class Bridge:
         self.writer: KafkaWriter = None  # type: ignore[assignment]  # set by run()
         self.ws: ClientConnection | None = None
         self.kafka_ok = False
+        self.auth_headers = {"Authorization": f"Bearer {config.auth_token}"} if config.auth_token else None
         self.metrics.in_flight.set_function(lambda: self.window.pending)  # read at scrape time
         self.metrics.info.info(
             {
@@ -122,6 +123,7 @@ class Bridge:
                     self.config.endpoint,
                     compression=None,
                     open_timeout=10,
+                    additional_headers=self.auth_headers,
                     max_size=8 * self.config.max_frame_bytes,
                 )
             except (OSError, InvalidHandshake, TimeoutError) as exc:

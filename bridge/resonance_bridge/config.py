@@ -7,6 +7,7 @@ so a user fixes all of them in one go rather than one per restart.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,13 +54,21 @@ class Config:
     linger_ms: int = 5
     batch_size: int = 256 * 1024
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    auth_token: str = ""  # sent as "Authorization: Bearer <token>" when connecting to the node
+
+    def __repr__(self) -> str:  # never print the token
+        return (
+            super().__repr__().replace(repr(self.auth_token), "'***'")
+            if self.auth_token
+            else super().__repr__()
+        )
 
     @property
     def heartbeat_interval_s(self) -> float:
         return 1.0 / self.frequency_hz
 
 
-class _Reader:
+class EnvReader:
     """Reads typed variables from a mapping, recording a problem instead of raising."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
@@ -134,7 +143,7 @@ class _Reader:
         return self._get(name, default, parse, "use true or false")
 
 
-def _check_endpoint(reader: _Reader, endpoint: str) -> None:
+def _check_endpoint(reader: EnvReader, endpoint: str) -> None:
     if not endpoint:
         return
     parts = urlsplit(endpoint)
@@ -146,7 +155,7 @@ def _check_endpoint(reader: _Reader, endpoint: str) -> None:
 
 def load(env: Mapping[str, str]) -> Config:
     """Build a Config from environment variables or raise ConfigError listing every problem."""
-    r = _Reader(env)
+    r = EnvReader(env)
     node = r.text("RESONANCE_NODE", "resonance")
     endpoint = r.required(
         "RESONANCE_ENDPOINT", "set the node's WebSocket URL, e.g. ws://lexamoris-server:8766"
@@ -187,6 +196,7 @@ def load(env: Mapping[str, str]) -> Config:
             else "earliest"
         ),
     )
+    config = dataclasses.replace(config, auth_token=env.get("RESONANCE_AUTH_TOKEN", "").strip())
     if config.heartbeat_interval_ms >= config.session_timeout_ms:
         r.problems.append(
             f"KAFKA_HEARTBEAT_INTERVAL_MS={config.heartbeat_interval_ms} must be lower than "

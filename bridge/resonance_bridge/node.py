@@ -45,6 +45,7 @@ class NodeServer:
         self.replies: list[dict[str, Any]] = []  # the bridge's acks and errors for what we sent
         self.acks_sent = 0
         self.connections_seen = 0
+        self.last_authorization: str | None = None  # of the latest connection's handshake
         self.connections: set[ServerConnection] = set()
         self.server: Server | None = None
         self.connected = asyncio.Event()  # set while at least one bridge is connected
@@ -88,6 +89,7 @@ class NodeServer:
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections.add(ws)
         self.connections_seen += 1
+        self.last_authorization = ws.request.headers.get("Authorization") if ws.request else None
         self.connected.set()
         self._say(f"bridge connected from {ws.remote_address}")
         try:
