@@ -97,7 +97,9 @@ async def test_readyz_follows_both_connections_and_metrics_count(
         await until(lambda: bridge.status("/healthz") == 200, 20, bridge.output)
         assert bridge.status("/readyz") == 503
         # Kafka connects first; the node is down, so the bridge keeps retrying it.
-        await until(lambda: bridge.metric("resonance_reconnects_total", side="websocket") >= 1, 20, bridge.output)
+        await until(
+            lambda: bridge.metric("resonance_reconnects_total", side="websocket") >= 1, 20, bridge.output
+        )
         status, body = bridge.get("/readyz")
         assert (status, body.strip()) == (503, "kafka connected, websocket disconnected")
         await node.start()

@@ -118,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--send-file", type=Path, help="send each line of this file once a bridge connects")
     serve.add_argument("--no-stdin", action="store_true", help="do not read lines to send from stdin")
 
+    sub.add_parser(
+        "operator", help="run the Kubernetes operator (settings: RESONANCE_* variables, see README)"
+    )
+
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     send = sub.add_parser("send", help="produce a message of the guide's format to node topics")
     send.add_argument("--type", choices=sorted(tools.TYPES), default="state")
@@ -152,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its retries are ours to report, once
+    if args.command == "operator":
+        from resonance_operator.main import run  # imported here: bridges never load kopf
+
+        return run()
     if args.command == "bridge":
         env = dict(os.environ)
         env.update(

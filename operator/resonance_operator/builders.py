@@ -1,0 +1,194 @@
+"""Pure builders: a ResonanceNode and the operator's settings in, Kubernetes manifests out.
+
+`bridge_env` is the one place the bridge's environment is computed: the Deployment uses it, and so
+does the local runner, so a bridge on a laptop and one in a cluster cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from . import GROUP, KIND, VERSION
+from .model import Node, NodeSpec
+from .settings import Settings
+
+HTTP_PORT = 8080
+HASH_ANNOTATION = f"{GROUP}/config-hash"
+MANAGED_BY = "resonance-operator"
+BRIDGE_UID = 10001
+
+
+def deployment_name(node_name: str) -> str:
+    return f"resonance-bridge-{node_name}"
+
+
+def selector_labels(node_name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "resonance-bridge", "app.kubernetes.io/instance": node_name}
+
+
+def labels(node_name: str) -> dict[str, str]:
+    return {
+        **selector_labels(node_name),
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "resonance",
+    }
+
+
+def selector(node_name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(node_name).items())
+
+
+def _number(value: float) -> str:
+    """0.043 -> '0.043', 5.0 -> '5': what a person would have typed."""
+    return repr(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings) -> dict[str, str]:
+    """The bridge's configuration contract (see the README's bridge table), derived from the node."""
+    return {
+        "RESONANCE_NODE": name,
+        "RESONANCE_ENDPOINT": spec.endpoint,
+        "RESONANCE_TOPIC": spec.topic,
+        "RESONANCE_ANCHOR": spec.anchor,
+        "RESONANCE_INBOUND_TOPIC": spec.inbound_topic,
+        "RESONANCE_HEARTBEAT_TOPIC": settings.heartbeat_topic,
+        "RESONANCE_DEADLETTER_TOPIC": settings.deadletter_topic,
+        "RESONANCE_FREQUENCY_HZ": _number(spec.frequency_hz),
+        "RESONANCE_S_ROI": _number(spec.s_roi),
+        "RESONANCE_ACK_MODE": spec.ack_mode,
+        "RESONANCE_MAX_IN_FLIGHT": str(spec.max_in_flight),
+        "RESONANCE_HTTP_PORT": str(HTTP_PORT),
+        "KAFKA_BOOTSTRAP_SERVERS": (spec.kafka and spec.kafka.bootstrap_servers)
+        or settings.kafka_bootstrap_servers,
+        # Namespaced, so that nodes of the same name in two namespaces never share offsets.
+        "KAFKA_GROUP_ID": f"resonance-bridge.{namespace}.{name}",
+        "KAFKA_ENABLE_IDEMPOTENCE": "true" if settings.kafka_enable_idempotence else "false",
+    }
+
+
+def _env_list(env: dict[str, str], spec: NodeSpec) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
+    ref = spec.auth and spec.auth.token_secret_ref
+    if ref:
+        items.append(
+            {
+                "name": "RESONANCE_AUTH_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    return items
+
+
+def _resources(spec: NodeSpec, settings: Settings) -> dict[str, Any]:
+    if spec.resources and (spec.resources.requests or spec.resources.limits):
+        return spec.resources.model_dump(exclude_defaults=True)
+    return {
+        "requests": {"cpu": settings.bridge_cpu_request, "memory": settings.bridge_memory_request},
+        "limits": {"memory": settings.bridge_memory_limit},
+    }
+
+
+def config_hash(container: dict[str, Any]) -> str:
+    """Hash of everything that shapes the bridge's pod: any change rolls the pods, nothing else does."""
+    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def owner_reference(node: Node) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": node.name,
+        "uid": node.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def container(node: Node, settings: Settings) -> dict[str, Any]:
+    probe = {
+        "httpGet": {"path": "/healthz", "port": "http"},
+        "periodSeconds": 10,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
+    return {
+        "name": "bridge",
+        "image": settings.bridge_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["resonance", "bridge"],
+        "env": _env_list(bridge_env(node.name, node.namespace, node.spec, settings), node.spec),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "livenessProbe": probe,
+        "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+        "resources": _resources(node.spec, settings),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def deployment(node: Node, settings: Settings) -> dict[str, Any]:
+    bridge = container(node, settings)
+    digest = config_hash(bridge)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(node.name),
+            "namespace": node.namespace,
+            "labels": labels(node.name),
+            "annotations": {HASH_ANNOTATION: digest},
+            "ownerReferences": [owner_reference(node)],
+        },
+        "spec": {
+            "replicas": 0 if node.spec.paused else node.spec.replicas,
+            "selector": {"matchLabels": selector_labels(node.name)},
+            # Old and new bridges may overlap in a rollout: they share the consumer group, so a
+            # record is acked by one of them and committed once; nothing is lost either way.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels(node.name),
+                    "annotations": {
+                        HASH_ANNOTATION: digest,
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(HTTP_PORT),
+                    },
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": BRIDGE_UID,
+                        "runAsGroup": BRIDGE_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [bridge],
+                },
+            },
+        },
+    }
+
+
+def is_subset(desired: Any, actual: Any) -> bool:
+    """True if every field we set has our value in `actual`; fields the API server or other
+    controllers added (defaults, status) are not ours to judge."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and is_subset(v, actual[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(desired) == len(actual)
+            and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True))
+        )
+    return bool(desired == actual)

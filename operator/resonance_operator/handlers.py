@@ -1,0 +1,108 @@
+"""kopf handlers: thin. Each one hands a node to service.reconcile and reports the outcome.
+
+`kopf run -m resonance_operator.handlers` works as well as `resonance operator`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from . import GROUP, PLURAL, VERSION, service
+from .builders import MANAGED_BY
+from .settings import Settings, load
+from .storage import Kube, KubeError
+
+OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+class _State:
+    kube: Kube
+    settings: Settings
+
+
+state = _State()
+
+
+@kopf.on.startup()
+async def startup_fn(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    state.settings = load(os.environ)
+    state.kube = await Kube.connect()
+    # A watch the server silently stopped feeding is replaced: the server ends each watch after
+    # server_timeout, and the client gives up on one that says nothing for client_timeout.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # kopf's bookkeeping goes to annotations, so that status is ours alone (and its schema strict).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's add noise
+    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    logger.info(
+        "bridge image %s, default Kafka %s, namespaces %s",
+        state.settings.bridge_image,
+        state.settings.kafka_bootstrap_servers,
+        ",".join(state.settings.watch_namespaces) or "all",
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup_fn(**_: Any) -> None:
+    await state.kube.close()
+
+
+async def _reconcile(body: Mapping[str, Any]) -> service.Outcome:
+    node = cast(kopf.Body, body)  # kopf's event posting needs only the object's identity
+    try:
+        outcome = await service.reconcile(state.kube, dict(body), state.settings)
+    except KubeError as exc:
+        kopf.warn(node, reason="ReconcileFailed", message=str(exc))
+        raise kopf.TemporaryError(str(exc), delay=10) from exc
+    if outcome.action != "unchanged":
+        kopf.info(node, reason=outcome.action.capitalize(), message=outcome.message)
+    return outcome
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile_fn(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    outcome = await _reconcile(body)
+    logger.info(outcome.message)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+async def deployment_event_fn(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """A bridge Deployment changed, was edited or deleted: reconcile its node, which puts the
+    Deployment back as specified and carries its readiness into the node's status."""
+    owner = next(
+        (
+            ref["name"]
+            for ref in body.metadata.get("ownerReferences", [])
+            if ref.get("kind") == "ResonanceNode" and ref.get("apiVersion", "").startswith(GROUP)
+        ),
+        None,
+    )
+    namespace = body.metadata.namespace
+    if owner is None or namespace is None:
+        return
+    node = await state.kube.get_node(namespace, owner)
+    if node is None or node["metadata"].get("deletionTimestamp"):
+        return  # the node is gone: garbage collection takes the Deployment
+    try:
+        outcome = await _reconcile(node)
+    except kopf.TemporaryError as exc:
+        logger.warning("reconcile of %s/%s failed: %s", namespace, owner, exc)
+        return
+    if outcome.action != "unchanged":
+        logger.info("%s/%s: %s", namespace, owner, outcome.message)
+
+
+@kopf.on.probe(id="kubernetes")
+async def api_probe_fn(**_: Any) -> str:
+    """Part of /healthz: the operator is only alive if it can still reach the API server."""
+    return await state.kube.version()  # raises if the API server is unreachable

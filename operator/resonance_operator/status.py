@@ -1,0 +1,125 @@
+"""Pure: the node's status from its Deployment, with conditions in the standard Kubernetes shape.
+
+Ready follows the Deployment (ready replicas >= desired, and the Deployment has observed its
+latest generation); Progressing and Degraded say what is happening in words a user can act on.
+A condition's lastTransitionTime changes only when its status does (kubebuilder's convention).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .builders import deployment_name, selector
+from .model import Node
+
+Condition = dict[str, Any]
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str) -> Condition:
+    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def _deployment_failure(deployment: dict[str, Any]) -> str | None:
+    for cond in deployment.get("status", {}).get("conditions") or ():
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return f"the bridge rollout stalled: {cond.get('message', 'progress deadline exceeded')}"
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return f"bridge pods cannot be created: {cond.get('message', '')}"
+    return None
+
+
+def conditions(node: Node, deployment: dict[str, Any] | None, error: str | None) -> list[Condition]:
+    name = deployment_name(node.name)
+    if error is not None:
+        return [
+            _condition("Ready", False, "ReconcileFailed", error),
+            _condition("Progressing", False, "ReconcileFailed", error),
+            _condition("Degraded", True, "ReconcileFailed", f"{error}; the operator retries"),
+        ]
+    if deployment is None:
+        return [
+            _condition("Ready", False, "DeploymentMissing", f"Deployment {name} does not exist yet"),
+            _condition("Progressing", True, "Creating", f"creating Deployment {name}"),
+            _condition("Degraded", False, "AsExpected", "no problem seen"),
+        ]
+    if node.spec.paused:
+        msg = "spec.paused is true: the bridge is scaled to 0; set paused: false to resume relaying"
+        return [
+            _condition("Ready", False, "Paused", msg),
+            _condition("Progressing", False, "Paused", msg),
+            _condition("Degraded", False, "Paused", msg),
+        ]
+    status = deployment.get("status") or {}
+    desired = node.spec.replicas
+    ready = status.get("readyReplicas") or 0
+    updated = status.get("updatedReplicas") or 0
+    observed = (status.get("observedGeneration") or 0) >= deployment["metadata"].get("generation", 1)
+    failure = _deployment_failure(deployment)
+    degraded = _condition(
+        "Degraded",
+        failure is not None,
+        "DeploymentFailing" if failure else "AsExpected",
+        failure or "no problem seen",
+    )
+    if desired == 0:
+        msg = "spec.replicas is 0: no bridge runs; scale up to relay"
+        return [
+            _condition("Ready", False, "ScaledToZero", msg),
+            _condition("Progressing", False, "ScaledToZero", msg),
+            degraded,
+        ]
+    is_ready = observed and ready >= desired
+    if is_ready:
+        ready_cond = _condition("Ready", True, "BridgeReady", f"{ready}/{desired} bridge replicas ready")
+    else:
+        waiting = (
+            "the Deployment controller has not observed the latest spec"
+            if not observed
+            else (f"{ready}/{desired} bridge replicas ready; see `kubectl describe deployment {name}`")
+        )
+        ready_cond = _condition("Ready", False, "BridgeNotReady", waiting)
+    rolled = observed and updated >= desired and ready >= desired
+    progressing = _condition(
+        "Progressing",
+        not rolled,
+        "RollingOut" if not rolled else "RolledOut",
+        f"{updated}/{desired} replicas updated, {ready} ready"
+        if not rolled
+        else "the bridge runs the latest spec",
+    )
+    return [ready_cond, progressing, degraded]
+
+
+def merge(previous: list[Condition], new: list[Condition], generation: int, now: str) -> list[Condition]:
+    """Carry lastTransitionTime over from the previous condition of a type whose status is unchanged."""
+    before = {c.get("type"): c for c in previous}
+    merged = []
+    for cond in new:
+        old = before.get(cond["type"])
+        since = old["lastTransitionTime"] if old and old.get("status") == cond["status"] else now
+        merged.append({**cond, "lastTransitionTime": since, "observedGeneration": generation})
+    return merged
+
+
+def node_status(
+    node: Node,
+    deployment: dict[str, Any] | None,
+    previous: dict[str, Any],
+    now: str,
+    error: str | None = None,
+) -> dict[str, Any]:
+    conds = merge(previous.get("conditions") or [], conditions(node, deployment, error), node.generation, now)
+    dep_status = (deployment or {}).get("status") or {}
+    return {
+        "observedGeneration": node.generation,
+        "deployment": deployment_name(node.name),
+        "replicas": 0 if node.spec.paused else node.spec.replicas,
+        "readyReplicas": dep_status.get("readyReplicas") or 0,
+        "selector": selector(node.name),
+        "conditions": conds,
+    }
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether a status patch would change anything (ignoring timestamps that merge() preserved)."""
+    return all(b.get(key) == value for key, value in a.items())

@@ -1,0 +1,127 @@
+"""The one module that talks to the Kubernetes API (besides kopf's own watching).
+
+Objects travel as plain dicts, exactly as the API serves them. 404 and 409 are normal outcomes
+here, not errors: a missing object is None, a create that lost a race reports that it did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from . import GROUP, PLURAL, VERSION
+
+FIELD_MANAGER = "resonance-operator"
+
+
+class KubeError(Exception):
+    """An API call failed for a reason other than 404/409; `status` is the HTTP status."""
+
+    def __init__(self, what: str, exc: ApiException) -> None:
+        reason = exc.reason or ""
+        with contextlib.suppress(ValueError, AttributeError):
+            reason = json.loads(exc.body or "{}").get("message", reason)
+        super().__init__(f"{what}: HTTP {exc.status}: {reason}")
+        self.status = exc.status
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        else:
+            await config.load_kube_config()
+        return cls(client.ApiClient())
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def _json(self, what: str, call: Any, *args: Any, missing_ok: bool = True, **kwargs: Any) -> Any:
+        try:
+            response = await call(*args, _preload_content=False, **kwargs)
+            return json.loads(await response.read())
+        except ApiException as exc:
+            if exc.status == 404 and missing_ok:
+                return None
+            raise KubeError(what, exc) from exc
+
+    async def version(self) -> str:
+        info = await self._json("get /version", client.VersionApi(self.api).get_code, missing_ok=False)
+        return str(info.get("gitVersion", "unknown"))
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._json(
+            f"get Deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace
+        )
+        return result
+
+    async def create_deployment(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create; None if it already exists (another reconcile won the race)."""
+        meta = body["metadata"]
+        try:
+            result: dict[str, Any] = await self._json(
+                f"create Deployment {meta['namespace']}/{meta['name']}",
+                self.apps.create_namespaced_deployment,
+                meta["namespace"],
+                body,
+                missing_ok=False,
+            )
+            return result
+        except KubeError as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    async def apply_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of the fields we own: repairs hand edits to them, leaves the rest alone."""
+        meta = body["metadata"]
+        result: dict[str, Any] = await self._json(
+            f"apply Deployment {meta['namespace']}/{meta['name']}",
+            self.apps.patch_namespaced_deployment,
+            meta["name"],
+            meta["namespace"],
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+            missing_ok=False,
+        )
+        return result
+
+    async def get_node(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._json(
+            f"get ResonanceNode {namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+        )
+        return result
+
+    async def patch_node_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource; a node deleted meanwhile is not an error."""
+        await self._json(
+            f"patch status of ResonanceNode {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+        )

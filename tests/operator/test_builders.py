@@ -1,0 +1,133 @@
+"""The pure builders: golden manifests, strict schema validation, the status rules."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from resonance_operator import builders, status
+from resonance_operator.model import Node
+from resonance_operator.settings import Settings, load
+
+from .kube import ROOT
+
+GOLDEN = ROOT / "tests" / "golden"
+SETTINGS = Settings(bridge_image="ghcr.io/resonance-io/resonance:0.1.0", kafka_bootstrap_servers="kafka:9092")
+
+
+def example(name: str, **spec: Any) -> Node:
+    body = yaml.safe_load((ROOT / "examples" / f"{name}-node.yaml").read_text())
+    body["metadata"].update(namespace="resonance", uid="0f6b4a52-6c1d-4f0e-9b7a-2d3c4e5f6a7b", generation=3)
+    body["spec"].update(spec)
+    return Node.from_body(body)
+
+
+@pytest.mark.parametrize("name", ["lexamoris", "nexus"])
+def test_deployment_matches_golden_yaml(name: str) -> None:
+    built = builders.deployment(example(name), SETTINGS)
+    golden = GOLDEN / f"{name}-deployment.yaml"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(yaml.safe_dump(built, sort_keys=False))
+    assert built == yaml.safe_load(golden.read_text()), (
+        "run with UPDATE_GOLDEN=1 to accept a deliberate change"
+    )
+
+
+@pytest.mark.parametrize("version", ["1.30", "1.37"])
+def test_deployment_passes_strict_kubernetes_schemas(version: str) -> None:
+    node = example(
+        "lexamoris",
+        resources={"requests": {"cpu": "100m"}, "limits": {"memory": "96Mi"}},
+        auth={"tokenSecretRef": {"name": "lexamoris-token", "key": "token"}},
+    )
+    kubernetes_validate.validate(builders.deployment(node, SETTINGS), version, strict=True)
+
+
+def test_bridge_env_is_the_bridge_contract() -> None:
+    from resonance_bridge.config import load as load_bridge
+
+    env = builders.bridge_env("lexamoris", "resonance", example("lexamoris").spec, SETTINGS)
+    config = load_bridge(env)  # the bridge accepts exactly what the operator sets
+    assert (config.node, config.endpoint, config.topic, config.anchor) == (
+        "lexamoris",
+        "ws://lexamoris-server:8766",
+        "resonance.lexamoris",
+        "BOLZANO_71",
+    )
+    assert (config.frequency_hz, config.group_id, config.bootstrap_servers) == (
+        0.043,
+        "resonance-bridge.resonance.lexamoris",
+        "kafka:9092",
+    )
+
+
+def test_config_hash_follows_the_spec_only() -> None:
+    base = builders.deployment(example("lexamoris"), SETTINGS)
+    same = builders.deployment(example("lexamoris"), SETTINGS)
+    changed = builders.deployment(example("lexamoris", frequencyHz=1.0), SETTINGS)
+    key = builders.HASH_ANNOTATION
+    assert base["metadata"]["annotations"][key] == same["metadata"]["annotations"][key]
+    assert base["metadata"]["annotations"][key] != changed["metadata"]["annotations"][key]
+
+
+def test_paused_scales_to_zero_and_kafka_override_wins() -> None:
+    node = example("lexamoris", paused=True, kafka={"bootstrapServers": "other:9093"})
+    built = builders.deployment(node, SETTINGS)
+    assert built["spec"]["replicas"] == 0
+    env = {e["name"]: e.get("value") for e in built["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "other:9093"
+
+
+def test_is_subset_ignores_server_additions_but_not_edits() -> None:
+    desired = {"spec": {"replicas": 1, "template": {"containers": [{"name": "b", "env": [{"name": "A"}]}]}}}
+    actual = {
+        "spec": {
+            "replicas": 1,
+            "paused": False,
+            "template": {
+                "containers": [
+                    {"name": "b", "env": [{"name": "A"}], "terminationMessagePath": "/dev/termination-log"}
+                ]
+            },
+        }
+    }
+    assert builders.is_subset(desired, actual)
+    actual["spec"]["replicas"] = 3
+    assert not builders.is_subset(desired, actual)
+
+
+def _deployment(ready: int, observed: int = 1, generation: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "status": {"observedGeneration": observed, "readyReplicas": ready, "updatedReplicas": 1},
+    }
+
+
+def test_status_conditions_and_transition_times() -> None:
+    node = example("lexamoris")
+    first = status.node_status(node, _deployment(0), {}, "2026-01-01T00:00:00Z")
+    ready = {c["type"]: c for c in first["conditions"]}
+    assert (ready["Ready"]["status"], ready["Ready"]["reason"]) == ("False", "BridgeNotReady")
+    assert first["observedGeneration"] == 3 and ready["Ready"]["observedGeneration"] == 3
+    second = status.node_status(node, _deployment(1), first, "2026-01-01T00:01:00Z")
+    conds = {c["type"]: c for c in second["conditions"]}
+    assert (conds["Ready"]["status"], conds["Ready"]["lastTransitionTime"]) == (
+        "True",
+        "2026-01-01T00:01:00Z",
+    )
+    assert (
+        conds["Degraded"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    )  # unchanged status keeps its time
+    stale = status.node_status(node, _deployment(1, observed=1, generation=2), second, "2026-01-01T00:02:00Z")
+    assert {c["type"]: c for c in stale["conditions"]}["Ready"]["status"] == "False"
+    failed = status.node_status(node, None, second, "2026-01-01T00:03:00Z", error="HTTP 403: forbidden")
+    degraded = {c["type"]: c for c in failed["conditions"]}["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "ReconcileFailed")
+
+
+def test_operator_settings_from_environment() -> None:
+    settings = load({"RESONANCE_WATCH_NAMESPACES": "a, b", "RESONANCE_BRIDGE_IMAGE": "img:1"})
+    assert settings.watch_namespaces == ("a", "b") and settings.bridge_image == "img:1"

@@ -1,0 +1,77 @@
+"""The CRD, served by a real API server: validation errors name the field; printer columns work."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from .kube import Cluster
+
+NODE: dict[str, Any] = {
+    "apiVersion": "resonance.io/v1alpha1",
+    "kind": "ResonanceNode",
+    "metadata": {"name": "lexamoris"},
+    "spec": {
+        "endpoint": "ws://lexamoris-server:8766",
+        "topic": "resonance.lexamoris",
+        "anchor": "BOLZANO_71",
+    },
+}
+
+
+def node(namespace: str, name: str = "lexamoris", **spec: Any) -> dict[str, Any]:
+    body = copy.deepcopy(NODE)
+    body["metadata"] = {"name": name, "namespace": namespace}
+    body["spec"].update(spec)
+    for key in [k for k, v in body["spec"].items() if v is None]:
+        del body["spec"][key]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"endpoint": "http://lexamoris-server:8766"}, "spec.endpoint must be a ws:// or wss:// URL"),
+        ({"topic": "bad topic!"}, "spec.topic"),
+        ({"topic": ".."}, "spec.topic must not be '.' or '..'"),
+        ({"anchor": None}, "spec.anchor: Required value"),
+        ({"frequencyHz": 0}, "spec.frequencyHz in body should be greater than 0"),
+        ({"ackMode": "sometimes"}, 'spec.ackMode: Unsupported value: "sometimes"'),
+        ({"replicas": -1}, "spec.replicas in body should be greater than or equal to 0"),
+    ],
+)
+def test_invalid_nodes_are_rejected_naming_the_field(
+    cluster: Cluster, namespace: str, spec: dict[str, Any], needle: str
+) -> None:
+    result = cluster.apply(node(namespace, **spec), check=False)
+    assert result.returncode != 0
+    assert needle in result.stderr, result.stderr
+
+
+def test_unknown_fields_are_rejected(cluster: Cluster, namespace: str) -> None:
+    result = cluster.apply(node(namespace, endpont="ws://typo:1"), check=False)
+    assert result.returncode != 0 and 'unknown field "spec.endpont"' in result.stderr, result.stderr
+
+
+def test_anchor_is_immutable(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(node(namespace))
+    result = cluster.apply(node(namespace, anchor="ELSEWHERE_1"), check=False)
+    assert result.returncode != 0
+    assert "spec.anchor is immutable" in result.stderr, result.stderr
+    assert cluster.apply(node(namespace, frequencyHz=1.5)).returncode == 0  # other fields may change
+
+
+def test_defaults_are_filled_in(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(node(namespace))
+    spec = (cluster.get("rn", "lexamoris", namespace) or {})["spec"]
+    assert (
+        spec["inboundTopic"],
+        spec["frequencyHz"],
+        spec["sRoi"],
+        spec["ackMode"],
+        spec["maxInFlight"],
+        spec["replicas"],
+        spec["paused"],
+    ) == ("resonance.inbound", 0.043, 0.502, "ack", 1000, 1, False)

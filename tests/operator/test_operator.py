@@ -1,0 +1,294 @@
+"""The operator against a real API server: one Deployment per node, drift repaired, status that follows."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from resonance_operator import builders
+from resonance_operator.model import Node
+from resonance_operator.settings import Settings
+
+from .kube import Cluster, Operator, condition, eventually
+from .test_crd import node
+
+SETTINGS = Settings(bridge_image="resonance:test", kafka_bootstrap_servers="kafka.resonance:9092")
+
+
+def deployment_of(cluster: Cluster, namespace: str, name: str, timeout: float = 30) -> dict[str, Any]:
+    return eventually(
+        lambda: cluster.get("deployment", builders.deployment_name(name), namespace),
+        timeout,
+        f"Deployment of {namespace}/{name}",
+    )
+
+
+def test_each_example_gets_exactly_one_deployment(
+    cluster: Cluster, operator: Operator, namespace: str, examples: Path
+) -> None:
+    for path in sorted(examples.glob("*-node.yaml")):
+        manifest = yaml.safe_load(path.read_text())
+        manifest["metadata"]["namespace"] = namespace
+        cluster.apply(manifest)
+        name = manifest["metadata"]["name"]
+        deployment = deployment_of(cluster, namespace, name)
+        body = cluster.get("rn", name, namespace)
+        assert body is not None
+        expected = builders.deployment(Node.from_body(body), SETTINGS)
+        assert builders.is_subset(expected, deployment), json.dumps(deployment, indent=1)
+        meta = deployment["metadata"]
+        assert meta["labels"] == {
+            "app.kubernetes.io/name": "resonance-bridge",
+            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/managed-by": "resonance-operator",
+            "app.kubernetes.io/part-of": "resonance",
+        }
+        owner = meta["ownerReferences"]
+        assert [(o["kind"], o["name"], o["uid"], o["controller"]) for o in owner] == [
+            ("ResonanceNode", name, body["metadata"]["uid"], True)
+        ]
+        pod = deployment["spec"]["template"]
+        bridge = pod["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in bridge["env"]}
+        assert env["RESONANCE_ENDPOINT"] == manifest["spec"]["endpoint"]
+        assert env["RESONANCE_TOPIC"] == manifest["spec"]["topic"]
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka.resonance:9092"
+        assert env["KAFKA_GROUP_ID"] == f"resonance-bridge.{namespace}.{name}"
+        assert bridge["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert bridge["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert bridge["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert len(pod["metadata"]["annotations"][builders.HASH_ANNOTATION]) == 16
+    names = sorted(d["metadata"]["name"] for d in cluster.items("deployments", namespace))
+    assert names == ["resonance-bridge-lexamoris", "resonance-bridge-nexus"]
+    status = eventually(
+        lambda: (cluster.get("rn", "nexus", namespace) or {}).get("status"), 30, "nexus status"
+    )
+    assert status["deployment"] == "resonance-bridge-nexus"
+    assert condition({"status": status}, "Ready") is not None
+
+
+def test_kubectl_get_prints_the_columns(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    cluster.apply(node(namespace))
+    eventually(lambda: condition(cluster.get("rn", "lexamoris", namespace), "Ready"), 30, "a Ready condition")
+    table = cluster.kubectl("get", "resonancenodes", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "ENDPOINT", "TOPIC", "ANCHOR", "READY", "AGE"]
+    assert table[1].split()[:5] == [
+        "lexamoris",
+        "ws://lexamoris-server:8766",
+        "resonance.lexamoris",
+        "BOLZANO_71",
+        "False",
+    ]
+    wide = cluster.kubectl("get", "rn", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert wide[0].split() == ["NAME", "ENDPOINT", "TOPIC", "ANCHOR", "READY", "INBOUND", "REPLICAS", "AGE"]
+    assert wide[1].split()[5:7] == ["resonance.inbound", "1"]
+
+
+def test_spec_change_rolls_and_metadata_change_does_not(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    cluster.apply(node(namespace))
+    first = deployment_of(cluster, namespace, "lexamoris")
+    old_hash = first["spec"]["template"]["metadata"]["annotations"][builders.HASH_ANNOTATION]
+    cluster.apply(node(namespace, frequencyHz=2))
+
+    def rolled() -> dict[str, Any] | None:
+        d = cluster.get("deployment", "resonance-bridge-lexamoris", namespace)
+        new = d and d["spec"]["template"]["metadata"]["annotations"][builders.HASH_ANNOTATION]
+        return d if new and new != old_hash else None
+
+    second = eventually(rolled, 30, "a new config hash")
+    env = {e["name"]: e["value"] for e in second["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RESONANCE_FREQUENCY_HZ"] == "2"
+    cluster.kubectl("label", "rn", "lexamoris", "-n", namespace, "team=resonance")
+    cluster.kubectl("annotate", "rn", "lexamoris", "-n", namespace, "note=hello")
+    eventually(
+        lambda: "team" in ((cluster.get("rn", "lexamoris", namespace) or {})["metadata"].get("labels") or {})
+    )
+    time.sleep(2)  # give a wrongly triggered update the time to happen
+    third = cluster.get("deployment", "resonance-bridge-lexamoris", namespace)
+    assert third is not None and third["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"]
+
+
+def _set_ready(cluster: Cluster, namespace: str, ready: int) -> None:
+    deployment = cluster.get("deployment", "resonance-bridge-lexamoris", namespace)
+    assert deployment is not None
+    generation = deployment["metadata"].get("generation", 1)
+    status = {
+        "observedGeneration": generation,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+    }
+    cluster.kubectl(
+        "patch",
+        "deployment",
+        "resonance-bridge-lexamoris",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def test_ready_follows_the_deployment(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    cluster.apply(node(namespace))
+    deployment_of(cluster, namespace, "lexamoris")
+    _set_ready(cluster, namespace, 1)
+
+    def ready_is(value: str) -> dict[str, Any] | None:
+        body = cluster.get("rn", "lexamoris", namespace)
+        cond = condition(body, "Ready")
+        return body if cond and cond["status"] == value else None
+
+    body = eventually(lambda: ready_is("True"), 30, "Ready=True")
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    assert condition(body, "Ready")["observedGeneration"] == body["metadata"]["generation"]  # type: ignore[index]
+    assert body["status"]["readyReplicas"] == 1
+    assert condition(body, "Progressing")["reason"] == "RolledOut"  # type: ignore[index]
+    _set_ready(cluster, namespace, 0)
+    body = eventually(lambda: ready_is("False"), 30, "Ready=False")
+    assert condition(body, "Ready")["reason"] == "BridgeNotReady"  # type: ignore[index]
+
+
+def test_deleted_deployment_is_recreated_and_paused_scales_to_zero(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    cluster.apply(node(namespace))
+    first = deployment_of(cluster, namespace, "lexamoris")
+    cluster.kubectl("delete", "deployment", "resonance-bridge-lexamoris", "-n", namespace)
+
+    def recreated() -> dict[str, Any] | None:
+        d = cluster.get("deployment", "resonance-bridge-lexamoris", namespace)
+        return d if d and d["metadata"]["uid"] != first["metadata"]["uid"] else None
+
+    eventually(recreated, 30, "the Deployment to be recreated")
+    cluster.kubectl(
+        "patch",
+        "deployment",
+        "resonance-bridge-lexamoris",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"replicas": 5}}',
+    )
+    eventually(
+        lambda: (
+            (cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {})
+            .get("spec", {})
+            .get("replicas")
+            == 1
+        ),
+        30,
+        "the hand edit to be reverted",
+    )
+    cluster.apply(node(namespace, paused=True))
+    eventually(
+        lambda: (
+            (cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {})
+            .get("spec", {})
+            .get("replicas")
+            == 0
+        ),
+        30,
+        "replicas 0",
+    )
+    paused = eventually(
+        lambda: (
+            (c := condition(cluster.get("rn", "lexamoris", namespace), "Ready"))
+            and c["reason"] == "Paused"
+            and c
+        ),
+        30,
+        "a Paused condition",
+    )
+    assert "paused" in paused["message"] and paused["status"] == "False"
+
+
+def test_operator_restart_adopts_what_exists(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    cluster.apply(node(namespace))
+    before = deployment_of(cluster, namespace, "lexamoris")
+    eventually(lambda: condition(cluster.get("rn", "lexamoris", namespace), "Ready"), 30, "status")
+    time.sleep(1)
+    before = cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or before
+    operator.kill()
+    seen = len(operator.output())
+    operator.start()
+    eventually(
+        lambda: "Deployment resonance-bridge-lexamoris is up to date" in operator.output()[seen:],
+        60,
+        "the restarted operator to resume the node",
+    )
+    time.sleep(1)
+    after = cluster.items("deployments", namespace)
+    assert len(after) == 1
+    assert after[0]["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after[0]["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_fifty_nodes_at_once(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    nodes = [node(namespace, name=f"node-{i:02d}", topic=f"resonance.node-{i:02d}") for i in range(50)]
+    cluster.apply(yaml.safe_dump_all(nodes))
+    eventually(lambda: len(cluster.items("deployments", namespace)) == 50, 120, "50 Deployments")
+    owners = sorted(
+        d["metadata"]["ownerReferences"][0]["name"] for d in cluster.items("deployments", namespace)
+    )
+    assert owners == [f"node-{i:02d}" for i in range(50)]
+    eventually(lambda: all(condition(n, "Ready") for n in cluster.items("rn", namespace)), 120, "50 statuses")
+
+
+def test_scale_subresource_scales_the_bridge(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    cluster.apply(node(namespace))
+    deployment_of(cluster, namespace, "lexamoris")
+    # What `kubectl scale rn lexamoris --replicas=2` does (kube-lite refuses kubectl scale's protobuf).
+    cluster.kubectl(
+        "patch",
+        "rn",
+        "lexamoris",
+        "-n",
+        namespace,
+        "--subresource=scale",
+        "--type=merge",
+        "-p",
+        '{"spec": {"replicas": 2}}',
+    )
+    eventually(
+        lambda: (
+            (cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {})
+            .get("spec", {})
+            .get("replicas")
+            == 2
+        ),
+        30,
+        "the Deployment scaled to 2",
+    )
+    scale = json.loads(
+        cluster.kubectl(
+            "get",
+            "--raw",
+            f"/apis/resonance.io/v1alpha1/namespaces/{namespace}/resonancenodes/lexamoris/scale",
+        ).stdout
+    )
+    assert scale["spec"]["replicas"] == 2
+    eventually(
+        lambda: (
+            json.loads(
+                cluster.kubectl(
+                    "get",
+                    "--raw",
+                    f"/apis/resonance.io/v1alpha1/namespaces/{namespace}/resonancenodes/lexamoris/scale",
+                ).stdout
+            )["status"].get("selector")
+            == builders.selector("lexamoris")
+        ),
+        30,
+        "the scale selector",
+    )
