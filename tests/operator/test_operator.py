@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +293,18 @@ def test_scale_subresource_scales_the_bridge(cluster: Cluster, operator: Operato
         30,
         "the scale selector",
     )
+
+
+def test_operator_liveness_endpoint(operator: Operator) -> None:
+    url = f"http://127.0.0.1:{operator.env['RESONANCE_OPERATOR_LIVENESS_PORT']}/healthz"
+
+    def alive() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body: dict[str, Any] = json.loads(response.read())
+                return body if response.status == 200 else None
+        except OSError:
+            return None
+
+    body = eventually(alive, 60, "the operator's /healthz")
+    assert "kubernetes" in body  # the probe reached the API server (a failing probe makes /healthz 500)
