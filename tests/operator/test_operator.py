@@ -27,6 +27,14 @@ def deployment_of(cluster: Cluster, namespace: str, name: str, timeout: float = 
     )
 
 
+def wait_for_replicas(cluster: Cluster, namespace: str, replicas: int, what: str) -> None:
+    def spec_replicas() -> bool:
+        deployment = cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {}
+        return bool(deployment.get("spec", {}).get("replicas") == replicas)
+
+    eventually(spec_replicas, 30, what)
+
+
 def test_each_example_gets_exactly_one_deployment(
     cluster: Cluster, operator: Operator, namespace: str, examples: Path
 ) -> None:
@@ -181,27 +189,9 @@ def test_deleted_deployment_is_recreated_and_paused_scales_to_zero(
         "-p",
         '{"spec": {"replicas": 5}}',
     )
-    eventually(
-        lambda: (
-            (cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {})
-            .get("spec", {})
-            .get("replicas")
-            == 1
-        ),
-        30,
-        "the hand edit to be reverted",
-    )
+    wait_for_replicas(cluster, namespace, 1, "the hand edit to be reverted")
     cluster.apply(node(namespace, paused=True))
-    eventually(
-        lambda: (
-            (cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {})
-            .get("spec", {})
-            .get("replicas")
-            == 0
-        ),
-        30,
-        "replicas 0",
-    )
+    wait_for_replicas(cluster, namespace, 0, "replicas 0")
     paused = eventually(
         lambda: (
             (c := condition(cluster.get("rn", "lexamoris", namespace), "Ready"))
@@ -261,16 +251,7 @@ def test_scale_subresource_scales_the_bridge(cluster: Cluster, operator: Operato
         "-p",
         '{"spec": {"replicas": 2}}',
     )
-    eventually(
-        lambda: (
-            (cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {})
-            .get("spec", {})
-            .get("replicas")
-            == 2
-        ),
-        30,
-        "the Deployment scaled to 2",
-    )
+    wait_for_replicas(cluster, namespace, 2, "the Deployment scaled to 2")
     scale = json.loads(
         cluster.kubectl(
             "get",
