@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -35,6 +36,13 @@ log = logging.getLogger("resonance.bridge")
 def _log_heartbeat_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("heartbeat not stored in Kafka: %s", future.exception())
+
+
+async def _bounded(step: Awaitable[None], what: str, timeout: float = 5.0) -> None:
+    try:
+        await asyncio.wait_for(step, timeout)
+    except (TimeoutError, KafkaError) as exc:
+        log.warning("%s did not finish (%r); exiting anyway", what, exc)
 
 
 async def _supervise(loop: Callable[[], Awaitable[None]]) -> None:
@@ -108,10 +116,14 @@ class Bridge:
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
-                await self.reader.commit()
-                await consumer.stop()  # leaves the group, so a successor gets the partitions at once
+                # Bounded: with the broker gone, a commit or a leave-group would wait forever; what
+                # is not committed is redelivered, which at-least-once allows.
+                await _bounded(self.reader.commit(), "final commit")
+                await _bounded(
+                    consumer.stop(), "consumer close"
+                )  # leaves the group: a successor starts at once
         finally:
-            await producer.stop()  # flushes anything still batched
+            await _bounded(producer.stop(), "producer close")  # flushes what is still batched
 
     # --- WebSocket sessions -------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import prometheus_client
+import yaml
 
 from . import config as configuration
 from . import embedded, node, tools
@@ -79,6 +81,22 @@ async def _bridge_main(config: configuration.Config) -> int:
     return 0
 
 
+def _example_topics() -> list[str]:
+    """Every node topic of the manifests in ./examples, as `resonance up` runs them; else the guide's two."""
+    topics = []
+    for path in sorted(Path("examples").glob("*.yaml")):
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            for doc in yaml.safe_load_all(path.read_text()):
+                topic = (
+                    isinstance(doc, dict)
+                    and doc.get("kind") == "ResonanceNode"
+                    and (doc.get("spec") or {}).get("topic")
+                )
+                if isinstance(topic, str) and topic not in topics:
+                    topics.append(topic)
+    return topics or ["resonance.lexamoris", "resonance.nexus"]
+
+
 def _broker(port: int) -> int:
     broker = embedded.EmbeddedBroker(port)
     try:
@@ -117,18 +135,49 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--quiet", action="store_true", help="do not print every message")
     serve.add_argument("--send-file", type=Path, help="send each line of this file once a bridge connects")
     serve.add_argument("--no-stdin", action="store_true", help="do not read lines to send from stdin")
+    serve.add_argument(
+        "--send-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="send a state_update of the node's own every SECONDS (demos)",
+    )
 
     sub.add_parser(
         "operator", help="run the Kubernetes operator (settings: RESONANCE_* variables, see README)"
     )
 
+    for name, text in (
+        ("up", "run the whole pipeline locally: broker, nodes, one bridge per manifest"),
+        ("config", "print the effective local configuration"),
+    ):
+        local = sub.add_parser(name, help=text)
+        local.add_argument(
+            "paths",
+            nargs="*",
+            type=Path,
+            default=[Path("examples")],
+            help="ResonanceNode manifests or folders of them (default: examples/)",
+        )
+        local.add_argument("--broker-port", type=int, default=9092)
+        local.add_argument(
+            "--http-port-base", type=int, default=18080, help="bridge i serves /metrics on base+i"
+        )
+        if name == "up":
+            local.add_argument("--for", dest="run_for", type=float, help="stop after this many seconds")
+            local.add_argument(
+                "--json", action="store_true", help="no live view; print a JSON summary at exit"
+            )
+            local.add_argument(
+                "--no-nodes", action="store_true", help="use the manifests' endpoints as they are"
+            )
+            local.add_argument("--quiet-demo", action="store_true", help="do not publish demo messages")
+
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     send = sub.add_parser("send", help="produce a message of the guide's format to node topics")
     send.add_argument("--type", choices=sorted(tools.TYPES), default="state")
     send.add_argument("--message", default="")
-    send.add_argument(
-        "--topic", action="append", help="repeatable; default: resonance.lexamoris and resonance.nexus"
-    )
+    send.add_argument("--topic", action="append", help="repeatable; default: every node topic in ./examples")
     send.add_argument("--anchor", default="BOLZANO_71")
     send.add_argument("--frequency", type=float, default=0.043)
     send.add_argument("--s-roi", type=float, default=0.502)
@@ -156,6 +205,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its retries are ours to report, once
+    if args.command in ("up", "config"):
+        from resonance_operator import up  # imported here: bridges never load the operator
+
+        opts = up.Options(args.paths, broker_port=args.broker_port, http_port_base=args.http_port_base)
+        if args.command == "config":
+            print("\n".join(up.config_lines(opts)))
+            return 0
+        opts.run_for, opts.json, opts.nodes, opts.demo = (
+            args.run_for,
+            args.json,
+            not args.no_nodes,
+            not args.quiet_demo,
+        )
+        return asyncio.run(up.up(opts))
     if args.command == "operator":
         from resonance_operator.main import run  # imported here: bridges never load kopf
 
@@ -183,11 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.quiet,
                     args.send_file.read_text().splitlines() if args.send_file else [],
                     not args.no_stdin,
+                    args.send_every,
                 )
             )
         elif args.command == "send":
             body = tools.build(args.type, args.message, args.anchor, args.frequency, args.s_roi)
-            topics = args.topic or ["resonance.lexamoris", "resonance.nexus"]
+            topics = args.topic or _example_topics()
             sent = asyncio.run(tools.send(args.bootstrap_servers, topics, body, args.count, args.anchor))
             print(f"sent {sent} {body['type']} message(s) to {', '.join(topics)}")
         elif args.command == "tail":

@@ -19,6 +19,8 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from .codec import now_iso
+
 Printer = Callable[[str], None]
 
 
@@ -49,7 +51,10 @@ class NodeServer:
         self.connections: set[ServerConnection] = set()
         self.server: Server | None = None
         self.connected = asyncio.Event()  # set while at least one bridge is connected
-        self.changed = asyncio.Event()  # set whenever a message arrives: lets callers wait without polling
+        self.changed = asyncio.Event()
+        self.background: asyncio.Task[None] | None = (
+            None  # set whenever a message arrives: lets callers wait without polling
+        )
 
     async def start(self) -> None:
         self.server = await serve(self._handle, self.host, self.port, compression=None, max_size=None)
@@ -156,11 +161,37 @@ def _stdin_lines() -> asyncio.Queue[str | None]:
     return queue
 
 
+async def _send_every(node: NodeServer, interval: float) -> None:
+    """A node that talks back on its own: its state, every `interval` seconds (for demos)."""
+    seq = 0
+    while True:
+        await asyncio.sleep(interval)
+        body = {
+            "type": "state_update",
+            "timestamp": now_iso(),
+            "anchor": node.name.upper(),
+            "data": {"status": "operational", "node": node.name, "seq": seq},
+        }
+        if await node.send(json.dumps(body)):
+            node._say(f"-> sent state_update #{seq}")
+            seq += 1
+
+
 async def serve_forever(
-    name: str, host: str, port: int, ack: bool, quiet: bool, send_lines: list[str], stdin: bool
+    name: str,
+    host: str,
+    port: int,
+    ack: bool,
+    quiet: bool,
+    send_lines: list[str],
+    stdin: bool,
+    send_every: float = 0.0,
 ) -> None:
     node = NodeServer(name, host, port, ack=ack, printer=None if quiet else _print)
     await node.start()
+    if send_every > 0:
+        talker = asyncio.create_task(_send_every(node, send_every))
+        node.background = talker
     _print(f"[{name}] listening on ws://{host}:{node.port}; type JSON lines to send them to the bridge")
     try:
         await _send_lines(node, send_lines, "from file")
