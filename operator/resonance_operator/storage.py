@@ -18,6 +18,24 @@ from . import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "resonance-operator"
 
+# Every (API group, resource, verb) the operator uses: this module's calls, plus kopf's watching,
+# its annotation bookkeeping (patch) and its Events. The chart's RBAC is tested against this list.
+API_CALLS = frozenset(
+    {
+        (GROUP, "resonancenodes", "get"),
+        (GROUP, "resonancenodes", "list"),
+        (GROUP, "resonancenodes", "watch"),
+        (GROUP, "resonancenodes", "patch"),
+        (GROUP, "resonancenodes/status", "patch"),
+        ("apps", "deployments", "get"),
+        ("apps", "deployments", "list"),
+        ("apps", "deployments", "watch"),
+        ("apps", "deployments", "create"),
+        ("apps", "deployments", "patch"),
+        ("", "events", "create"),
+    }
+)
+
 
 class KubeError(Exception):
     """An API call failed for a reason other than 404/409; `status` is the HTTP status."""

@@ -1,0 +1,129 @@
+"""The Helm chart, the Dockerfile and the kind scripts: everything that can be checked without Docker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import distribution
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from resonance_operator.storage import API_CALLS
+
+from .chart import ALL_ON, CHART, ROOT, helm, render
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize(
+    "values", [[], ALL_ON, [*ALL_ON, "--set", "operator.watchNamespaces={team-a,team-b}"]]
+)
+def test_helm_lint_strict(values: list[str]) -> None:
+    result = helm("lint", "--strict", str(CHART), *values)
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("version", ["1.30", "1.37"])
+@pytest.mark.parametrize("values", [[], ALL_ON])
+def test_rendered_chart_passes_strict_schemas(values: list[str], version: str) -> None:
+    docs = render(*values)
+    kinds = sorted(d["kind"] for d in docs)
+    assert "Deployment" in kinds and "ClusterRole" in kinds
+    for doc in docs:
+        if doc["apiVersion"].startswith("resonance.io/"):
+            continue  # our own kind: the API server validates it against the CRD (see the operator tests)
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_values_schema_rejects_wrong_type_and_unknown_key() -> None:
+    wrong = helm("template", "resonance", str(CHART), "--set", "operator.livenessPort=high", check=False)
+    assert wrong.returncode != 0 and "livenessPort" in wrong.stderr and "integer" in wrong.stderr
+    unknown = helm("template", "resonance", str(CHART), "--set", "operatr.logLevel=INFO", check=False)
+    assert unknown.returncode != 0 and "Additional property operatr is not allowed" in unknown.stderr
+
+
+def test_chart_crd_is_the_repository_crd() -> None:
+    ours = (ROOT / "crds" / "resonancenodes.yaml").read_text()
+    assert (CHART / "crds" / "resonancenodes.yaml").read_text() == ours, "run `make crds`"
+
+
+def _covered(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "operator.watchNamespaces={team-a}"]])
+def test_rbac_covers_every_api_call_and_no_more(values: list[str]) -> None:
+    docs = render(*values)
+    kind = "Role" if values else "ClusterRole"
+    roles = [d for d in docs if d["kind"] == kind and not d["metadata"]["name"].endswith("-crds")]
+    assert roles, f"no {kind}"
+    for role in roles:
+        missing = [call for call in sorted(API_CALLS) if not _covered(role["rules"], *call)]
+        assert missing == [], f"{kind} {role['metadata']['name']} lacks {missing}"
+        granted = {
+            (g, r, v)
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+        assert granted == set(API_CALLS), f"grants more than the operator uses: {granted - set(API_CALLS)}"
+    if values:
+        assert [r["metadata"]["namespace"] for r in roles] == ["team-a"]
+
+
+def test_operator_deployment_is_single_and_restricted() -> None:
+    deployment = next(d for d in render() if d["kind"] == "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["command"] == ["resonance"] and container["args"] == ["operator"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert set(spec["selector"]["matchLabels"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["RESONANCE_BRIDGE_IMAGE"] == "ghcr.io/resonance-io/resonance:0.1.0"
+    devs = {d["kind"]: d for d in render(*ALL_ON) if "kafka" in d["metadata"]["name"]}
+    dev_env = next(
+        d
+        for d in render(*ALL_ON)
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {e["name"]: e["value"] for e in dev_env}["RESONANCE_KAFKA_BOOTSTRAP_SERVERS"] == (
+        "resonance-kafka.resonance.svc:9092"
+    )
+    assert set(devs) == {"Service", "Deployment"}
+
+
+def test_long_names_are_truncated() -> None:
+    helm_release = "r" * 53  # the longest release name helm allows
+    out = helm("template", helm_release, str(CHART), "--set", "nameOverride=" + "n" * 40, *ALL_ON).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert all(len(d["metadata"]["name"]) <= 63 for d in docs if d["kind"] != "ResonanceNode")
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    result = subprocess.run([str(BIN / "hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_entry_points_exist() -> None:
+    scripts = {
+        ep.name: ep.value for ep in distribution("resonance").entry_points if ep.group == "console_scripts"
+    }
+    assert scripts == {"resonance": "resonance_bridge.cli:main"}
+    help_text = subprocess.run([str(BIN / "resonance"), "--help"], capture_output=True, text=True).stdout
+    for command in ("operator", "bridge", "node"):
+        assert command in help_text
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["resonance"]' in dockerfile
+
+
+def test_kind_scripts_are_shellcheck_clean() -> None:
+    scripts = sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))
+    assert len(scripts) == 3
+    result = subprocess.run([str(BIN / "shellcheck"), *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
