@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from resonance_operator.storage import API_CALLS
+from resonance_operator.storage import API_CALLS, CLUSTER_READS
 
 from .chart import ALL_ON, CHART, ROOT, helm, render
 
@@ -73,6 +73,16 @@ def test_rbac_covers_every_api_call_and_no_more(values: list[str]) -> None:
         assert granted == set(API_CALLS), f"grants more than the operator uses: {granted - set(API_CALLS)}"
     if values:
         assert [r["metadata"]["namespace"] for r in roles] == ["team-a"]
+    reads = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-crds"))
+    granted_reads = {
+        (g, r, v)
+        for rule in reads["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    namespace_reads = {c for c in CLUSTER_READS if c[1] == "namespaces"}
+    assert granted_reads == (set(CLUSTER_READS) if values else set(CLUSTER_READS) - namespace_reads)
 
 
 def test_operator_deployment_is_single_and_restricted() -> None:

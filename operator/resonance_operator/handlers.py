@@ -105,4 +105,4 @@ async def deployment_event_fn(body: kopf.Body, logger: kopf.Logger, **_: Any) ->
 @kopf.on.probe(id="kubernetes")
 async def api_probe_fn(**_: Any) -> str:
     """Part of /healthz: the operator is only alive if it can still reach the API server."""
-    return await state.kube.version()  # raises if the API server is unreachable
+    return await state.kube.reachable()  # raises if the API server is unreachable

@@ -35,17 +35,27 @@ API_CALLS = frozenset(
         ("", "events", "create"),
     }
 )
+# Cluster-scoped reads of kopf's: it notices CRDs changing, and, when it watches a list of namespaces,
+# namespaces coming and going. The chart grants these in a ClusterRole of their own.
+CLUSTER_READS = frozenset(
+    {
+        ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
+    }
+)
 
 
 class KubeError(Exception):
     """An API call failed for a reason other than 404/409; `status` is the HTTP status."""
 
-    def __init__(self, what: str, exc: ApiException) -> None:
-        reason = exc.reason or ""
-        with contextlib.suppress(ValueError, AttributeError):
-            reason = json.loads(exc.body or "{}").get("message", reason)
-        super().__init__(f"{what}: HTTP {exc.status}: {reason}")
-        self.status = exc.status
+    def __init__(self, what: str, status: int, body: bytes | str | None, reason: str = "") -> None:
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            reason = json.loads(body or "{}").get("message", reason)
+        super().__init__(f"{what}: HTTP {status}: {reason}")
+        self.status = status
 
 
 class Kube:
@@ -68,16 +78,22 @@ class Kube:
 
     async def _json(self, what: str, call: Any, *args: Any, missing_ok: bool = True, **kwargs: Any) -> Any:
         try:
+            # Raw responses: plain dicts out, and (unlike models) no exception for an error status,
+            # so the status is checked here.
             response = await call(*args, _preload_content=False, **kwargs)
-            return json.loads(await response.read())
+            status, body = response.status, await response.read()
         except ApiException as exc:
-            if exc.status == 404 and missing_ok:
-                return None
-            raise KubeError(what, exc) from exc
+            status, body = exc.status, exc.body
+        if status == 404 and missing_ok:
+            return None
+        if status >= 400:
+            raise KubeError(what, status, body)
+        return json.loads(body)
 
-    async def version(self) -> str:
-        info = await self._json("get /version", client.VersionApi(self.api).get_code, missing_ok=False)
-        return str(info.get("gitVersion", "unknown"))
+    async def reachable(self) -> str:
+        """A cheap authenticated round trip (API discovery), for the liveness probe."""
+        info = await self._json("get /apis", client.ApisApi(self.api).get_api_versions, missing_ok=False)
+        return f"{len(info.get('groups', []))} API groups"
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._json(

@@ -23,7 +23,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pytest.fail(reason)
         pytest.skip(reason)
     run = tmp_path_factory.mktemp("kube-lite")
-    subprocess.run([script, "up", str(run)], check=True, capture_output=True, timeout=120)
+    # An audit log of every request: the RBAC test checks what the operator really called.
+    (run / "audit-policy.yaml").write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata}]\n"
+    )
+    audit = f"--audit-log-path={run / 'audit.log'} --audit-policy-file={run / 'audit-policy.yaml'}"
+    env = {**os.environ, "KUBE_LITE_APISERVER_ARGS": audit}
+    subprocess.run([script, "up", str(run)], check=True, capture_output=True, timeout=120, env=env)
     cluster = Cluster(run / "kubeconfig")
     try:
         cluster.kubectl("apply", "-f", str(ROOT / "crds" / "resonancenodes.yaml"))

@@ -1,0 +1,52 @@
+"""Every API call the operator made, read from the API server's audit log, is one the chart's RBAC grants.
+
+The chart's Roles are tested to grant exactly storage.API_CALLS (tests/test_chart.py); this test makes the
+operator do all its kinds of work and checks that it never called anything outside that list."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from resonance_operator.storage import API_CALLS, CLUSTER_READS
+
+from .kube import Cluster, Operator, eventually
+from .test_crd import node
+
+OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")  # kopf's own client, and kubernetes_asyncio's
+
+
+def recorded_calls(cluster: Cluster) -> set[tuple[str, str, str]]:
+    calls = set()
+    for line in (cluster.kubeconfig.parent / "audit.log").read_text().splitlines():
+        event: dict[str, Any] = json.loads(line)
+        ref = event.get("objectRef")
+        if not ref or not event.get("userAgent", "").startswith(OPERATOR_AGENTS):
+            continue  # kubectl (the tests), the server's own loops, or a non-resource URL such as /version
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        calls.add((ref.get("apiGroup", ""), resource, event["verb"]))
+    return calls
+
+
+def test_operator_calls_only_what_rbac_grants(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    cluster.apply(node(namespace))  # create: deployment created, status patched, event posted
+    eventually(lambda: cluster.get("deployment", "resonance-bridge-lexamoris", namespace), 30, "the bridge")
+    cluster.kubectl("delete", "deployment", "resonance-bridge-lexamoris", "-n", namespace)  # recreated
+    eventually(
+        lambda: cluster.get("deployment", "resonance-bridge-lexamoris", namespace), 30, "the new bridge"
+    )
+    cluster.apply(node(namespace, frequencyHz=3))  # update: server-side apply
+    eventually(
+        lambda: any(v == "patch" and r == "deployments" for _, r, v in recorded_calls(cluster)),
+        30,
+        "a Deployment patch",
+    )
+    calls = recorded_calls(cluster)
+    assert ("apps", "deployments", "create") in calls and (
+        "resonance.io",
+        "resonancenodes/status",
+        "patch",
+    ) in calls
+    assert calls - API_CALLS - CLUSTER_READS == set(), (
+        "the operator called what the chart's RBAC does not grant"
+    )
