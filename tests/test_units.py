@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from resonance_bridge import codec
 from resonance_bridge.backoff import Backoff
 from resonance_bridge.codec import Message, Rejected
 from resonance_bridge.config import ConfigError, load
+from resonance_bridge.schedule import every
 from resonance_bridge.window import Window
 
 BASE = {
@@ -209,3 +211,35 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     assert all(0.5 <= d <= 1.0 for d in delays[4:])
     backoff.reset()
     assert backoff.next_delay() <= 0.1
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_schedule_keeps_phase_and_skips_slots_after_a_stall() -> None:
+    """A fake clock: sleeps advance it, and the third tick stalls the process for 1.3 intervals'
+    worth of slots. The schedule must tick once late, then return to its phase (no burst of the
+    missed slots, no shift of later ticks), and report the drift of the last ten intervals."""
+    now = 0.0
+    ticks: list[float] = []
+    drifts: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        nonlocal now
+        now += delay
+
+    def tick() -> None:
+        nonlocal now
+        ticks.append(now)
+        if len(ticks) == 3:
+            now += 1.3  # a stall: slots 1.5 and 2.0 pass while this tick runs
+        if len(ticks) == 15:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        asyncio.run(every(0.5, tick, drifts.append, clock=lambda: now, sleep=sleep))
+    assert [round(t, 6) for t in ticks] == [0.0, 0.5, 1.0, 2.3] + [2.5 + 0.5 * k for k in range(11)]
+    assert drifts[1] == 0.0  # drift is reported from the second tick on
+    assert round(drifts[2], 6) == round((2.3 - 0.0) / 3 - 0.5, 6)  # the late tick shows
+    assert round(drifts[-1], 6) == 0.0  # ten intervals later it no longer does

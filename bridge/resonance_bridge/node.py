@@ -43,7 +43,6 @@ class NodeServer:
         self.ack, self.ack_delay = ack, ack_delay
         self.printer = printer
         self.received: list[dict[str, Any]] = []  # every message the bridge sent, in order
-        self.received_at: list[float] = []  # loop time of each arrival
         self.replies: list[dict[str, Any]] = []  # the bridge's acks and errors for what we sent
         self.acks_sent = 0
         self.connections_seen = 0
@@ -124,7 +123,6 @@ class NodeServer:
             )
         else:
             self.received.append(message)
-            self.received_at.append(asyncio.get_running_loop().time())
             self._say(f"<- {mtype} {json.dumps(message)[:200]}")
             if self.ack:
                 if self.ack_delay:
