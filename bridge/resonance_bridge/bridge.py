@@ -1,10 +1,11 @@
 """One bridge: a node's Kafka topic <-> its WebSocket endpoint, at-least-once both ways.
 
-The Bridge object owns all state. Per WebSocket connection (a session) three tasks run:
+The Bridge object owns all state. Per WebSocket connection (a session) three tasks carry data:
   outbound: Kafka records -> codec -> frames; each record enters the in-flight window
   inbound:  frames -> codec -> Kafka records (or the node's acks -> window -> commit)
   replies:  in frame order, waits for Kafka to store each inbound record, then acks it to the node
-Across sessions: heartbeats, offset commits and a Kafka liveness probe.
+beside an ack watchdog (reconnect when the node stops acking) and the drain on stop.
+Across sessions, the loops in upkeep.py: heartbeats, offset commits and a Kafka liveness probe.
 """
 
 from __future__ import annotations
@@ -13,20 +14,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka.errors import KafkaError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from . import codec, kafka
+from . import codec, kafka, upkeep
 from .backoff import Backoff
 from .codec import Message, Rejected
 from .config import Config
 from .metrics import Metrics
 from .reader import KafkaReader
-from .schedule import every
 from .window import Partition, Window
 from .writer import KafkaWriter, Reply
 
@@ -36,23 +34,6 @@ log = logging.getLogger("resonance.bridge")
 def _log_heartbeat_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("heartbeat not stored in Kafka: %s", future.exception())
-
-
-async def _bounded(step: Awaitable[None], what: str, timeout: float = 5.0) -> None:
-    try:
-        await asyncio.wait_for(step, timeout)
-    except (TimeoutError, KafkaError) as exc:
-        log.warning("%s did not finish (%r); exiting anyway", what, exc)
-
-
-async def _supervise(loop: Callable[[], Awaitable[None]]) -> None:
-    """Keep a background loop alive: a bug or an odd error in one tick must not stop heartbeats."""
-    while True:
-        try:
-            await loop()
-        except Exception:
-            log.exception("%s failed; restarting it", loop.__name__)
-            await asyncio.sleep(1)
 
 
 class Bridge:
@@ -69,15 +50,7 @@ class Bridge:
         self.kafka_ok = False
         self.auth_headers = {"Authorization": f"Bearer {config.auth_token}"} if config.auth_token else None
         self.metrics.in_flight.set_function(lambda: self.window.pending)  # read at scrape time
-        self.metrics.info.info(
-            {
-                "node": config.node,
-                "anchor": config.anchor,
-                "topic": config.topic,
-                "endpoint": config.endpoint,
-                "ack_mode": config.ack_mode,
-            }
-        )
+        self.metrics.describe(config)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -89,41 +62,30 @@ class Bridge:
 
     async def run(self) -> None:
         """Relay until stop(); then drain in-flight acks for up to the grace period, commit, close."""
-        retry = self.metrics.kafka_reconnects.inc
-        config = self.config
-        producer = await kafka.start_with_retry(
-            lambda: kafka.producer(config), "producer", self.stopping, retry
-        )
-        if producer is None:
-            return
-        try:
-            consumer = await kafka.start_with_retry(
-                lambda: kafka.consumer(config), "consumer", self.stopping, retry
-            )
-            if consumer is None:
-                return
-            self.reader = KafkaReader(consumer, self.window, config.topic)
-            self.writer = KafkaWriter(config, producer)
+        cfg, retry = self.config, self.metrics.kafka_reconnects.inc
+        async with (
+            kafka.started(lambda: kafka.producer(cfg), "producer", self.stopping, retry) as producer,
+            kafka.started(lambda: kafka.consumer(cfg), "consumer", self.stopping, retry) as consumer,
+        ):
+            if producer is None or consumer is None:
+                return  # stopped before Kafka was reachable
+            self.reader = KafkaReader(consumer, self.window, cfg.topic)
+            self.writer = KafkaWriter(cfg, producer)
             self.kafka_ok = True
             self.metrics.kafka_connected.set(1)
-            background = [
-                asyncio.create_task(_supervise(loop))
-                for loop in (self._heartbeats, self._commits, self._probe)
-            ]
+            loops = {
+                "heartbeats": lambda: upkeep.heartbeats(cfg, self._emit_heartbeat, self.metrics),
+                "commits": lambda: upkeep.commits(cfg, self.reader, self.metrics),
+                "kafka probe": lambda: upkeep.probe(self.reader, self._kafka_probed),
+            }
+            background = [asyncio.create_task(upkeep.supervise(name, loop)) for name, loop in loops.items()]
             try:
                 await self._sessions()
             finally:
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
-                # Bounded: with the broker gone, a commit or a leave-group would wait forever; what
-                # is not committed is redelivered, which at-least-once allows.
-                await _bounded(self.reader.commit(), "final commit")
-                await _bounded(
-                    consumer.stop(), "consumer close"
-                )  # leaves the group: a successor starts at once
-        finally:
-            await _bounded(producer.stop(), "producer close")  # flushes what is still batched
+                await kafka.bounded(self.reader.commit(), "final commit")
 
     # --- WebSocket sessions -------------------------------------------------------------------
 
@@ -311,33 +273,13 @@ class Bridge:
 
     # --- across sessions ----------------------------------------------------------------------
 
-    async def _commits(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.commit_interval_ms / 1000)
-            await self.reader.commit()
-            self.metrics.consumer_lag.set(await self.reader.lag())
-
-    async def _probe(self) -> None:
-        while True:
-            await asyncio.sleep(5)
-            ok = await self.reader.reachable()
-            if ok and not self.kafka_ok:
-                self.metrics.kafka_reconnects.inc()
-            if ok != self.kafka_ok:
-                log.warning("kafka %s", "reachable again" if ok else "unreachable")
-            self.kafka_ok = ok
-            self.metrics.kafka_connected.set(int(ok))
-
-    async def _heartbeats(self) -> None:
-        """Each tick's sends run in a task of their own: a slow broker or node cannot delay the next."""
-        emitting: set[asyncio.Task[None]] = set()
-
-        def tick() -> None:
-            task = asyncio.create_task(self._emit_heartbeat())
-            emitting.add(task)
-            task.add_done_callback(emitting.discard)
-
-        await every(self.config.heartbeat_interval_s, tick, self.metrics.heartbeat_drift.set)
+    def _kafka_probed(self, ok: bool) -> None:
+        if ok and not self.kafka_ok:
+            self.metrics.kafka_reconnects.inc()
+        if ok != self.kafka_ok:
+            log.warning("kafka %s", "reachable again" if ok else "unreachable")
+        self.kafka_ok = ok
+        self.metrics.kafka_connected.set(int(ok))
 
     async def _emit_heartbeat(self) -> None:
         cfg = self.config

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -74,6 +74,30 @@ async def start_with_retry(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
     return None
+
+
+@contextlib.asynccontextmanager
+async def started(
+    factory: Callable[[], C], what: str, stopping: asyncio.Event, on_retry: Callable[[], None]
+) -> AsyncIterator[C | None]:
+    """A started client (None if stopping came first), closed on exit within a bounded time:
+    the consumer's close leaves the group so a successor starts at once, the producer's flushes
+    what is still batched."""
+    client = await start_with_retry(factory, what, stopping, on_retry)
+    try:
+        yield client
+    finally:
+        if client is not None:
+            await bounded(client.stop(), f"{what} close")
+
+
+async def bounded(step: Awaitable[None], what: str, timeout: float = 5.0) -> None:
+    """Bounded because with the broker gone a commit or a leave-group would wait forever; what is
+    not committed is redelivered, which at-least-once allows."""
+    try:
+        await asyncio.wait_for(step, timeout)
+    except (TimeoutError, KafkaError) as exc:
+        log.warning("%s did not finish (%r); exiting anyway", what, exc)
 
 
 def headers(config: Config, **extra: str) -> Headers:

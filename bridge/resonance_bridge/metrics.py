@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
+from .config import Config
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -70,3 +72,14 @@ class Metrics:
         self.acks_from_node, self.acks_to_node = self.acks.labels("from_node"), self.acks.labels("to_node")
         self.ws_reconnects = self.reconnects.labels("websocket")
         self.kafka_reconnects = self.reconnects.labels("kafka")
+
+    def describe(self, config: Config) -> None:
+        self.info.info(
+            {
+                "node": config.node,
+                "anchor": config.anchor,
+                "topic": config.topic,
+                "endpoint": config.endpoint,
+                "ack_mode": config.ack_mode,
+            }
+        )

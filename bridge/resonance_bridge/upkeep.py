@@ -1,0 +1,56 @@
+"""The bridge's loops that outlive a WebSocket session: heartbeats, offset commits and a Kafka probe.
+
+Each takes only what it uses; the Bridge owns the state and starts them under supervise().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from .config import Config
+from .metrics import Metrics
+from .reader import KafkaReader
+from .schedule import every
+
+log = logging.getLogger("resonance.bridge")
+
+
+async def supervise(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Keep a background loop alive: a bug or an odd error in one tick must not stop heartbeats."""
+    while True:
+        try:
+            await loop()
+        except Exception:
+            log.exception("%s failed; restarting it", name)
+            await asyncio.sleep(1)
+
+
+async def heartbeats(config: Config, emit: Callable[[], Coroutine[Any, Any, None]], metrics: Metrics) -> None:
+    """Each tick's sends run in a task of their own: a slow broker or node cannot delay the next."""
+    emitting: set[asyncio.Task[None]] = set()
+
+    def tick() -> None:
+        task = asyncio.create_task(emit())
+        emitting.add(task)
+        task.add_done_callback(emitting.discard)
+
+    await every(config.heartbeat_interval_s, tick, metrics.heartbeat_drift.set)
+
+
+async def commits(config: Config, reader: KafkaReader, metrics: Metrics) -> None:
+    """Commit what the node acknowledged, on a timer: one commit request covers many acks."""
+    while True:
+        await asyncio.sleep(config.commit_interval_ms / 1000)
+        await reader.commit()
+        metrics.consumer_lag.set(await reader.lag())
+
+
+async def probe(reader: KafkaReader, report: Callable[[bool], None], interval_s: float = 5.0) -> None:
+    """A metadata round trip every few seconds: aiokafka reconnects quietly, so without this a
+    broker outage would not show in readiness or metrics."""
+    while True:
+        await asyncio.sleep(interval_s)
+        report(await reader.reachable())
