@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_bridge.embedded import EmbeddedBroker
 from resonance_bridge.node import NodeServer
 
@@ -34,12 +33,7 @@ async def topics(broker: EmbeddedBroker) -> Topics:
         f"deadletter.{suffix}",
         f"group-{suffix}",
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, 1, 1) for t in names.all()])
-    finally:
-        await admin.close()
+    await names.create(broker)
     return names
 
 

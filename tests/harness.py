@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_bridge.embedded import EmbeddedBroker, free_port
 
 
@@ -27,6 +28,15 @@ class Topics:
     heartbeats: str
     deadletter: str
     group: str
+
+    async def create(self, broker: EmbeddedBroker) -> None:
+        """Single-partition topics: one node's records keep one order, as keying by anchor gives."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(t, 1, 1) for t in self.all()])
+        finally:
+            await admin.close()
 
     def all(self) -> list[str]:
         return [self.node, self.inbound, self.heartbeats, self.deadletter]
@@ -159,7 +169,9 @@ async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -
 
 
 async def consume(broker: EmbeddedBroker, topic: str, count: int, timeout: float = 30) -> list[Any]:
-    """Read `count` records of a single-partition topic from the beginning (fails if fewer arrive)."""
+    """Read `count` records of a topic from the beginning, partition by partition (fails if fewer
+    arrive). Tests make single-partition topics, so order is the topic's; all partitions are read
+    because a broker may have auto-created the topic with more before the test created it."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker.bootstrap,
         enable_auto_commit=False,
@@ -169,8 +181,10 @@ async def consume(broker: EmbeddedBroker, topic: str, count: int, timeout: float
     await consumer.start()
     records: list[Any] = []
     try:
-        consumer.assign([TopicPartition(topic, 0)])
-        await consumer.seek_to_beginning(TopicPartition(topic, 0))
+        await consumer.topics()  # metadata, so the topic's partitions are known
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
         deadline = time.monotonic() + timeout
         while len(records) < count and time.monotonic() < deadline:
             for batch in (await consumer.getmany(timeout_ms=200)).values():

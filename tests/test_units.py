@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from resonance_bridge import codec
 from resonance_bridge.backoff import Backoff
 from resonance_bridge.codec import Message, Rejected
 from resonance_bridge.config import ConfigError, load
+from resonance_bridge.logs import HoldRepeats
 from resonance_bridge.schedule import every
 from resonance_bridge.window import Window
 
@@ -243,3 +245,35 @@ def test_schedule_keeps_phase_and_skips_slots_after_a_stall() -> None:
     assert drifts[1] == 0.0  # drift is reported from the second tick on
     assert round(drifts[2], 6) == round((2.3 - 0.0) / 3 - 0.5, 6)  # the late tick shows
     assert round(drifts[-1], 6) == 0.0  # ten intervals later it no longer does
+
+
+def test_log_repeats_of_library_messages_are_held_back() -> None:
+    hold = HoldRepeats(interval=60)
+
+    def record(name: str, msg: str, at: float, *args: object) -> logging.LogRecord:
+        rec = logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+        rec.created = at
+        return rec
+
+    connect = "Unable connect to node with id %s: %s"
+    shown = [
+        rec.getMessage()
+        for rec in (
+            record("aiokafka", connect, 0.0, 111, "refused"),
+            record("aiokafka", connect, 0.1, 112, "refused"),  # same template, other args: a repeat
+            record("aiokafka.consumer.fetcher", "Failed fetch messages from %s", 0.2, 111),  # other story
+            record("aiokafka", connect, 30.0, 111, "refused"),
+            record("resonance.bridge", "kafka unreachable", 30.5),  # ours: never held
+            record("resonance.bridge", "kafka unreachable", 30.6),
+            record("aiokafka", connect, 60.0, 111, "refused"),
+            record("aiokafka", connect, 61.0, 111, "refused"),
+        )
+        if hold.filter(rec)
+    ]
+    assert shown == [
+        "Unable connect to node with id 111: refused",
+        "Failed fetch messages from 111",
+        "kafka unreachable",
+        "kafka unreachable",
+        "Unable connect to node with id 111: refused [repeated 2 more times in the last 60s]",
+    ]

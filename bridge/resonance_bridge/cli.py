@@ -16,7 +16,7 @@ import prometheus_client
 import yaml
 
 from . import config as configuration
-from . import embedded, node, tools
+from . import embedded, logs, node, tools
 from .bridge import Bridge
 from .health import HealthServer
 
@@ -200,11 +200,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("RESONANCE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its retries are ours to report, once
+    logs.setup(os.environ.get("RESONANCE_LOG_LEVEL", "INFO"))
     if args.command in ("up", "config"):
         from resonance_operator import up  # imported here: bridges never load the operator
 
