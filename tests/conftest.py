@@ -3,7 +3,6 @@ and bridges run as real processes."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,15 +23,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 @pytest.fixture
 async def topics(broker: EmbeddedBroker) -> Topics:
-    """Fresh single-partition topics per test, so tests never see each other's records."""
-    suffix = uuid.uuid4().hex[:8]
-    names = Topics(
-        f"node.{suffix}",
-        f"inbound.{suffix}",
-        f"heartbeats.{suffix}",
-        f"deadletter.{suffix}",
-        f"group-{suffix}",
-    )
+    """Fresh single-partition topics per test on the session's broker."""
+    names = Topics.fresh()
     await names.create(broker)
     return names
 

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_bridge.embedded import EmbeddedBroker, free_port
+from resonance_bridge.node import NodeServer
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,18 @@ class Topics:
     heartbeats: str
     deadletter: str
     group: str
+
+    @classmethod
+    def fresh(cls) -> Topics:
+        """Names no other test uses, so tests never see each other's records."""
+        suffix = uuid.uuid4().hex[:8]
+        return cls(
+            f"node.{suffix}",
+            f"inbound.{suffix}",
+            f"heartbeats.{suffix}",
+            f"deadletter.{suffix}",
+            f"group-{suffix}",
+        )
 
     async def create(self, broker: EmbeddedBroker) -> None:
         """Single-partition topics: one node's records keep one order, as keying by anchor gives."""
@@ -156,6 +170,11 @@ def state_update(seq: int) -> bytes:
     ).encode()
 
 
+def seqs(node: NodeServer) -> list[int]:
+    """The seq of each state_update the node received, in arrival order."""
+    return [m["data"]["seq"] for m in node.received if m["type"] == "state_update"]
+
+
 async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False, linger_ms=5
@@ -213,3 +232,10 @@ class Committed:
 
     async def offset(self) -> int:
         return int(await self.consumer.committed(self.tp) or 0)
+
+    async def settles_at(self, expected: int, timeout: float = 30) -> None:
+        """Wait for the committed offset to reach `expected`, then assert it is exactly that."""
+        deadline = time.monotonic() + timeout
+        while await self.offset() < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await self.offset() == expected

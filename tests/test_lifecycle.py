@@ -133,10 +133,7 @@ async def test_ack_mode_send_commits_without_acks(
     try:
         async with Committed(broker, topics) as committed:
             await until(lambda: sum(m["type"] == "state_update" for m in node.received) == 50, 20)
-            deadline = time.monotonic() + 10
-            while await committed.offset() < 50 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert await committed.offset() == 50
+            await committed.settles_at(50, 10)
         assert node.acks_sent == 0
     finally:
         bridge.stop()

@@ -11,15 +11,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from resonance_bridge.embedded import EmbeddedBroker
 from resonance_bridge.node import NodeServer
 
-from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, state_update, until
+from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, seqs, state_update, until
 
 
 def endpoint(node: NodeServer) -> str:
     return f"ws://127.0.0.1:{node.port}"
-
-
-def seqs(node: NodeServer) -> list[int]:
-    return [m["data"]["seq"] for m in node.received if m["type"] == "state_update"]
 
 
 async def test_outbound_in_order_and_commits_never_pass_acks(
