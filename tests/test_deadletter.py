@@ -8,7 +8,7 @@ from pathlib import Path
 from resonance_bridge.embedded import EmbeddedBroker
 from resonance_bridge.node import NodeServer
 
-from .harness import BridgeProcess, Topics, bridge_env, consume, produce, state_update
+from .harness import BridgeProcess, Topics, bridge_env, consume, produce, state_update, until
 
 BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ("this is not json", "not_json"),
@@ -60,6 +60,31 @@ async def test_each_bad_frame_is_dead_lettered_and_good_frames_still_flow(
         assert bridge.metric("resonance_dead_letters_total", direction="inbound", reason="not_json") == 1
         assert bridge.metric("resonance_unknown_type_messages_total", direction="inbound") == 1
         assert bridge.process is not None and bridge.process.poll() is None
+    finally:
+        bridge.stop()
+
+
+async def test_frame_too_large_to_read_is_dead_lettered_and_the_node_reconnected(
+    broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
+) -> None:
+    """Frames up to 8x the limit are read and dead-lettered whole (above); a larger one makes the
+    WebSocket layer close the connection (1009) unread. That too is dead-lettered, as an event."""
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_MAX_FRAME_BYTES="2048")
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        await bridge.wait_ready()
+        await node.send(json.dumps({"type": "state_update", "data": {"blob": "x" * 20000}}))
+        await until(lambda: node.connections_seen >= 2, 30, bridge.output)
+        await bridge.wait_ready()
+        await node.send('{"type": "state_update", "data": {"ok": true}}')
+        await node.wait_for(lambda: {"type": "ack", "original_type": "state_update"} in node.replies, 20)
+
+        [dead] = await consume(broker, topics.deadletter, 1)
+        headers = {k: v.decode() for k, v in dead.headers}
+        assert (dead.value, headers["resonance-reason"]) == (b"", "too_large")
+        assert headers["resonance-original-size"] == "unknown"
+        assert "1009" in headers["resonance-detail"] and "at most 2048 bytes" in headers["resonance-detail"]
+        assert bridge.metric("resonance_dead_letters_total", direction="inbound", reason="too_large") == 1
     finally:
         bridge.stop()
 

@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidHandshake
+from websockets.frames import CloseCode
 
 from . import codec, kafka, upkeep
 from .backoff import Backoff
@@ -98,6 +99,8 @@ class Bridge:
                     compression=None,
                     open_timeout=10,
                     additional_headers=self.auth_headers,
+                    # Oversized frames up to 8x are read whole, to dead-letter their payload; beyond that
+                    # memory matters more: the connection is closed (1009) and the event dead-lettered.
                     max_size=8 * self.config.max_frame_bytes,
                 )
             except (OSError, InvalidHandshake, TimeoutError) as exc:
@@ -232,17 +235,25 @@ class Bridge:
     # --- inbound: node -> Kafka ---------------------------------------------------------------
 
     async def _inbound(self, ws: ClientConnection, replies: asyncio.Queue[Reply]) -> None:
-        async for frame in ws:
-            decoded = codec.decode_frame(frame, self.config.max_frame_bytes)
-            if isinstance(decoded, Message):
-                if decoded.type == "ack":
-                    self._on_ack(decoded)
-                    continue
-                if not decoded.known:
-                    self.metrics.unknown_in.inc()
-            else:
-                log.warning("frame from %s dead-lettered: %s", self.config.node, decoded.detail)
-            await replies.put(await self.writer.request(decoded))
+        try:
+            async for frame in ws:
+                decoded = codec.decode_frame(frame, self.config.max_frame_bytes)
+                if isinstance(decoded, Message):
+                    if decoded.type == "ack":
+                        self._on_ack(decoded)
+                        continue
+                    if not decoded.known:
+                        self.metrics.unknown_in.inc()
+                else:
+                    log.warning("frame from %s dead-lettered: %s", self.config.node, decoded.detail)
+                await replies.put(await self.writer.request(decoded))
+        except ConnectionClosedError as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                rejected = codec.unread_frame(exc.sent.reason, self.config.max_frame_bytes)
+                unknown = {"resonance-original-size": "unknown"}
+                await kafka.bounded(self.writer.dead_letter(rejected, "inbound", **unknown), "dead letter")
+                self.metrics.dead_letters.labels("inbound", rejected.reason).inc()
+            raise
 
     async def _replies(self, ws: ClientConnection, replies: asyncio.Queue[Reply]) -> None:
         """Answer the node in the order it sent, each once Kafka stored the record."""

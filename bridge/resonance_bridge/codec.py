@@ -88,6 +88,17 @@ def _parse(text: str, raw: bytes, max_bytes: int) -> Message | Rejected:
     return Message(mtype, msg_id, body, raw, required is not None)
 
 
+def unread_frame(close_reason: str, max_bytes: int) -> Rejected:
+    """A frame so large that the WebSocket layer closed the connection (1009) instead of reading it:
+    its payload is gone, but the event is dead-lettered like any other oversized message."""
+    return Rejected(
+        "too_large",
+        f"{close_reason}; the connection was closed with 1009 before the frame was read: "
+        f"send messages of at most {max_bytes} bytes",
+        b"",
+    )
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
