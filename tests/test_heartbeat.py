@@ -34,14 +34,14 @@ async def test_heartbeats_at_frequency_and_sync_on_connect(
             assert message["timestamp"].endswith("+00:00")
         # The rate over the whole run, on the bridge's own timestamps. Single intervals are no measure
         # here: this VM stalls for up to a second at times, a late beat is followed by an early one
-        # (the schedule keeps its phase), and a stall longer than an interval skips slots. So the mean
-        # rate sits at 2 Hz, a little under it after skips; a schedule that burst to catch up after a
-        # stall, or took the frequency for the interval, would be far off. (The schedule's phase
-        # keeping is unit-tested in test_units.)
+        # (the schedule keeps its phase), and a stall longer than an interval skips slots (seen: 1.47
+        # Hz with two CPU hogs beside the suite). So allow 2 Hz down to 1.2 Hz: a schedule that took
+        # the frequency for the interval (0.5 Hz), or burst to catch up, would still fail. The phase
+        # keeping itself is unit-tested exactly, on a fake clock, in test_units.
         sent = [datetime.datetime.fromisoformat(m["timestamp"]).timestamp() for m in beats]
         intervals = [round(b - a, 3) for a, b in itertools.pairwise(sent)]
         rate = len(intervals) / (sent[-1] - sent[0])
-        assert 1.5 < rate < 2.15, (rate, intervals)
+        assert 1.2 < rate < 2.15, (rate, intervals)
         # The gauge is the mean of the last ten intervals minus the configured one. A stall of a second
         # skips slots, so allow half an interval; a gauge that reported the interval itself (0.5) or
         # its inverse would still fail.
