@@ -35,13 +35,14 @@ async def test_heartbeats_at_frequency_and_sync_on_connect(
         # The rate over the whole run, on the bridge's own timestamps. Single intervals are no measure
         # here: this VM stalls for up to a second at times, a late beat is followed by an early one
         # (the schedule keeps its phase), and a stall longer than an interval skips slots (seen: 1.47
-        # Hz with two CPU hogs beside the suite). So allow 2 Hz down to 1.2 Hz: a schedule that took
-        # the frequency for the interval (0.5 Hz), or burst to catch up, would still fail. The phase
-        # keeping itself is unit-tested exactly, on a fake clock, in test_units.
+        # Hz with two CPU hogs beside the suite), while a late first beat shortens the span a little.
+        # So allow 1.2 to 2.3 Hz: a bridge that took the frequency for the interval (0.5 Hz) or
+        # ignored it (0.043 Hz) still fails. Phase keeping and no bursting are unit-tested exactly,
+        # on a fake clock, in test_units.
         sent = [datetime.datetime.fromisoformat(m["timestamp"]).timestamp() for m in beats]
         intervals = [round(b - a, 3) for a, b in itertools.pairwise(sent)]
         rate = len(intervals) / (sent[-1] - sent[0])
-        assert 1.2 < rate < 2.15, (rate, intervals)
+        assert 1.2 < rate < 2.3, (rate, intervals)
         # The gauge is the mean of the last ten intervals minus the configured one. A stall of a second
         # skips slots, so allow half an interval; a gauge that reported the interval itself (0.5) or
         # its inverse would still fail.
