@@ -54,7 +54,7 @@ async def test_broker_outage_mid_stream_loses_nothing_either_way(node: NodeServe
 
     async def send_inbound() -> None:
         for i in range(1000):
-            await node.send(json.dumps({"type": "state_update", "anchor": "BOLZANO_71", "data": {"seq": i}}))
+            await node.send(state_update(i).decode())
             await asyncio.sleep(0.005)
 
     try:

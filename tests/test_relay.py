@@ -68,7 +68,7 @@ async def test_inbound_acked_only_after_kafka_stored(
             return [r for r in node.replies if r["type"] == "ack"]
 
         for i in range(1000):
-            await node.send(json.dumps({"type": "state_update", "anchor": "BOLZANO_71", "data": {"seq": i}}))
+            await node.send(state_update(i).decode())
             if i % 100 == 99:  # an ack the node holds must be for a record the broker already has
                 seen = len(acks())
                 assert await kafka_count(broker, topics.inbound) >= seen
