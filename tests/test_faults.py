@@ -41,9 +41,10 @@ async def test_broker_outage_mid_stream_loses_nothing_either_way(node: NodeServe
     ways, then reachable again with its data, as a restarted Kafka broker is. While it is away
     readiness says so and no inbound frame is acked; afterwards every outbound record reaches the
     node and every inbound frame is stored and acked. Duplicates are allowed, loss is not."""
-    broker = EmbeddedBroker(log_path=workdir / "broker.log")
-    proxy = Proxy(broker.port)
-    broker.advertised_port = proxy.port  # clients reach the broker only through the proxy
+    port = free_port()
+    proxy = Proxy(port)
+    # Clients reach the broker only through the proxy: that is where its metadata points them.
+    broker = EmbeddedBroker(port=port, log_path=workdir / "broker.log", advertised_port=proxy.port)
     broker.start()
     await proxy.start()
     topics = Topics.fresh()
