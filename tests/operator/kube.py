@@ -39,6 +39,13 @@ class Cluster:
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         return self.kubectl("apply", "-f", "-", stdin=text, check=check)
 
+    def patch(
+        self, kind: str, name: str, namespace: str, body: dict[str, Any], subresource: str | None = None
+    ) -> None:
+        """A merge patch, of the object or of one of its subresources (status, scale)."""
+        where = [f"--subresource={subresource}"] if subresource else []
+        self.kubectl("patch", kind, name, "-n", namespace, *where, "--type=merge", "-p", json.dumps(body))
+
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         result = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
         if result.returncode != 0:

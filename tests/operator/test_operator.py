@@ -134,17 +134,7 @@ def _set_ready(cluster: Cluster, namespace: str, ready: int) -> None:
         "readyReplicas": ready,
         "availableReplicas": ready,
     }
-    cluster.kubectl(
-        "patch",
-        "deployment",
-        "resonance-bridge-lexamoris",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
+    cluster.patch("deployment", "resonance-bridge-lexamoris", namespace, {"status": status}, "status")
 
 
 def test_ready_follows_the_deployment(cluster: Cluster, operator: Operator, namespace: str) -> None:
@@ -179,16 +169,7 @@ def test_deleted_deployment_is_recreated_and_paused_scales_to_zero(
         return d if d and d["metadata"]["uid"] != first["metadata"]["uid"] else None
 
     eventually(recreated, 30, "the Deployment to be recreated")
-    cluster.kubectl(
-        "patch",
-        "deployment",
-        "resonance-bridge-lexamoris",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"replicas": 5}}',
-    )
+    cluster.patch("deployment", "resonance-bridge-lexamoris", namespace, {"spec": {"replicas": 5}})
     wait_for_replicas(cluster, namespace, 1, "the hand edit to be reverted")
     cluster.apply(node(namespace, paused=True))
     wait_for_replicas(cluster, namespace, 0, "replicas 0")
@@ -240,17 +221,7 @@ def test_scale_subresource_scales_the_bridge(cluster: Cluster, operator: Operato
     cluster.apply(node(namespace))
     deployment_of(cluster, namespace, "lexamoris")
     # What `kubectl scale rn lexamoris --replicas=2` does (kube-lite refuses kubectl scale's protobuf).
-    cluster.kubectl(
-        "patch",
-        "rn",
-        "lexamoris",
-        "-n",
-        namespace,
-        "--subresource=scale",
-        "--type=merge",
-        "-p",
-        '{"spec": {"replicas": 2}}',
-    )
+    cluster.patch("rn", "lexamoris", namespace, {"spec": {"replicas": 2}}, "scale")
     wait_for_replicas(cluster, namespace, 2, "the Deployment scaled to 2")
     scale = json.loads(
         cluster.kubectl(
