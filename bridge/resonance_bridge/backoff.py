@@ -1,7 +1,9 @@
-"""Jittered exponential backoff for reconnect loops that retry forever."""
+"""Jittered exponential backoff for reconnect loops that retry forever, and a stop-aware wait."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from dataclasses import dataclass
 
@@ -21,3 +23,9 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+async def pause(delay: float, stopping: asyncio.Event) -> None:
+    """Sleep for `delay` seconds, or less if stopping is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), delay)

@@ -65,15 +65,22 @@ async def _bridge_main(config: configuration.Config) -> int:
     main = asyncio.current_task()
 
     def on_signal() -> None:
-        if bridge.stopping.is_set() and main is not None:
+        if main is None:
+            return
+        if bridge.stopping.is_set():
             main.cancel()  # a second signal: stop waiting for acks
+            return
         bridge.stop()
+        # Every closing step is bounded; this is the backstop that keeps the promise regardless,
+        # within the pod's terminationGracePeriodSeconds (config.termination_grace_seconds).
+        loop.call_later(config.shutdown_grace_s + configuration.CLOSE_BUDGET_S + 1, main.cancel)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     try:
         await bridge.run()
     except asyncio.CancelledError:
+        log.warning("bridge %s: shutdown cut short; unacked records will be redelivered", config.node)
         return 1
     finally:
         await health.close()

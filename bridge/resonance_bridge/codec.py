@@ -1,8 +1,10 @@
 """The Resonance message protocol, sans I/O.
 
 `decode` turns one payload (a Kafka record value or a WebSocket frame) into either a Message,
-whose raw bytes are relayed unchanged, or a Rejected naming why it cannot be relayed. The
-builders make the messages the bridge itself originates, in the integration guide's shape.
+whose raw bytes are relayed unchanged, or a Rejected naming why it cannot be relayed. It never
+raises, whatever the bytes: a payload that cannot be decoded is a Rejected to dead-letter, never
+an exception that would end a session with records unaccounted for. The builders make the
+messages the bridge itself originates, in the integration guide's shape.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ REQUIRED: dict[str, tuple[tuple[str, type | tuple[type, ...], str], ...]] = {
     "ack": (),
     "error": (),
 }
+# JSON kinds by Python type, for messages that name what a field is without echoing it.
+_KINDS: dict[type, str] = {int: "number", float: "number", list: "array", dict: "object"}
+# Python's json parser gives up (RecursionError) near its recursion limit; this is what users are told.
+_MAX_DEPTH = 900
+# A type becomes a header, an ack's original_type and a log word: a sane length keeps all of them small.
+MAX_TYPE_CHARS = 256
 # Replies a node sends about our own replies; they must never be matched against records in flight.
 REPLY_TYPES = frozenset({"ack", "error"})
 
@@ -44,15 +52,23 @@ class Rejected:
     original_type: str | None = None
 
 
-def decode_frame(frame: str | bytes, max_bytes: int) -> Message | Rejected:
-    """Decode a WebSocket frame: websockets hands text frames as str and binary frames as bytes."""
-    if isinstance(frame, bytes):
+def decode_frame(frame: bytes, text: bool, max_bytes: int) -> Message | Rejected:
+    """Decode a WebSocket message, read undecoded so that invalid UTF-8 in a text frame is a
+    dead letter and an error reply rather than a connection the WebSocket layer closes (1007)."""
+    if not text:
         return Rejected("binary_frame", "binary frames are not supported: send JSON as a text frame", frame)
-    return _parse(frame, frame.encode(), max_bytes)
+    return decode(frame, max_bytes)
 
 
 def decode(raw: bytes, max_bytes: int) -> Message | Rejected:
-    """Decode a Kafka record value."""
+    """Decode a Kafka record value (or a text frame's bytes)."""
+    try:
+        return _decode(raw, max_bytes)
+    except Exception as exc:  # a bug here must cost one dead letter, not a stuck partition
+        return Rejected("undecodable", f"payload could not be decoded ({type(exc).__name__})", raw)
+
+
+def _decode(raw: bytes, max_bytes: int) -> Message | Rejected:
     try:
         # Decode explicitly: json.loads(bytes) would also accept UTF-16/32, which is no WebSocket text.
         text = raw.decode("utf-8")
@@ -66,8 +82,14 @@ def _parse(text: str, raw: bytes, max_bytes: int) -> Message | Rejected:
         return Rejected("too_large", f"message of {len(raw)} bytes exceeds the {max_bytes}-byte limit", raw)
     try:
         body = json.loads(text)
-    except ValueError as exc:
+    except ValueError as exc:  # also integers over Python's 4,300-digit limit
         return Rejected("not_json", f"payload is not JSON ({exc}): send one JSON object per message", raw)
+    except RecursionError:
+        return Rejected(
+            "too_deep",
+            f"payload nests too deeply to parse (the limit is about {_MAX_DEPTH} levels): flatten it",
+            raw,
+        )
     if not isinstance(body, dict):
         kind = type(body).__name__
         return Rejected("not_object", f"payload is a JSON {kind}: send a JSON object with a 'type'", raw)
@@ -75,7 +97,13 @@ def _parse(text: str, raw: bytes, max_bytes: int) -> Message | Rejected:
     if mtype is None:
         return Rejected("missing_type", 'field \'type\' is missing: add e.g. "type": "state_update"', raw)
     if not isinstance(mtype, str):
-        return Rejected("type_not_string", f"field 'type' is {json.dumps(mtype)}: it must be a string", raw)
+        # Named by its JSON kind, not echoed: the value may be huge or nested arbitrarily deep.
+        kind = "a boolean" if isinstance(mtype, bool) else f"a JSON {_KINDS.get(type(mtype), 'value')}"
+        return Rejected("type_not_string", f"field 'type' is {kind}: it must be a string", raw)
+    if len(mtype) > MAX_TYPE_CHARS:
+        return Rejected(
+            "type_too_long", f"field 'type' has {len(mtype)} characters: use at most {MAX_TYPE_CHARS}", raw
+        )
     required = REQUIRED.get(mtype)
     for name, kinds, what in required or ():
         value = body.get(name)

@@ -8,6 +8,7 @@ so a user fixes all of them in one go rather than one per restart.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,15 @@ from urllib.parse import urlsplit
 T = TypeVar("T")
 
 TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+# After the shutdown grace (waiting for acks), closing takes at most this long: the WebSocket
+# closing handshake, the final offset commit and the Kafka clients' close share it.
+CLOSE_BUDGET_S = 5.0
+
+
+def termination_grace_seconds(shutdown_grace_s: float) -> int:
+    """The pod's terminationGracePeriodSeconds for a bridge with this shutdown grace: the bridge's
+    whole shutdown fits in it, so the kubelet never SIGKILLs a bridge that is still committing."""
+    return math.ceil(shutdown_grace_s + CLOSE_BUDGET_S) + 2
 
 
 class ConfigError(Exception):
@@ -44,6 +54,8 @@ class Config:
     ack_timeout_s: float = 30.0
     max_frame_bytes: int = 1024 * 1024
     shutdown_grace_s: float = 10.0
+    ws_ping_interval_s: float = 5.0
+    ws_ping_timeout_s: float = 10.0
     http_port: int = 8080
     group_id: str = ""
     enable_idempotence: bool = True
@@ -180,6 +192,12 @@ def load(env: Mapping[str, str]) -> Config:
         max_frame_bytes=r.integer("RESONANCE_MAX_FRAME_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
         shutdown_grace_s=r.number(
             "RESONANCE_SHUTDOWN_GRACE_S", 10.0, 0.0, 3600.0, "use seconds >= 0", zero_ok=True
+        ),
+        ws_ping_interval_s=r.number(
+            "RESONANCE_WS_PING_INTERVAL_S", 5.0, 0.0, 3600.0, "use seconds > 0, e.g. 5"
+        ),
+        ws_ping_timeout_s=r.number(
+            "RESONANCE_WS_PING_TIMEOUT_S", 10.0, 0.0, 3600.0, "use seconds > 0, e.g. 10"
         ),
         http_port=r.integer("RESONANCE_HTTP_PORT", 8080, 0, 65535),
         group_id=r.text("KAFKA_GROUP_ID", f"resonance-bridge-{node}"),

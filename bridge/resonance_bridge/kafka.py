@@ -15,7 +15,7 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from .backoff import Backoff
+from .backoff import Backoff, pause
 from .codec import Rejected, now_iso
 from .config import Config
 
@@ -59,45 +59,75 @@ async def start_with_retry(
     factory: Callable[[], C], what: str, stopping: asyncio.Event, on_retry: Callable[[], None]
 ) -> C | None:
     """Start a new aiokafka client, retrying forever with backoff (a stopped client cannot be
-    restarted, so each attempt gets a fresh one); None if stopping came first."""
+    restarted, so each attempt gets a fresh one); None if stopping came first, even mid-attempt
+    (a black-holed broker makes one attempt last the whole request timeout)."""
     backoff = Backoff()
     while not stopping.is_set():
         client = factory()
         try:
-            await client.start()
-            return client
+            if await unless_stopping(client.start(), stopping):
+                return client
         except (KafkaError, OSError) as exc:
-            await client.stop()
             delay = backoff.next_delay()
             log.warning("kafka %s unavailable (%s); retrying in %.1fs", what, exc, delay)
             on_retry()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), delay)
+            await bounded(client.stop(), f"{what} close", 1.0)
+            await pause(delay, stopping)
+            continue
+        await bounded(client.stop(), f"{what} close", 1.0)
     return None
+
+
+async def unless_stopping(step: Awaitable[None], stopping: asyncio.Event) -> bool:
+    """Run step to its end (True), or cancel it when stopping is set first (False)."""
+    task = asyncio.ensure_future(step)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # raises what the step raised
+    return True
 
 
 @contextlib.asynccontextmanager
 async def started(
-    factory: Callable[[], C], what: str, stopping: asyncio.Event, on_retry: Callable[[], None]
+    factory: Callable[[], C],
+    what: str,
+    stopping: asyncio.Event,
+    on_retry: Callable[[], None],
+    time_left: Callable[[], float],
 ) -> AsyncIterator[C | None]:
-    """A started client (None if stopping came first), closed on exit within a bounded time:
-    the consumer's close leaves the group so a successor starts at once, the producer's flushes
-    what is still batched."""
+    """A started client (None if stopping came first), closed on exit within time_left(): the
+    consumer's close leaves the group so a successor starts at once, the producer's flushes what
+    is still batched."""
     client = await start_with_retry(factory, what, stopping, on_retry)
     try:
         yield client
     finally:
         if client is not None:
-            await bounded(client.stop(), f"{what} close")
+            await bounded(client.stop(), f"{what} close", time_left())
 
 
 async def bounded(step: Awaitable[None], what: str, timeout: float = 5.0) -> None:
     """Bounded because with the broker gone a commit or a leave-group would wait forever; what is
     not committed is redelivered, which at-least-once allows."""
     try:
-        await asyncio.wait_for(step, timeout)
+        await asyncio.wait_for(step, max(0.0, timeout))
     except (TimeoutError, KafkaError) as exc:
-        log.warning("%s did not finish (%r); exiting anyway", what, exc)
+        log.warning("%s did not finish (%r); going on", what, exc)
+    except asyncio.CancelledError:
+        # aiokafka's close can end in a CancelledError of its own (a retry sleep it cancelled);
+        # only a cancellation of this very task is ours to pass on.
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        log.warning("%s was cut short inside the Kafka client; going on", what)
 
 
 def headers(config: Config, **extra: str) -> Headers:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Loggers whose messages can repeat at the pace of input: the Kafka client's retries, and the
+# bridge's reports of acks it cannot attribute and of dead letters (counted in metrics; a hostile
+# node or topic must not turn them into a log flood).
+HELD = ("aiokafka", "resonance.acks", "resonance.deadletters")
 
 
 class HoldRepeats(logging.Filter):
     """Passes the first record of each message template from loggers under `prefixes`, then at
     most one per `interval` seconds, saying how many were held back in between."""
 
-    def __init__(self, prefixes: tuple[str, ...] = ("aiokafka",), interval: float = 60.0) -> None:
+    def __init__(self, prefixes: tuple[str, ...] = HELD, interval: float = 60.0) -> None:
         super().__init__()
         self.prefixes = prefixes
         self.interval = interval

@@ -30,7 +30,10 @@ class Metrics:
             registry=r,
         )
         self.ack_mismatches = Counter(
-            "resonance_ack_mismatches", "Acks whose original_type matched no message in flight", registry=r
+            "resonance_ack_mismatches",
+            "Acks the bridge could not attribute to a message in flight (nothing committed), by reason",
+            ["reason"],
+            registry=r,
         )
         self.ack_timeouts = Counter(
             "resonance_ack_timeouts", "Reconnects because the node did not ack within the timeout", registry=r

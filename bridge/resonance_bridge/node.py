@@ -74,12 +74,18 @@ class NodeServer:
         if self.printer is not None:
             self.printer(f"[{self.name}] {line}")
 
-    async def send(self, frame: str | bytes) -> int:
-        """Send one frame to every connected bridge; returns how many got it."""
+    def drop(self) -> None:
+        """Drop every connection as a restarting node would, and keep serving new ones."""
+        for ws in list(self.connections):
+            ws.transport.abort()
+
+    async def send(self, frame: str | bytes, text: bool | None = None) -> int:
+        """Send one frame to every connected bridge (bytes with text=True: a text frame of those
+        bytes, valid UTF-8 or not); returns how many got it."""
         sent = 0
         for ws in list(self.connections):
             with contextlib.suppress(ConnectionClosed):
-                await ws.send(frame)
+                await ws.send(frame, text=text)
                 sent += 1
         return sent
 

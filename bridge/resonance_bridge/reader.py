@@ -1,5 +1,5 @@
 """The consumer side of the bridge: reads the node's topic, and commits exactly what the in-flight
-window says the node acknowledged (never more)."""
+window says is done (never more)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .window import Window
+from .window import Partition, Window
 
 log = logging.getLogger("resonance.reader")
+
+# A commit waits at most this long on the rebalance path: the broker may be the thing that is gone.
+REVOKE_COMMIT_S = 5.0
 
 
 class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -32,32 +35,30 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
         return batch
 
     async def commit(self) -> None:
+        """Commit what moved; marked committed only once Kafka confirmed, so a commit that fails or
+        is cancelled (shutdown, rebalance) is simply made again by the next one."""
         assigned = self.consumer.assignment()
-        offsets = {
-            tp: offset
-            for (topic, partition), offset in self.window.take_commits().items()
-            if (tp := TopicPartition(topic, partition)) in assigned
-        }
-        if not offsets:
+        due = {p: o for p, o in self.window.due_commits().items() if TopicPartition(*p) in assigned}
+        if not due:
             return
         try:
-            await self.consumer.commit(offsets)
+            await self.consumer.commit({TopicPartition(*p): o for p, o in due.items()})
         except KafkaError as exc:
             log.warning("offset commit failed (%s); will retry", exc)
-            for tp in offsets:
-                self.window.committed.pop((tp.topic, tp.partition), None)
+            return
+        self.window.confirmed(due)
 
-    async def rewind(self) -> None:
-        """Forget what is in flight and seek back to the first unacked record of each partition."""
-        await self.commit()
+    def seek(self, resume: dict[Partition, int]) -> None:
+        """Fetch again from these offsets: what a session had in flight when it ended. No request
+        and no wait, so a session ends at once even while the broker is unreachable."""
         assigned = self.consumer.assignment()
-        for (topic, partition), offset in self.window.rewind().items():
+        for (topic, partition), offset in resume.items():
             tp = TopicPartition(topic, partition)
             if tp in assigned:
                 self.consumer.seek(tp, offset)
 
     async def lag(self) -> int:
-        """Records in the assigned partitions that the node has not acked yet."""
+        """Records in the assigned partitions that are not done yet."""
         lag = 0
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)  # from the last fetch: no request, unlike end_offsets()
@@ -74,7 +75,12 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
             return False
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.commit()  # hand over what was acked before another consumer takes over
+        # Hand over what is done before another consumer takes over; bounded, because a rebalance
+        # may be the broker's doing and what is not committed is only redelivered.
+        try:
+            await asyncio.wait_for(self.commit(), REVOKE_COMMIT_S)
+        except TimeoutError:
+            log.warning("commit on rebalance timed out; the next owner redelivers from the last commit")
         self.window.revoke({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:

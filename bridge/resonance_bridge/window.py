@@ -1,13 +1,22 @@
-"""The outbound in-flight window: which sent records the node has acknowledged, and what may be committed.
+"""Every record fetched from the node's topic, from the fetch until it is done, and what may be committed.
 
-Sans I/O. The node acks in the order it received messages (the guide's sample node does exactly
-that, with no id), so an ack is matched to the oldest unacknowledged message of its
-`original_type`, or by `id` when the ack carries one the message had. A partition's committable
-offset only moves past a contiguous run of acknowledged records: committing never passes an
-unacknowledged record, so a restart redelivers it (at-least-once).
+Sans I/O. A record is *tracked* the moment a fetch hands it over and *done* once the node acked it,
+Kafka stored it as a dead letter, or (ack mode `send`) its frame was written. A partition's
+committable offset only moves past a contiguous run of done records, and a rewind resumes each
+partition at its first record that is not done: whatever happens between fetch and done (an
+exception, a cancelled session, a revoked partition), the fetch position never runs ahead of what
+is accounted for, and a commit never passes a record that was neither acked nor dead-lettered.
 
-Messages the bridge originates (heartbeat, frequency_sync) are tracked too, so that the node's
-acks for them are not mistaken for acks of records; they carry no offset and never hold back a commit.
+Acks are attributed by the documented rules (README, "Delivery, in detail"):
+  - an ack with an `id` settles the oldest message in flight that had that id (and, if the ack
+    names an `original_type`, that type); no such message: `unknown_id` / `type_mismatch`;
+  - an ack without an id settles the oldest message in flight of its `original_type` (nodes ack in
+    order, as the guide's sample node does); no original_type: `no_original_type`; no message of
+    that type in flight: `not_in_flight`.
+Anything else settles nothing: an ack that cannot be attributed never commits a record.
+
+Messages the bridge originates (heartbeat, frequency_sync) are tracked too, so that the node's acks
+for them are not taken for a record's; they carry no offset and never hold back a commit.
 """
 
 from __future__ import annotations
@@ -21,120 +30,155 @@ Partition = tuple[str, int]
 
 @dataclass(slots=True, eq=False)
 class Entry:
-    type: str
-    id: str | None
-    sent_at: float
     partition: Partition | None  # None: a message the bridge originated, or its partition was revoked
     offset: int = -1
-    acked: bool = False
+    type: str = ""
+    id: str | None = None
+    sent_at: float = 0.0
+    control: bool = False  # a message the bridge originated
+    awaits_ack: bool = False
+    done: bool = False
+    live: bool = True  # False once a rewind or revoke forgot it: finishing it then changes nothing
 
 
 @dataclass(slots=True)
-class AckResult:
+class Match:
     entry: Entry | None
-    mismatched: bool = False  # no pending message had the ack's original_type; the oldest was taken
+    mismatch: str | None = None  # why no entry was settled: a metric label
 
 
 @dataclass
 class Window:
-    fifo: deque[Entry] = field(default_factory=deque)  # send order, for matching acks
-    by_id: dict[str, Entry] = field(default_factory=dict)
-    partitions: dict[Partition, deque[Entry]] = field(default_factory=dict)  # offset order
+    fifo: deque[Entry] = field(default_factory=deque)  # messages awaiting an ack, in send order
+    by_id: dict[str, deque[Entry]] = field(default_factory=dict)
+    partitions: dict[Partition, deque[Entry]] = field(default_factory=dict)  # tracked, offset order
     committable: dict[Partition, int] = field(default_factory=dict)  # next offset to commit
-    committed: dict[Partition, int] = field(default_factory=dict)  # last handed out by take_commits
-    pending: int = 0  # unacknowledged records (not control messages): the backpressure measure
+    committed: dict[Partition, int] = field(default_factory=dict)  # last offsets Kafka confirmed
+    pending: int = 0  # tracked records not done: the backpressure measure
 
-    def sent(
-        self, mtype: str, msg_id: str | None, now: float, partition: Partition | None = None, offset: int = -1
-    ) -> Entry:
-        entry = Entry(mtype, msg_id, now, partition, offset)
-        self.fifo.append(entry)
-        if msg_id is not None:
-            self.by_id[msg_id] = entry
-        if partition is not None:
-            self.partitions.setdefault(partition, deque()).append(entry)
-            self.pending += 1
+    def track(self, partition: Partition, offset: int) -> Entry:
+        """A record a fetch just handed over: from now on it holds back commits until done."""
+        entry = Entry(partition, offset)
+        self.partitions.setdefault(partition, deque()).append(entry)
+        self.pending += 1
         return entry
 
-    def done(self, partition: Partition, offset: int) -> None:
-        """A record that needs no ack (dead-lettered, or ack mode `send`) at the partition's head."""
-        queue = self.partitions.get(partition)
-        if not queue:
-            self.committable[partition] = offset + 1
-        else:  # rare: behind records still in flight; commit it with them
-            entry = Entry("", None, 0.0, partition, offset, acked=True)
-            queue.append(entry)
+    def expect_ack(self, entry: Entry, mtype: str, msg_id: str | None, now: float) -> None:
+        """The entry's frame is (about to be) sent and the node will ack it."""
+        entry.type, entry.id, entry.sent_at, entry.awaits_ack = mtype, msg_id, now, True
+        self.fifo.append(entry)
+        if msg_id is not None:
+            self.by_id.setdefault(msg_id, deque()).append(entry)
 
-    def ack(self, original_type: str | None, msg_id: str | None) -> AckResult:
-        entry = self.by_id.pop(msg_id, None) if msg_id is not None else None
-        mismatched = False
-        if entry is None or entry.acked:
-            entry, mismatched = self._match_in_order(original_type)
-            if entry is None:
-                return AckResult(None)
-        self._settle(entry)
-        return AckResult(entry, mismatched)
+    def control(self, mtype: str, msg_id: str | None, now: float) -> Entry:
+        """A message the bridge originated: its ack must not be taken for a record's."""
+        entry = Entry(None, control=True)
+        self.expect_ack(entry, mtype, msg_id, now)
+        return entry
 
-    def _match_in_order(self, original_type: str | None) -> tuple[Entry | None, bool]:
-        self._drop_acked_head()
-        for position, entry in enumerate(self.fifo):
-            if not entry.acked and (original_type is None or entry.type == original_type):
-                # Control messages sent before this one were evidently not acked by this node.
-                for older in islice(self.fifo, position):
-                    if older.partition is None and not older.acked:
-                        older.acked = True
-                return entry, False
-        oldest = next((e for e in self.fifo if not e.acked), None)
-        return oldest, oldest is not None
-
-    def _settle(self, entry: Entry) -> None:
-        entry.acked = True
+    def finish(self, entry: Entry) -> None:
+        """The entry is done; commits move past it once every record before it is done too."""
+        if entry.done or not entry.live:
+            return
+        entry.done = True
         if entry.id is not None:
-            self.by_id.pop(entry.id, None)
+            self._forget_id(entry)
         if entry.partition is not None:
             self.pending -= 1
             queue = self.partitions[entry.partition]
-            while queue and queue[0].acked:
+            while queue and queue[0].done:
                 self.committable[entry.partition] = queue.popleft().offset + 1
-        self._drop_acked_head()
+        self._drop_done_head()
 
-    def _drop_acked_head(self) -> None:
-        while self.fifo and self.fifo[0].acked:
+    def match(self, original_type: str | None, msg_id: str | None) -> Match:
+        """The message an ack settles under the rules above; the caller finishes it."""
+        if msg_id is not None:
+            candidates = self.by_id.get(msg_id)
+            if not candidates:
+                return Match(None, "unknown_id")
+            entry = candidates[0]
+            if original_type is not None and original_type != entry.type:
+                return Match(None, "type_mismatch")
+            return Match(entry)
+        if not original_type:
+            return Match(None, "no_original_type")
+        self._drop_done_head()
+        for position, entry in enumerate(self.fifo):
+            if not entry.done and entry.type == original_type:
+                # Control messages sent before this one were evidently not acked by this node.
+                skipped = [e for e in islice(self.fifo, position) if e.control and not e.done]
+                for older in skipped:
+                    self.finish(older)
+                return Match(entry)
+        return Match(None, "not_in_flight")
+
+    def _forget_id(self, entry: Entry) -> None:
+        assert entry.id is not None
+        same = self.by_id.get(entry.id)
+        if same is not None:
+            if entry in same:
+                same.remove(entry)
+            if not same:
+                del self.by_id[entry.id]
+
+    def _drop_done_head(self) -> None:
+        while self.fifo and (self.fifo[0].done or not self.fifo[0].live):
             self.fifo.popleft()
 
-    def oldest_unacked(self) -> Entry | None:
-        self._drop_acked_head()
-        return self.fifo[0] if self.fifo else None
+    def oldest_unacked_record(self) -> Entry | None:
+        """The earliest-sent record (not control message) still awaiting its ack."""
+        self._drop_done_head()
+        return next((e for e in self.fifo if e.partition is not None and not e.done), None)
 
     def expire_control(self, older_than: float) -> None:
         """Forget control messages the node never acked, so they do not pile up."""
+        expired = []
         for entry in self.fifo:
-            if entry.partition is None and not entry.acked and entry.sent_at < older_than:
-                entry.acked = True
-        self._drop_acked_head()
+            if entry.sent_at >= older_than:
+                break
+            if entry.control and not entry.done:
+                expired.append(entry)
+        for entry in expired:
+            self.finish(entry)
+        self._drop_done_head()
 
-    def take_commits(self) -> dict[Partition, int]:
-        """Offsets that moved since the last call: what to commit now."""
-        moved = {p: o for p, o in self.committable.items() if self.committed.get(p) != o}
-        self.committed.update(moved)
-        return moved
+    def due_commits(self) -> dict[Partition, int]:
+        """Offsets that moved past what Kafka last confirmed: what to commit now."""
+        return {p: o for p, o in self.committable.items() if self.committed.get(p) != o}
+
+    def confirmed(self, offsets: dict[Partition, int]) -> None:
+        """Kafka stored these commits (marked only then: a commit that failed or was cancelled is retried)."""
+        for partition, offset in offsets.items():
+            if partition in self.committable:
+                self.committed[partition] = offset
 
     def revoke(self, partitions: set[Partition]) -> None:
-        """Partitions moved to another consumer: their acks no longer commit anything here."""
+        """Partitions moved to another consumer: their records are its business now. Their messages
+        stay in the ack order (so the node's acks for them are not taken for others') but commit nothing."""
         for partition in partitions:
             for entry in self.partitions.pop(partition, deque()):
-                if not entry.acked:
-                    entry.partition = None
+                if not entry.done:
                     self.pending -= 1
+                    entry.partition = None
+                    entry.live = entry.awaits_ack  # tracked but never sent: nothing to ack
+                    if entry.id is not None:  # an id names the copy fetched again, if any
+                        self._forget_id(entry)
             self.committable.pop(partition, None)
             self.committed.pop(partition, None)
 
     def rewind(self) -> dict[Partition, int]:
-        """The connection is gone: forget everything in flight and return, per partition, the
-        offset to resume from (the first unacknowledged record)."""
-        resume = {p: q[0].offset for p, q in self.partitions.items() if q}
+        """The connection is gone: forget everything in flight and return, per partition, the offset
+        to resume from: the first record not done, or the next after the last done one."""
+        resume = dict(self.committable)
+        for partition, queue in self.partitions.items():
+            if queue:
+                resume[partition] = queue[0].offset
         for queue in self.partitions.values():
+            for entry in queue:
+                entry.live = False
             queue.clear()
+        for entry in self.fifo:
+            entry.live = False
         self.fifo.clear()
         self.by_id.clear()
         self.pending = 0

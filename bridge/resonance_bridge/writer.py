@@ -28,7 +28,9 @@ class Reply:
     value: bytes
     headers: kafka.Headers
     answer: bytes  # the frame to send the node: an ack, or an error
+    size: int  # bytes of the node's frame, held until the answer is sent
     error: str | None = None  # the dead-letter reason, when the answer is an error
+    detail: str = ""  # why, for the log, when the answer is an error
 
 
 class KafkaWriter:
@@ -73,12 +75,14 @@ class KafkaWriter:
             value, headers = kafka.dead_letter(self.config, frame, "inbound")
             topic = self.config.deadletter_topic
             future = await self.send(topic, value, headers)
-            return Reply(future, topic, value, headers, codec.encode(codec.error(frame)), frame.reason)
+            answer = codec.encode(codec.error(frame))
+            return Reply(future, topic, value, headers, answer, len(frame.raw), frame.reason, frame.detail)
         headers, answer = self._per_type.get(frame.type) or self._build(frame.type, frame.known)
         if frame.id is not None:
             answer = codec.encode(codec.ack(frame.type, frame.id))
         topic = self.config.inbound_topic
-        return Reply(await self.send(topic, frame.raw, headers), topic, frame.raw, headers, answer)
+        future = await self.send(topic, frame.raw, headers)
+        return Reply(future, topic, frame.raw, headers, answer, len(frame.raw))
 
     def _build(self, mtype: str, known: bool) -> tuple[kafka.Headers, bytes]:
         built = kafka.headers(self.config, **{"resonance-type": mtype}), codec.encode(codec.ack(mtype))
@@ -95,5 +99,6 @@ class KafkaWriter:
             rejected = Rejected("kafka_rejected", f"Kafka refused the record: {exc}", reply.value)
             await self.dead_letter(rejected, "inbound")
             reply.answer, reply.error = codec.encode(codec.error(rejected)), rejected.reason
+            reply.detail = rejected.detail
         except KafkaError:
             await self.store(reply.topic, reply.value, reply.headers)

@@ -1,0 +1,282 @@
+"""One WebSocket connection to the node: its socket, its reply queue and its tasks, ended as a unit.
+
+  outbound:   Kafka records -> relay.admit -> frames (or dead letters, each stored by a task of its own)
+  inbound:    frames -> codec -> acks (relay.on_ack) or Kafka records (writer.request)
+  replies:    in frame order, waits for Kafka to store each inbound record, then answers the node
+  watchdog:   a node that acks nothing for the ack timeout gets a new connection
+  keepalive:  pings; no pong within the timeout means a dead connection (a black hole, say)
+  drain:      on stop, waits for acks both ways for up to the grace period, then closes
+
+When one of them ends, all do; the relay then forgets what was in flight and the reader fetches it
+again from the first record not done: duplicates are possible, loss is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.frames import CloseCode
+
+from . import codec, kafka
+from .codec import Message, Rejected
+from .config import Config
+from .connection import NodeConnection
+from .metrics import Metrics
+from .reader import KafkaReader
+from .relay import Relay
+from .window import Entry
+from .writer import KafkaWriter, Reply
+
+log = logging.getLogger("resonance.bridge")
+acks_log = logging.getLogger("resonance.acks")  # held to one line a minute per kind (logs.py)
+dead_log = logging.getLogger("resonance.deadletters")  # likewise
+
+# Inbound records waiting for Kafka hold their bytes until stored: past this the bridge stops reading.
+INBOUND_BYTES = 16 * 1024 * 1024
+MISMATCH_LOG = {
+    "no_original_type": "an ack without original_type or id cannot be attributed; nothing committed",
+    "unknown_id": "an ack's id matches no message in flight; nothing committed",
+    "type_mismatch": "an ack's id and original_type name different messages; nothing committed",
+    "not_in_flight": "an ack's original_type matches no message in flight; nothing committed",
+}
+
+
+class NodeSilent(Exception):
+    """The node stopped acking or answering pings: a reason to start over on a new connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What a session shares with the bridge and with the sessions before and after it."""
+
+    config: Config
+    metrics: Metrics
+    relay: Relay
+    reader: KafkaReader
+    writer: KafkaWriter
+    stopping: asyncio.Event
+
+
+class Session:
+    def __init__(self, shared: Shared, ws: NodeConnection) -> None:
+        self.s = shared
+        self.ws = ws
+        ws.max_unsent = 4 * shared.config.max_frame_bytes + 1024 * 1024
+        self.replies: asyncio.Queue[Reply] = asyncio.Queue()
+        self.unanswered = 0  # inbound frames read and not yet answered
+        self.unanswered_bytes = 0
+        self.changed = asyncio.Event()  # set whenever the window or the reply queue shrinks
+        self.workers: set[asyncio.Task[None]] = set()  # dead-letter stores of this session
+
+    # --- the unit -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg, metrics = self.s.config, self.s.metrics
+        metrics.websocket_connected.set(1)
+        outbound = asyncio.create_task(self._outbound())
+        tasks = {
+            outbound,
+            asyncio.create_task(self._inbound()),
+            asyncio.create_task(self._replies()),
+            asyncio.create_task(self._watchdog()),
+            asyncio.create_task(self._keepalive()),
+            asyncio.create_task(self._drain()),
+        }
+        try:
+            await self.send_control(codec.frequency_sync(cfg.anchor, cfg.frequency_hz, cfg.s_roi))
+            while tasks:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                tasks -= done
+                if done != {outbound} or outbound.exception() is not None:
+                    break  # outbound returning normally just means "stopping": keep reading acks
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    self._ended(task.exception())
+        except ConnectionClosed as exc:
+            self._ended(exc)
+        finally:
+            for task in tasks | self.workers:
+                task.cancel()
+            await asyncio.gather(*tasks, *self.workers, return_exceptions=True)
+            await self._close()
+            metrics.websocket_connected.set(0)
+            self.s.reader.seek(self.s.relay.rewind(time.monotonic()))
+            if self.ws.overflowed:
+                log.warning(
+                    "node %s stopped reading (%d bytes unsent, mostly answers to its pings); reconnecting",
+                    cfg.endpoint,
+                    self.ws.overflowed,
+                )
+
+    def _ended(self, why: BaseException | None) -> None:
+        level = logging.INFO if self.s.stopping.is_set() else logging.WARNING
+        log.log(level, "session with %s ended: %s", self.s.config.endpoint, _why(why))
+
+    async def _close(self) -> None:
+        """The closing handshake, unless the connection is already gone or evidently dead."""
+        transport = self.ws.transport
+        if self.ws.overflowed or self.unresponsive_for() is not None:
+            transport.abort()
+        with contextlib.suppress(Exception):
+            await self.ws.close()  # within the connection's close_timeout
+
+    def unresponsive_for(self) -> float | None:
+        """Seconds since anything arrived from the node, once that exceeds a keepalive interval and
+        half the timeout while the bridge was reading (a black-holed connection looks alive)."""
+        if self.s.relay.is_deaf:
+            return None
+        silent = time.monotonic() - self.ws.last_heard
+        cfg = self.s.config
+        return silent if silent > cfg.ws_ping_interval_s + cfg.ws_ping_timeout_s / 2 else None
+
+    async def send_control(self, body: dict[str, Any]) -> None:
+        await self.ws.send(self.s.relay.control(body, time.monotonic()), text=True)
+
+    def _changed(self) -> None:
+        self.changed.set()
+
+    async def _until(self, condition: Any) -> None:
+        while not condition():
+            self.changed.clear()
+            await self.changed.wait()
+
+    # --- outbound: Kafka -> node ------------------------------------------------------------------
+
+    async def _outbound(self) -> None:
+        relay, reader, metrics, stopping = self.s.relay, self.s.reader, self.s.metrics, self.s.stopping
+        while not stopping.is_set():
+            if relay.room <= 0:
+                await self._until(lambda: relay.room > 0 or stopping.is_set())
+                continue
+            batch = await reader.fetch(relay.room)
+            out = relay.admit(batch, time.monotonic())  # no await since the fetch: all accounted for
+            for rejected, entry, source in out.dead_letters:
+                worker = asyncio.create_task(self._dead_letter_record(rejected, entry, source))
+                self.workers.add(worker)
+                worker.add_done_callback(self.workers.discard)
+            for raw, entry in out.frames:
+                await self.ws.send(raw, text=True)
+                relay.written(entry)
+            metrics.relayed_out.inc(len(out.frames))
+            metrics.unknown_out.inc(out.unknown)
+            self._changed()
+
+    async def _dead_letter_record(self, rejected: Rejected, entry: Entry, source: str) -> None:
+        """Stored in Kafka before it counts as done (and before the log says so)."""
+        await self.s.writer.dead_letter(rejected, "outbound", **{"resonance-source": source})
+        self.s.relay.dead_lettered(entry)
+        self.s.metrics.dead_letters.labels("outbound", rejected.reason).inc()
+        dead_log.warning("record %s dead-lettered (%s): %s", source, rejected.reason, rejected.detail)
+        self._changed()
+
+    async def _watchdog(self) -> None:
+        """A node that acks nothing for the ack timeout gets a fresh connection and the records again."""
+        timeout = self.s.config.ack_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            if self.s.relay.stuck(time.monotonic()):
+                self.s.metrics.ack_timeouts.inc()
+                raise NodeSilent(f"the node acked nothing for {timeout:g}s; reconnecting to redeliver")
+
+    async def _keepalive(self) -> None:
+        """Ping every interval; a pong missing for the timeout, while the bridge was reading, means the
+        connection is dead even if TCP has not noticed (a black hole): end it."""
+        cfg, relay = self.s.config, self.s.relay
+        while True:
+            await asyncio.sleep(cfg.ws_ping_interval_s)
+            pong = await self.ws.ping()
+            listened = relay.listening(time.monotonic())
+            try:
+                async with asyncio.timeout(cfg.ws_ping_timeout_s):
+                    await pong
+            except TimeoutError:
+                heard = relay.listening(time.monotonic()) - listened
+                if heard >= cfg.ws_ping_timeout_s * 0.9:  # not conclusive while the bridge was deaf
+                    self.ws.transport.abort()  # no closing handshake with a peer that does not answer
+                    raise NodeSilent(f"no pong within {cfg.ws_ping_timeout_s:g}s") from None
+
+    # --- inbound: node -> Kafka -------------------------------------------------------------------
+
+    async def _inbound(self) -> None:
+        cfg, relay, metrics = self.s.config, self.s.relay, self.s.metrics
+        try:
+            while True:
+                data, text = await self.ws.receive()
+                decoded = codec.decode_frame(data, text, cfg.max_frame_bytes)
+                if isinstance(decoded, Message):
+                    if decoded.type == "ack":
+                        self._on_ack(decoded)
+                        continue
+                    if not decoded.known:
+                        metrics.unknown_in.inc()
+                # Waiting for room or for Kafka to take the record, the bridge reads no acks: the
+                # watchdog's clock stops meanwhile, so a slow broker never makes the node look stuck.
+                relay.deaf(time.monotonic())
+                await self._until(
+                    lambda: self.unanswered < cfg.max_in_flight and self.unanswered_bytes < INBOUND_BYTES
+                )
+                reply = await self.s.writer.request(decoded)
+                relay.hearing(time.monotonic())
+                self.unanswered += 1
+                self.unanswered_bytes += len(data)
+                self.replies.put_nowait(reply)
+        except ConnectionClosedError as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                rejected = codec.unread_frame(exc.sent.reason, cfg.max_frame_bytes)
+                unknown = {"resonance-original-size": "unknown"}
+                await kafka.bounded(self.s.writer.dead_letter(rejected, "inbound", **unknown), "dead letter")
+                metrics.dead_letters.labels("inbound", rejected.reason).inc()
+            raise
+
+    def _on_ack(self, message: Message) -> None:
+        outcome = self.s.relay.on_ack(message, time.monotonic())
+        if not outcome.counted:
+            return
+        self.s.metrics.acks_from_node.inc()
+        if outcome.mismatch is not None:
+            self.s.metrics.ack_mismatches.labels(outcome.mismatch).inc()
+            # One template per reason: each kind is shown once a minute (logs.HELD), with a count.
+            acks_log.warning(MISMATCH_LOG[outcome.mismatch] + ": %.200s", message.raw)
+        elif outcome.settled is not None:
+            self._changed()
+
+    async def _replies(self) -> None:
+        """Answer the node in the order it sent, each once Kafka stored the record."""
+        metrics = self.s.metrics
+        while True:
+            reply = await self.replies.get()
+            await self.s.writer.settle(reply)
+            await self.ws.send(reply.answer, text=True)
+            self.unanswered -= 1
+            self.unanswered_bytes -= reply.size
+            self._changed()
+            if reply.error is None:
+                metrics.relayed_in.inc()
+                metrics.acks_to_node.inc()
+            else:
+                metrics.dead_letters.labels("inbound", reply.error).inc()
+                dead_log.warning("frame from the node dead-lettered (%s): %s", reply.error, reply.detail)
+
+    # --- stopping -------------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """On stop: outbound stops fetching; wait for acks both ways, then close."""
+        await self.s.stopping.wait()
+        self._changed()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.s.config.shutdown_grace_s):
+                await self._until(lambda: not self.s.relay.pending and not self.unanswered)
+        await self.ws.close(1001, "bridge shutting down")
+
+
+def _why(exc: BaseException | None) -> str:
+    if isinstance(exc, ConnectionClosed):
+        frame = exc.rcvd or exc.sent
+        return f"connection closed ({frame.code} {frame.reason})".strip() if frame else "connection lost"
+    return str(exc) or repr(exc)
