@@ -10,6 +10,8 @@ import hashlib
 import json
 from typing import Any
 
+from resonance_bridge.config import termination_grace_seconds
+
 from . import GROUP, KIND, VERSION
 from .model import Node, NodeSpec
 from .settings import Settings
@@ -59,6 +61,7 @@ def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings) ->
         "RESONANCE_S_ROI": _number(spec.s_roi),
         "RESONANCE_ACK_MODE": spec.ack_mode,
         "RESONANCE_MAX_IN_FLIGHT": str(spec.max_in_flight),
+        "RESONANCE_SHUTDOWN_GRACE_S": str(spec.shutdown_grace_seconds),
         "RESONANCE_HTTP_PORT": str(HTTP_PORT),
         "KAFKA_BOOTSTRAP_SERVERS": (spec.kafka and spec.kafka.bootstrap_servers)
         or settings.kafka_bootstrap_servers,
@@ -164,7 +167,10 @@ def deployment(node: Node, settings: Settings) -> dict[str, Any]:
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 30,
+                    # The bridge's whole shutdown (grace, then closing) fits: it is never SIGKILLed.
+                    "terminationGracePeriodSeconds": termination_grace_seconds(
+                        node.spec.shutdown_grace_seconds
+                    ),
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": BRIDGE_UID,

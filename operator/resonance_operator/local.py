@@ -31,6 +31,7 @@ SPEC_FIELD = {
     "RESONANCE_S_ROI": "sRoi",
     "RESONANCE_ACK_MODE": "ackMode",
     "RESONANCE_MAX_IN_FLIGHT": "maxInFlight",
+    "RESONANCE_SHUTDOWN_GRACE_S": "shutdownGraceSeconds",
     "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrapServers",
 }
 # What a local run changes in the environment the operator computes, and why.

@@ -43,6 +43,7 @@ class NodeSpec(_Model):
     s_roi: float = 0.502
     ack_mode: Literal["ack", "send"] = "ack"
     max_in_flight: int = 1000
+    shutdown_grace_seconds: int = 10
     replicas: int = 1
     paused: bool = False
     resources: Resources | None = None

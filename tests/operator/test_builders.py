@@ -46,6 +46,20 @@ def test_deployment_passes_strict_kubernetes_schemas(version: str) -> None:
     kubernetes_validate.validate(builders.deployment(node, SETTINGS), version, strict=True)
 
 
+def test_pod_grace_covers_the_bridges_whole_shutdown() -> None:
+    """The bridge waits shutdownGraceSeconds for acks, then closes within CLOSE_BUDGET_S (and a
+    backstop cancels it a second later): the kubelet's SIGKILL must come after all of that."""
+    from resonance_bridge.config import CLOSE_BUDGET_S
+
+    for grace in (0, 10, 45):
+        pod = builders.deployment(example("lexamoris", shutdownGraceSeconds=grace), SETTINGS)["spec"][
+            "template"
+        ]
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["RESONANCE_SHUTDOWN_GRACE_S"] == str(grace)
+        assert pod["spec"]["terminationGracePeriodSeconds"] >= grace + CLOSE_BUDGET_S + 1
+
+
 def test_bridge_env_is_the_bridge_contract() -> None:
     from resonance_bridge.config import load as load_bridge
 
