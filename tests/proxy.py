@@ -1,5 +1,9 @@
-"""A TCP proxy that can cut a server off: to its clients the broker behind it looks crashed (every
-connection reset, new ones refused) while the broker keeps its data, as a restarted Kafka does."""
+"""A TCP proxy for faults between the bridge and a server (broker or node):
+- cut(): the server looks crashed (every connection reset, new ones refused) while it keeps its
+  data, as a restarted Kafka does;
+- black_hole(): open connections stop forwarding without closing (a dead NAT entry, a partition),
+  while new connections go through;
+- delay: seconds added to every chunk forwarded (a slow broker)."""
 
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ from resonance_bridge.embedded import free_port
 
 
 class Proxy:
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0) -> None:
         self.port = free_port()
         self.target_port = target_port
+        self.delay = delay
         self.server: asyncio.Server | None = None
         self.links: set[asyncio.StreamWriter] = set()
+        self.holes: set[asyncio.StreamWriter] = set()  # links that forward nothing any more
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
@@ -28,6 +34,10 @@ class Proxy:
             writer.transport.abort()
         self.links.clear()
 
+    def black_hole(self) -> None:
+        """Open connections forward nothing from now on, and never close."""
+        self.holes |= self.links
+
     async def _link(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
         try:
             server_in, server_out = await asyncio.open_connection("127.0.0.1", self.target_port)
@@ -38,10 +48,13 @@ class Proxy:
         await asyncio.gather(self._pump(client_in, server_out), self._pump(server_in, client_out))
         self.links -= {client_out, server_out}
 
-    @staticmethod
-    async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await source.read(65536):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                if sink in self.holes:
+                    await asyncio.Future()  # swallowed, and the link stays open
                 sink.write(data)
                 await sink.drain()
-        sink.transport.abort()  # one side gone: the Kafka protocol has no use for a half-open link
+        sink.transport.abort()  # one side gone: neither protocol has use for a half-open link
