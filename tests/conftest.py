@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from resonance_bridge.embedded import EmbeddedBroker
+from resonance_bridge.embedded import EmbeddedBroker, free_port
 from resonance_bridge.node import NodeServer
 
 from .harness import Topics
+from .proxy import Proxied, Proxy
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +41,28 @@ async def node() -> AsyncIterator[NodeServer]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+async def proxied(workdir: Path) -> AsyncIterator[Proxied]:
+    """Makes brokers of the test's own that clients reach only through a Proxy (their metadata points
+    there), with fresh topics; stopped with the test."""
+    made: list[tuple[EmbeddedBroker, Proxy]] = []
+
+    async def make(delay: float = 0.0) -> tuple[EmbeddedBroker, Proxy, Topics]:
+        port = free_port()
+        proxy = Proxy(port, delay)
+        broker = EmbeddedBroker(
+            port=port, log_path=workdir / f"broker-{port}.log", advertised_port=proxy.port
+        )
+        broker.start()
+        made.append((broker, proxy))
+        await proxy.start()
+        topics = Topics.fresh()
+        await topics.create(broker)
+        return broker, proxy, topics
+
+    yield make
+    for broker, proxy in made:
+        await proxy.cut()
+        broker.stop()

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from resonance_bridge.embedded import free_port
+from resonance_bridge.embedded import EmbeddedBroker, free_port
+
+if TYPE_CHECKING:
+    from .harness import Topics
+
+# The `proxied` fixture (conftest): makes a broker behind a Proxy, with fresh topics.
+Proxied = Callable[..., Awaitable[tuple[EmbeddedBroker, "Proxy", "Topics"]]]
 
 
 class Proxy:

@@ -106,3 +106,38 @@ async def test_bad_record_in_node_topic_is_dead_lettered_and_committed_past(
         assert headers["resonance-source"] == f"{topics.node}/0/1"
     finally:
         bridge.stop()
+
+
+async def test_records_kafka_refuses_for_size_are_dead_lettered_cut_to_fit(
+    broker: EmbeddedBroker, topics: Topics
+) -> None:
+    """A broker's message.max.bytes (1 MB by default) refuses a 1 MiB frame with its headers, forever:
+    retrying would stall the node's replies. The record is dead-lettered instead, its payload cut until
+    Kafka takes it. Here the producer's own size limit stands in for the broker's (same error)."""
+    from aiokafka import AIOKafkaProducer
+    from resonance_bridge import codec
+    from resonance_bridge.config import load
+    from resonance_bridge.writer import KafkaWriter
+
+    config = load(bridge_env(broker, topics, "ws://127.0.0.1:1"))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker.bootstrap, enable_idempotence=False, acks="all", max_request_size=70_000
+    )
+    await producer.start()
+    try:
+        writer = KafkaWriter(config, producer)
+        big = json.dumps({"type": "state_update", "data": {"blob": "x" * 100_000}}).encode()
+        decoded = codec.decode(big, config.max_frame_bytes)
+        assert isinstance(decoded, codec.Message)
+        reply = await writer.request(decoded)
+        await writer.settle(reply)
+        assert json.loads(reply.answer)["reason"] == "kafka_rejected" and reply.error == "kafka_rejected"
+        await writer.dead_letter(codec.Rejected("not_json", "bad", b"y" * 100_000), "outbound")
+    finally:
+        await producer.stop()
+    dead = await consume(broker, topics.deadletter, 2)
+    for record in dead:
+        headers = {k: v.decode() for k, v in record.headers}
+        assert len(record.value) == 64 * 1024 and headers["resonance-truncated"] == "true"
+        assert headers["resonance-original-size"] in {str(len(big)), "100000"}
+    assert [dict(r.headers)["resonance-reason"] for r in dead] == [b"kafka_rejected", b"not_json"]

@@ -13,7 +13,7 @@ from resonance_bridge.embedded import EmbeddedBroker, free_port
 from resonance_bridge.node import NodeServer
 
 from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, seqs, state_update, until
-from .proxy import Proxy
+from .proxy import Proxied
 
 
 async def test_broker_down_at_start_is_waited_for(topics: Topics, node: NodeServer, workdir: Path) -> None:
@@ -36,19 +36,14 @@ async def test_broker_down_at_start_is_waited_for(topics: Topics, node: NodeServ
         late.stop()
 
 
-async def test_broker_outage_mid_stream_loses_nothing_either_way(node: NodeServer, workdir: Path) -> None:
+async def test_broker_outage_mid_stream_loses_nothing_either_way(
+    proxied: Proxied, node: NodeServer, workdir: Path
+) -> None:
     """The broker is cut off (every connection reset, new ones refused) while records flow both
     ways, then reachable again with its data, as a restarted Kafka broker is. While it is away
     readiness says so and no inbound frame is acked; afterwards every outbound record reaches the
     node and every inbound frame is stored and acked. Duplicates are allowed, loss is not."""
-    port = free_port()
-    proxy = Proxy(port)
-    # Clients reach the broker only through the proxy: that is where its metadata points them.
-    broker = EmbeddedBroker(port=port, log_path=workdir / "broker.log", advertised_port=proxy.port)
-    broker.start()
-    await proxy.start()
-    topics = Topics.fresh()
-    await topics.create(broker)
+    broker, proxy, topics = await proxied()
     await produce(broker, topics.node, (state_update(i) for i in range(1000)))
     node.ack_delay = 0.002  # slow enough that the outage lands mid-stream
     bridge = BridgeProcess(bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}"), workdir / "bridge.log")
@@ -91,8 +86,6 @@ async def test_broker_outage_mid_stream_loses_nothing_either_way(node: NodeServe
         assert library and max(library.values()) <= 2, library
     finally:
         bridge.stop()
-        await proxy.cut()
-        broker.stop()
 
 
 async def test_node_that_stops_acking_gets_redelivery(

@@ -10,12 +10,12 @@ import signal
 import time
 from pathlib import Path
 
-from resonance_bridge.embedded import EmbeddedBroker, free_port
+from resonance_bridge.embedded import EmbeddedBroker
 from resonance_bridge.node import NodeServer
 from websockets.asyncio.server import ServerConnection, serve
 
 from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, seqs, state_update, until
-from .proxy import Proxy
+from .proxy import Proxied, Proxy
 
 DEEP = b'{"type": "state_update", "data": ' + b"[" * 3000 + b"]" * 3000 + b"}"  # 6 KB, valid JSON
 POISON = [DEEP, b"\xff\xfe not utf-8", b'{"type": "' + b"t" * 5000 + b'"}', b"[1, 2]", b"{broken"]
@@ -23,18 +23,6 @@ POISON = [DEEP, b"\xff\xfe not utf-8", b'{"type": "' + b"t" * 5000 + b'"}', b"[1
 
 def endpoint(port: int) -> str:
     return f"ws://127.0.0.1:{port}"
-
-
-async def broker_behind_proxy(workdir: Path, delay: float = 0.0) -> tuple[EmbeddedBroker, Proxy, Topics]:
-    """A broker of its own that clients reach only through a proxy (its metadata points there)."""
-    port = free_port()
-    proxy = Proxy(port, delay)
-    broker = EmbeddedBroker(port=port, log_path=workdir / "broker.log", advertised_port=proxy.port)
-    broker.start()
-    await proxy.start()
-    topics = Topics.fresh()
-    await topics.create(broker)
-    return broker, proxy, topics
 
 
 def sources(records: list[object]) -> list[str]:
@@ -69,10 +57,12 @@ async def test_poison_records_mid_batch_are_dead_lettered_and_nothing_behind_the
         bridge.stop()
 
 
-async def test_sessions_cut_during_dead_letter_writes_lose_nothing(node: NodeServer, workdir: Path) -> None:
+async def test_sessions_cut_during_dead_letter_writes_lose_nothing(
+    proxied: Proxied, node: NodeServer, workdir: Path
+) -> None:
     """Item 2: a slow broker makes dead-letter writes take a while; the node drops the connection
     every 300 ms, so sessions end in the middle of them. Every record is delivered or dead-lettered."""
-    broker, proxy, topics = await broker_behind_proxy(workdir, delay=0.02)
+    broker, _, topics = await proxied(delay=0.02)
     values = [b"{bad %d" % i if i % 5 == 2 else state_update(i) for i in range(600)]
     bad = [i for i in range(600) if i % 5 == 2]
     await produce(broker, topics.node, values)
@@ -100,8 +90,6 @@ async def test_sessions_cut_during_dead_letter_writes_lose_nothing(node: NodeSer
     finally:
         flapping.cancel()
         bridge.stop()
-        await proxy.cut()
-        broker.stop()
 
 
 async def test_acks_that_cannot_be_attributed_commit_nothing(
@@ -188,15 +176,13 @@ async def test_frames_the_bridge_cannot_parse_are_answered_and_keep_the_session(
         await node.send(DEEP.decode())
         await node.send(b'{"type": "state_update", "data": {"x": "\xff"}}', text=True)
         await node.send(b'{"type": ' + b"[" * 900 + b"]" * 900 + b"}", text=True)
+        await node.send('{"type": "\\ud800", "data": {}}')  # valid JSON; no text for a header
         await node.send('{"type": "state_update", "data": {"ok": true}}')
-        await node.wait_for(lambda: len(node.replies) == 4, 20)
-        assert [r.get("reason") for r in node.replies] == ["too_deep", "not_utf8", "type_not_string", None]
-        dead = await consume(broker, topics.deadletter, 3)
-        assert [dict(r.headers)["resonance-reason"] for r in dead] == [
-            b"too_deep",
-            b"not_utf8",
-            b"type_not_string",
-        ]
+        await node.wait_for(lambda: len(node.replies) == 5, 20)
+        reasons = ["too_deep", "not_utf8", "type_not_string", "type_not_string"]
+        assert [r.get("reason") for r in node.replies] == [*reasons, None]
+        dead = await consume(broker, topics.deadletter, 4)
+        assert [dict(r.headers)["resonance-reason"].decode() for r in dead] == reasons
         assert dead[1].value == b'{"type": "state_update", "data": {"x": "\xff"}}'
         assert node.connections_seen == 1 and bridge.status("/readyz") == 200
     finally:
@@ -204,11 +190,11 @@ async def test_frames_the_bridge_cannot_parse_are_answered_and_keep_the_session(
 
 
 async def test_sigterm_with_the_broker_unreachable_exits_within_the_grace(
-    node: NodeServer, workdir: Path
+    proxied: Proxied, node: NodeServer, workdir: Path
 ) -> None:
     """Item 6: nothing in shutdown waits on an unreachable broker beyond the grace period plus the
     close budget (5 s)."""
-    broker, proxy, topics = await broker_behind_proxy(workdir)
+    broker, proxy, topics = await proxied()
     await produce(broker, topics.node, (state_update(i) for i in range(2000)))
     node.ack_delay = 0.005
     env = bridge_env(broker, topics, endpoint(node.port), RESONANCE_SHUTDOWN_GRACE_S="2")
@@ -231,8 +217,6 @@ async def test_sigterm_with_the_broker_unreachable_exits_within_the_grace(
         assert code == 0, bridge.output()
     finally:
         bridge.stop()
-        await proxy.cut()
-        broker.stop()
 
 
 async def test_a_slow_but_steady_node_is_not_declared_stuck(
@@ -259,10 +243,12 @@ async def test_a_slow_but_steady_node_is_not_declared_stuck(
         await node.close()
 
 
-async def test_a_slow_broker_does_not_make_a_healthy_node_look_stuck(node: NodeServer, workdir: Path) -> None:
+async def test_a_slow_broker_does_not_make_a_healthy_node_look_stuck(
+    proxied: Proxied, node: NodeServer, workdir: Path
+) -> None:
     """Item 7: while the bridge waits for a slow broker to take the node's messages it reads no acks;
     the watchdog's clock stops meanwhile, so records flowing out at the same time are not redelivered."""
-    broker, proxy, topics = await broker_behind_proxy(workdir, delay=0.3)
+    broker, _, topics = await proxied(delay=0.3)
     env = bridge_env(
         broker, topics, endpoint(node.port), RESONANCE_ACK_TIMEOUT_S="1", RESONANCE_MAX_IN_FLIGHT="50"
     )
@@ -283,8 +269,6 @@ async def test_a_slow_broker_does_not_make_a_healthy_node_look_stuck(node: NodeS
         assert node.connections_seen == 1 and seqs(node) == list(range(300))
     finally:
         bridge.stop()
-        await proxy.cut()
-        broker.stop()
 
 
 async def test_a_black_holed_node_connection_is_noticed_and_replaced(

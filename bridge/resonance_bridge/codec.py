@@ -104,6 +104,13 @@ def _parse(text: str, raw: bytes, max_bytes: int) -> Message | Rejected:
         return Rejected(
             "type_too_long", f"field 'type' has {len(mtype)} characters: use at most {MAX_TYPE_CHARS}", raw
         )
+    if not mtype.isascii() and not _encodable(mtype):
+        # Valid JSON ("\\ud800"), but not text: it could not become a header or a log line.
+        return Rejected(
+            "type_not_string",
+            "field 'type' holds an unpaired surrogate escape: it must be valid Unicode",
+            raw,
+        )
     required = REQUIRED.get(mtype)
     for name, kinds, what in required or ():
         value = body.get(name)
@@ -114,6 +121,14 @@ def _parse(text: str, raw: bytes, max_bytes: int) -> Message | Rejected:
     mid = body.get("id")
     msg_id = str(mid) if isinstance(mid, str | int) and not isinstance(mid, bool) else None
     return Message(mtype, msg_id, body, raw, required is not None)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def unread_frame(close_reason: str, max_bytes: int) -> Rejected:

@@ -132,13 +132,17 @@ async def bounded(step: Awaitable[None], what: str, timeout: float = 5.0) -> Non
 
 def headers(config: Config, **extra: str) -> Headers:
     base = {"resonance-node": config.node, "resonance-anchor": config.anchor, **extra}
-    return [(name, value.encode()) for name, value in base.items()]
+    # backslashreplace: a header must never be the reason a record cannot be written.
+    return [(name, value.encode("utf-8", "backslashreplace")) for name, value in base.items()]
 
 
-def dead_letter(config: Config, rejected: Rejected, direction: str, **extra: str) -> tuple[bytes, Headers]:
-    """The dead-letter record: the raw payload (cut to the frame limit if it was too large) and
+def dead_letter(
+    config: Config, rejected: Rejected, direction: str, limit: int | None = None, **extra: str
+) -> tuple[bytes, Headers]:
+    """The dead-letter record: the raw payload (cut to `limit`, by default the frame limit) and
     headers giving node, reason, detail and time, so it can be inspected and replayed."""
     raw = rejected.raw
+    limit = config.max_frame_bytes if limit is None else limit
     info = {
         "resonance-reason": rejected.reason,
         "resonance-detail": rejected.detail,
@@ -147,8 +151,8 @@ def dead_letter(config: Config, rejected: Rejected, direction: str, **extra: str
         "resonance-original-size": str(len(raw)),
         **extra,
     }
-    if len(raw) > config.max_frame_bytes:
-        raw = raw[: config.max_frame_bytes]
+    if len(raw) > limit:
+        raw = raw[:limit]
         info["resonance-truncated"] = "true"
     if rejected.original_type:
         info["resonance-type"] = rejected.original_type

@@ -136,7 +136,8 @@ class Relay:
             return AckOutcome(True, None, match.mismatch)
         if match.entry.partition is not None:
             self.last_progress = self.listening(now)
-        self.window.finish(match.entry)
+        for entry in (match.entry, *match.copies):
+            self.window.finish(entry)
         return AckOutcome(True, match.entry)
 
     def stuck(self, now: float) -> bool:

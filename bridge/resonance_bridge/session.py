@@ -261,7 +261,8 @@ class Session:
                 metrics.acks_to_node.inc()
             else:
                 metrics.dead_letters.labels("inbound", reply.error).inc()
-                dead_log.warning("frame from the node dead-lettered (%s): %s", reply.error, reply.detail)
+                detail = reply.rejected.detail if reply.rejected else ""
+                dead_log.warning("frame from the node dead-lettered (%s): %s", reply.error, detail)
 
     # --- stopping -------------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ is accounted for, and a commit never passes a record that was neither acked nor 
 
 Acks are attributed by the documented rules (README, "Delivery, in detail"):
   - an ack with an `id` settles the oldest message in flight that had that id (and, if the ack
-    names an `original_type`, that type); no such message: `unknown_id` / `type_mismatch`;
+    names an `original_type`, that type), with every other copy of the same record in flight (one
+    fetched again after a rebalance: the node has the record); no such message: `unknown_id` /
+    `type_mismatch`;
   - an ack without an id settles the oldest message in flight of its `original_type` (nodes ack in
     order, as the guide's sample node does); no original_type: `no_original_type`; no message of
     that type in flight: `not_in_flight`.
@@ -32,6 +34,7 @@ Partition = tuple[str, int]
 class Entry:
     partition: Partition | None  # None: a message the bridge originated, or its partition was revoked
     offset: int = -1
+    source: tuple[Partition, int] | None = None  # the record, whichever copy of it this is
     type: str = ""
     id: str | None = None
     sent_at: float = 0.0
@@ -45,6 +48,7 @@ class Entry:
 class Match:
     entry: Entry | None
     mismatch: str | None = None  # why no entry was settled: a metric label
+    copies: list[Entry] = field(default_factory=list)  # other copies of the record, settled with it
 
 
 @dataclass
@@ -58,7 +62,7 @@ class Window:
 
     def track(self, partition: Partition, offset: int) -> Entry:
         """A record a fetch just handed over: from now on it holds back commits until done."""
-        entry = Entry(partition, offset)
+        entry = Entry(partition, offset, (partition, offset))
         self.partitions.setdefault(partition, deque()).append(entry)
         self.pending += 1
         return entry
@@ -96,10 +100,12 @@ class Window:
             candidates = self.by_id.get(msg_id)
             if not candidates:
                 return Match(None, "unknown_id")
-            entry = candidates[0]
+            # A copy on a partition still ours first: settling it is what lets commits move.
+            entry = next((e for e in candidates if e.partition is not None), candidates[0])
             if original_type is not None and original_type != entry.type:
                 return Match(None, "type_mismatch")
-            return Match(entry)
+            copies = [e for e in candidates if e is not entry and e.source == entry.source and e.source]
+            return Match(entry, copies=copies)
         if not original_type:
             return Match(None, "no_original_type")
         self._drop_done_head()
@@ -161,8 +167,6 @@ class Window:
                     self.pending -= 1
                     entry.partition = None
                     entry.live = entry.awaits_ack  # tracked but never sent: nothing to ack
-                    if entry.id is not None:  # an id names the copy fetched again, if any
-                        self._forget_id(entry)
             self.committable.pop(partition, None)
             self.committed.pop(partition, None)
 

@@ -1,5 +1,10 @@
 """Everything the bridge writes to Kafka goes through one KafkaWriter: acks=all, keyed by the node's
-anchor, retried with backoff until stored. A record is never given up on while the bridge runs."""
+anchor, retried with backoff until stored. A record is never given up on while the bridge runs.
+
+One refusal is not retried: a record Kafka refuses for its size (the broker's message.max.bytes, 1 MB
+by default, is below a 1 MiB frame plus headers) would be refused forever. Such a record is
+dead-lettered instead, and a dead letter refused for its size is stored with its payload cut until
+Kafka takes it: the event is kept, the partition or the node's replies never stall on it."""
 
 from __future__ import annotations
 
@@ -18,6 +23,10 @@ from .config import Config
 
 log = logging.getLogger("resonance.writer")
 
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+# Dead-letter payload cuts tried in turn when Kafka refuses one for its size: the frame limit, 64 KiB, none.
+_CUTS = (None, 64 * 1024, 0)
+
 
 @dataclass(slots=True)
 class Reply:
@@ -29,8 +38,11 @@ class Reply:
     headers: kafka.Headers
     answer: bytes  # the frame to send the node: an ack, or an error
     size: int  # bytes of the node's frame, held until the answer is sent
-    error: str | None = None  # the dead-letter reason, when the answer is an error
-    detail: str = ""  # why, for the log, when the answer is an error
+    rejected: Rejected | None = None  # why the frame is a dead letter, when it is one
+
+    @property
+    def error(self) -> str | None:
+        return self.rejected.reason if self.rejected else None
 
 
 class KafkaWriter:
@@ -53,20 +65,30 @@ class KafkaWriter:
         return future
 
     async def store(self, topic: str, value: bytes, headers: kafka.Headers) -> None:
-        """Produce and wait until Kafka acknowledged, retrying forever with backoff."""
+        """Produce and wait until Kafka acknowledged, retrying forever with backoff; a refusal for
+        size (TOO_LARGE) is raised, as no retry can change it."""
         backoff = Backoff()
         while True:
             try:
                 await self.producer.send_and_wait(topic, value, key=self.key, headers=headers)
                 return
+            except TOO_LARGE:
+                raise
             except KafkaError as exc:
                 delay = backoff.next_delay()
                 log.warning("kafka refused a record for %s (%s); retrying in %.1fs", topic, exc, delay)
                 await asyncio.sleep(delay)
 
     async def dead_letter(self, rejected: Rejected, direction: str, **extra: str) -> None:
-        value, headers = kafka.dead_letter(self.config, rejected, direction, **extra)
-        await self.store(self.config.deadletter_topic, value, headers)
+        """Store a dead letter; if Kafka refuses it for its size, with its payload cut shorter."""
+        for cut in _CUTS:
+            value, headers = kafka.dead_letter(self.config, rejected, direction, cut, **extra)
+            try:
+                await self.store(self.config.deadletter_topic, value, headers)
+                return
+            except TOO_LARGE as exc:
+                log.warning("kafka refused a %d-byte dead letter (%s); cutting its payload", len(value), exc)
+        raise AssertionError("unreachable: an empty payload is never too large")
 
     async def request(self, frame: codec.Message | Rejected) -> Reply:
         """Start storing one frame from the node: a message to the inbound topic, a bad frame to the
@@ -76,7 +98,7 @@ class KafkaWriter:
             topic = self.config.deadletter_topic
             future = await self.send(topic, value, headers)
             answer = codec.encode(codec.error(frame))
-            return Reply(future, topic, value, headers, answer, len(frame.raw), frame.reason, frame.detail)
+            return Reply(future, topic, value, headers, answer, len(frame.raw), frame)
         headers, answer = self._per_type.get(frame.type) or self._build(frame.type, frame.known)
         if frame.id is not None:
             answer = codec.encode(codec.ack(frame.type, frame.id))
@@ -91,14 +113,18 @@ class KafkaWriter:
         return built
 
     async def settle(self, reply: Reply) -> None:
-        """Wait until Kafka stored the reply's record; retry it if the broker failed; a record Kafka
-        refuses for its size is dead-lettered instead and the node told so."""
+        """Wait until Kafka stored the reply's record, retrying it if the broker failed. A record
+        Kafka refuses for its size is dead-lettered instead (cut to fit) and the node told so."""
         try:
-            await reply.future
-        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
-            rejected = Rejected("kafka_rejected", f"Kafka refused the record: {exc}", reply.value)
+            try:
+                await reply.future
+            except TOO_LARGE:
+                raise
+            except KafkaError:
+                await self.store(reply.topic, reply.value, reply.headers)
+        except TOO_LARGE as exc:
+            rejected = reply.rejected or Rejected(
+                "kafka_rejected", f"Kafka refused the record: {exc}", reply.value
+            )
             await self.dead_letter(rejected, "inbound")
-            reply.answer, reply.error = codec.encode(codec.error(rejected)), rejected.reason
-            reply.detail = rejected.detail
-        except KafkaError:
-            await self.store(reply.topic, reply.value, reply.headers)
+            reply.answer, reply.rejected = codec.encode(codec.error(rejected)), rejected
