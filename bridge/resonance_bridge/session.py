@@ -95,9 +95,9 @@ class Session:
                 tasks -= done
                 if done != {outbound} or outbound.exception() is not None:
                     break  # outbound returning normally just means "stopping": keep reading acks
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    self._ended(task.exception())
+            failures = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+            if failures:  # several tasks often fail at once, of the same cause: the first says it
+                self._ended(failures[0])
         except ConnectionClosed as exc:
             self._ended(exc)
         finally:
