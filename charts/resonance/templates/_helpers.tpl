@@ -20,18 +20,35 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Selector labels name only the app and the instance: they must never change across upgrades. */}}
-{{- define "resonance.selectorLabels" -}}
+{{/* The app and the instance: every object of the release carries them. */}}
+{{- define "resonance.releaseLabels" -}}
 app.kubernetes.io/name: {{ include "resonance.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Labels of objects that belong to no single workload (RBAC, ServiceAccount, ResonanceNodes). */}}
 {{- define "resonance.labels" -}}
 helm.sh/chart: {{ include "resonance.chart" . }}
-{{ include "resonance.selectorLabels" . }}
+{{ include "resonance.releaseLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: resonance
+{{- end }}
+
+{{/*
+Selector labels of one workload: the app, the instance and its component, distinct per workload so no
+Deployment's selector matches another's pods. A Deployment's selector is immutable: never change them.
+Call with (dict "context" $ "component" "operator").
+*/}}
+{{- define "resonance.selectorLabels" -}}
+{{ include "resonance.releaseLabels" .context }}
+app.kubernetes.io/component: {{ required "resonance.selectorLabels needs a component" .component }}
+{{- end }}
+
+{{/* Labels of a workload and of its Service: the common labels and its component. Same dict as above. */}}
+{{- define "resonance.componentLabels" -}}
+{{ include "resonance.labels" .context }}
+app.kubernetes.io/component: {{ required "resonance.componentLabels needs a component" .component }}
 {{- end }}
 
 {{- define "resonance.serviceAccountName" -}}
