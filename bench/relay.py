@@ -32,7 +32,7 @@ import peers
 import report
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from report import Run
-from resonance_bridge.embedded import EmbeddedBroker, free_port
+from resonance_local.embedded import EMBEDDED_CLIENT_ENV, EmbeddedBroker, free_port
 
 BENCH = Path(__file__).resolve().parent
 RELAYS = ("bridge", "baseline")
@@ -80,7 +80,7 @@ class Bench:
     ) -> subprocess.Popen[bytes]:
         bootstrap = self.broker.bootstrap
         if relay == "bridge":
-            command = [sys.executable, "-m", "resonance_bridge", "bridge"]
+            command = [sys.executable, "-m", "resonance_bridge"]
             env = {
                 "RESONANCE_NODE": "bench",
                 "RESONANCE_ENDPOINT": endpoint,
@@ -92,11 +92,7 @@ class Bench:
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "KAFKA_GROUP_ID": group,
                 "RESONANCE_HTTP_PORT": str(free_port()),
-                # what the embedded broker needs (see tests/harness.py); all else the defaults
-                "KAFKA_ENABLE_IDEMPOTENCE": "false",
-                "KAFKA_FETCH_MAX_WAIT_MS": "10",
-                "KAFKA_SESSION_TIMEOUT_MS": "1000",
-                "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
+                **EMBEDDED_CLIENT_ENV,  # what the embedded broker needs; all else the defaults
                 **self.bridge_env,
             }
         else:

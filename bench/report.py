@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from statistics import median
 
+from resonance_local.embedded import EMBEDDED_CLIENT_ENV
+
 NOTES = "\n## Notes"  # a section of the results file kept when the file is written again
 
 
@@ -143,8 +145,8 @@ def render(
         "**peak RSS**: its VmHWM at the end of the window. **broker CPU**, **peers CPU**: the broker "
         "and the bench process (receiver/sender) over the same window, for context: the machine is shared.",
         "- **bridge**: `resonance bridge`, ack mode `ack`, defaults except what the embedded broker needs "
-        "(KAFKA_ENABLE_IDEMPOTENCE=false, KAFKA_FETCH_MAX_WAIT_MS=10, KAFKA_SESSION_TIMEOUT_MS=1000, "
-        "KAFKA_HEARTBEAT_INTERVAL_MS=200). **baseline**: bench/baseline_relay.py, with the same Kafka "
+        f"({', '.join(f'{k}={v}' for k, v in EMBEDDED_CLIENT_ENV.items())}). "
+        "**baseline**: bench/baseline_relay.py, with the same Kafka "
         "client settings.",
         "",
         "## Summary (medians over the rounds)",

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from resonance_bridge.embedded import EmbeddedBroker, free_port
-from resonance_bridge.node import NodeServer
+from resonance_local.embedded import EmbeddedBroker, free_port
+from resonance_local.node import NodeServer
 
 from .harness import Topics
 from .proxy import Proxied, Proxy

@@ -19,8 +19,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from resonance_bridge.embedded import EmbeddedBroker, free_port
-from resonance_bridge.node import NodeServer
+from resonance_local.embedded import EMBEDDED_CLIENT_ENV, EmbeddedBroker, free_port
+from resonance_local.node import NodeServer
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,7 @@ def bridge_env(broker: EmbeddedBroker, topics: Topics, endpoint: str, **override
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
         "KAFKA_GROUP_ID": topics.group,
         "RESONANCE_HTTP_PORT": str(free_port()),
-        # The test broker: no idempotent producer; fetches return only when the wait expires.
-        "KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "KAFKA_FETCH_MAX_WAIT_MS": "10",
-        "KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
+        **EMBEDDED_CLIENT_ENV,
         "KAFKA_COMMIT_INTERVAL_MS": "100",
         "RESONANCE_FREQUENCY_HZ": "0.1",
     }
@@ -92,7 +88,7 @@ class BridgeProcess:
     def start(self) -> BridgeProcess:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "resonance_bridge", "bridge"],
+                [sys.executable, "-m", "resonance_bridge"],
                 env={**os.environ, **self.env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -118,7 +114,10 @@ class BridgeProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample from /metrics; 0 if the bridge does not expose it (yet)."""
-        wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        # The exposition format lists labels sorted by name.
+        wanted = name + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+        )
         try:
             text = self.get("/metrics")[1]
         except OSError:

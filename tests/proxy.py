@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from resonance_bridge.embedded import EmbeddedBroker, free_port
+from resonance_local.embedded import EmbeddedBroker, free_port
 
 if TYPE_CHECKING:
     from .harness import Topics

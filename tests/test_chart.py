@@ -89,7 +89,11 @@ def test_operator_deployment_is_single_and_restricted() -> None:
     assert container["command"] == ["resonance"] and container["args"] == ["operator"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert set(spec["selector"]["matchLabels"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+    assert spec["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "resonance",
+        "app.kubernetes.io/instance": "resonance",
+        "app.kubernetes.io/component": "operator",
+    }
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["RESONANCE_BRIDGE_IMAGE"] == "ghcr.io/resonance-io/resonance:0.1.0"
     devs = {d["kind"]: d for d in render(*ALL_ON) if "kafka" in d["metadata"]["name"]}
@@ -102,6 +106,46 @@ def test_operator_deployment_is_single_and_restricted() -> None:
         "resonance-kafka.resonance.svc:9092"
     )
     assert set(devs) == {"Service", "Deployment"}
+
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job"}
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """Whether an equality selector matches labels: all its pairs are among them (empty: matches all)."""
+    return selector.items() <= labels.items()
+
+
+def test_no_selector_matches_another_workloads_pods() -> None:
+    docs = render(*ALL_ON)
+    workloads: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    for doc in docs:
+        if doc["kind"] in WORKLOAD_KINDS:
+            selector = doc["spec"]["selector"]
+            assert set(selector) == {"matchLabels"}, "only matchLabels selectors are checked here"
+            name = f"{doc['kind']}/{doc['metadata']['name']}"
+            workloads[name] = (selector["matchLabels"], doc["spec"]["template"]["metadata"]["labels"])
+    assert sorted(workloads) == [
+        "Deployment/lexamoris-server",
+        "Deployment/nexus-server",
+        "Deployment/resonance-kafka",
+        "Deployment/resonance-operator",
+    ]
+    overlaps = [
+        (name, other)
+        for name, (selector, _) in workloads.items()
+        for other, (_, labels) in workloads.items()
+        if other != name and _selects(selector, labels)
+    ]
+    assert overlaps == [], f"(selector of, also matches the pods of): {overlaps}"
+    for name, (selector, labels) in workloads.items():
+        assert _selects(selector, labels), f"{name} does not select its own pods"
+        assert "app.kubernetes.io/component" in selector, f"{name} selects without its component"
+    services = {d["metadata"]["name"]: d["spec"]["selector"] for d in docs if d["kind"] == "Service"}
+    assert sorted(services) == ["lexamoris-server", "nexus-server", "resonance-kafka"]
+    for service, selector in services.items():
+        selected = [name for name, (_, labels) in workloads.items() if _selects(selector, labels)]
+        assert len(selected) == 1, f"Service {service} selects the pods of {selected}"
 
 
 def test_long_names_are_truncated() -> None:
@@ -120,7 +164,7 @@ def test_image_entry_points_exist() -> None:
     scripts = {
         ep.name: ep.value for ep in distribution("resonance").entry_points if ep.group == "console_scripts"
     }
-    assert scripts == {"resonance": "resonance_bridge.cli:main"}
+    assert scripts == {"resonance": "resonance_local.cli:main"}
     help_text = subprocess.run([str(BIN / "resonance"), "--help"], capture_output=True, text=True).stdout
     for command in ("operator", "bridge", "node"):
         assert command in help_text

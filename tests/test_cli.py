@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from resonance_bridge.embedded import EmbeddedBroker, free_port
+from resonance_local.embedded import EmbeddedBroker, free_port
 from websockets.asyncio.client import ClientConnection, connect
 
 from .harness import Topics
 
-RESONANCE = [sys.executable, "-m", "resonance_bridge"]
+RESONANCE = [sys.executable, "-m", "resonance_local"]
 PIPE = asyncio.subprocess.PIPE
 
 

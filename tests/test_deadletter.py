@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
-from resonance_bridge.embedded import EmbeddedBroker
-from resonance_bridge.node import NodeServer
+from resonance_local.embedded import EmbeddedBroker
+from resonance_local.node import NodeServer
 
 from .harness import BridgeProcess, Topics, bridge_env, consume, produce, state_update, until
 
@@ -125,7 +126,7 @@ async def test_records_kafka_refuses_for_size_are_dead_lettered_cut_to_fit(
     )
     await producer.start()
     try:
-        writer = KafkaWriter(config, producer)
+        writer = KafkaWriter(config, producer, asyncio.Event())
         big = json.dumps({"type": "state_update", "data": {"blob": "x" * 100_000}}).encode()
         decoded = codec.decode(big, config.max_frame_bytes)
         assert isinstance(decoded, codec.Message)

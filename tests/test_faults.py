@@ -9,8 +9,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from resonance_bridge.embedded import EmbeddedBroker, free_port
-from resonance_bridge.node import NodeServer
+from resonance_local.embedded import EmbeddedBroker, free_port
+from resonance_local.node import NodeServer
 
 from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, seqs, state_update, until
 from .proxy import Proxied
@@ -24,7 +24,7 @@ async def test_broker_down_at_start_is_waited_for(topics: Topics, node: NodeServ
         await until(lambda: bridge.status("/readyz") == 503, 20, bridge.output)
         await asyncio.sleep(2)  # several failed attempts
         assert bridge.process is not None and bridge.process.poll() is None, bridge.output()
-        assert "kafka disconnected" in bridge.get("/readyz")[1]
+        assert "kafka unreachable: KafkaConnectionError" in bridge.get("/readyz")[1]
         assert bridge.metric("resonance_reconnects_total", side="kafka") >= 1
         late.start()
         await topics.create(late)
@@ -118,7 +118,46 @@ async def test_unresolvable_node_is_retried_without_crashing(
         await until(
             lambda: bridge.metric("resonance_reconnects_total", side="websocket") >= 3, 30, bridge.output
         )
-        assert bridge.get("/readyz") == (503, "kafka connected, websocket disconnected\n")
+        status, body = bridge.get("/readyz")
+        assert status == 503 and body.startswith("kafka connected, websocket unreachable: "), body
+        assert "no-such-node.invalid" in body or "Name or service not known" in body, body
         assert "no-such-node.invalid" in bridge.output()
     finally:
         bridge.stop()
+
+
+async def test_a_refused_token_is_retried_slowly_named_and_recovered_from(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """A node that answers 401 to a wrong RESONANCE_AUTH_TOKEN is not hammered: the bridge retries
+    about once per RESONANCE_REFUSED_RETRY_S (60 s by default; 4 s here), logs the refusal once,
+    names it in /readyz, and connects on the next slow retry once the node accepts its token."""
+    guarded = NodeServer("guarded", port=0, printer=None, token="right")
+    await guarded.start()
+    port = guarded.port
+    env = bridge_env(
+        broker, topics, f"ws://127.0.0.1:{port}", RESONANCE_AUTH_TOKEN="wrong", RESONANCE_REFUSED_RETRY_S="4"
+    )
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    accepting = NodeServer("accepting", port=port, printer=None, token="wrong")
+    try:
+        await until(lambda: guarded.refused >= 1, 30, bridge.output)
+        await until(lambda: "HTTP 401" in bridge.get("/readyz")[1], 10, bridge.output)
+        assert bridge.get("/readyz") == (
+            503,
+            "kafka connected, websocket refused: HTTP 401 (check RESONANCE_AUTH_TOKEN)\n",
+        )
+        await asyncio.sleep(9)
+        assert 2 <= guarded.refused <= 4, guarded.refused  # 3-4 s apart, not 0.1-10 s
+        assert sum("HTTP 401" in line for line in bridge.output().splitlines()) == 1
+        assert bridge.metric("resonance_connect_failures_total", side="websocket", reason="http_401") == (
+            guarded.refused
+        )
+        await guarded.close()
+        await accepting.start()
+        await bridge.wait_ready(4 + 2)  # within one slow retry
+        assert accepting.last_authorization == "Bearer wrong"
+    finally:
+        bridge.stop()
+        await guarded.close()
+        await accepting.close()

@@ -9,8 +9,8 @@ import json
 import statistics
 from pathlib import Path
 
-from resonance_bridge.embedded import EmbeddedBroker
-from resonance_bridge.node import NodeServer
+from resonance_local.embedded import EmbeddedBroker
+from resonance_local.node import NodeServer
 
 from .harness import BridgeProcess, Topics, bridge_env, consume
 

@@ -10,8 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-from resonance_bridge.embedded import EmbeddedBroker
-from resonance_bridge.node import NodeServer
+from resonance_local.embedded import EmbeddedBroker
+from resonance_local.node import NodeServer
 from websockets.asyncio.server import ServerConnection, serve
 
 from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, seqs, state_update, until

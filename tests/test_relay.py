@@ -8,8 +8,8 @@ import signal
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from resonance_bridge.embedded import EmbeddedBroker
-from resonance_bridge.node import NodeServer
+from resonance_local.embedded import EmbeddedBroker
+from resonance_local.node import NodeServer
 
 from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, seqs, state_update, until
 

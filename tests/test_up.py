@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import yaml
-from resonance_bridge.embedded import free_port
+from resonance_local.embedded import free_port
+from resonance_local.manifests import LOCAL_OVERRIDES, load_nodes, local_env
 from resonance_operator import builders
-from resonance_operator.local import LOCAL_OVERRIDES, load_nodes, local_env
 from resonance_operator.model import Node
 from resonance_operator.settings import Settings
 
@@ -34,7 +34,7 @@ def manifests(folder: Path, **endpoints: str) -> Path:
 
 async def up(*args: str, timeout: float = 90) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "resonance_bridge", "up", *args, stdout=PIPE, stderr=PIPE
+        sys.executable, "-m", "resonance_local", "up", *args, stdout=PIPE, stderr=PIPE
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     return int(process.returncode or 0), out.decode(), err.decode()
@@ -122,7 +122,7 @@ async def test_missing_broker_binary_says_what_to_do(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "resonance_bridge",
+        "resonance_local",
         "up",
         str(manifests(tmp_path / "nodes")),
         "--for",

@@ -1,5 +1,10 @@
+"""`python -m resonance_bridge`: a bridge from the environment, without the `resonance` command."""
+
+import os
 import sys
 
-from .cli import main
+from . import logs
+from .main import run
 
-sys.exit(main())
+logs.setup(os.environ.get("RESONANCE_LOG_LEVEL", "INFO"))
+sys.exit(run(os.environ))

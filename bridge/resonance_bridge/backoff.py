@@ -1,11 +1,64 @@
-"""Jittered exponential backoff for reconnect loops that retry forever, and a stop-aware wait."""
+"""One retry policy for every loop that retries forever (connecting to the node, starting a Kafka
+client, storing a record, fetching, restarting an upkeep loop).
+
+A failure is classified. *Unreachable* (connection refused, DNS, a timeout) may pass any moment:
+retry with jittered exponential backoff. *Refused* (HTTP 401/403 on the handshake, a certificate
+that fails verification, Kafka authentication or authorization) will not pass until someone changes
+a setting: retry slowly, about once a minute, so the peer is not hammered, and say exactly why.
+The reason is logged once per change (not per attempt), counted by code, and kept for /readyz.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import socket
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
+
+from aiokafka import errors as kafka_errors
+from websockets.exceptions import InvalidStatus
+
+# Kafka's answers that mean "not with these credentials or permissions": no retry soon will help.
+_KAFKA_REFUSALS = (
+    kafka_errors.AuthenticationFailedError,
+    kafka_errors.SaslAuthenticationFailed,
+    kafka_errors.UnsupportedSaslMechanismError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.GroupAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    kind: Literal["unreachable", "refused"]
+    code: str  # a metric label: a small fixed set
+    message: str  # one line for logs and /readyz: what happened and what to check
+
+
+def classify(exc: BaseException, token_hint: str = "RESONANCE_AUTH_TOKEN") -> Failure:
+    """What a failed connection attempt (to the node or to Kafka) means for retrying it."""
+    if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
+        status = exc.response.status_code
+        return Failure("refused", f"http_{status}", f"HTTP {status} (check {token_hint})")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return Failure("refused", "tls", f"TLS verification failed: {exc.verify_message or exc}")
+    if isinstance(exc, _KAFKA_REFUSALS):
+        return Failure(
+            "refused", "auth", f"{type(exc).__name__}: {exc} (check the Kafka credentials and ACLs)"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return Failure("unreachable", "connection_refused", str(exc) or "connection refused")
+    if isinstance(exc, socket.gaierror):
+        return Failure("unreachable", "dns", str(exc))
+    if isinstance(exc, TimeoutError):
+        return Failure("unreachable", "timeout", "timed out")
+    return Failure("unreachable", "other", str(exc) or type(exc).__name__)
 
 
 @dataclass
@@ -23,6 +76,55 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+class Retry:
+    """The state of one thing being retried: its backoff, its current failure, what was logged."""
+
+    def __init__(
+        self,
+        what: str,
+        stopping: asyncio.Event,
+        log: logging.Logger,
+        *,
+        refused_delay: float = 60.0,
+        on_failure: Callable[[Failure], None] | None = None,
+    ) -> None:
+        self.what = what
+        self.stopping = stopping
+        self.log = log
+        self.refused_delay = refused_delay
+        self.on_failure = on_failure
+        self.backoff = Backoff()
+        self.failure: Failure | None = None  # the last failure, until a success
+
+    async def failed(self, exc: BaseException, failure: Failure | None = None) -> None:
+        """Count and report the failure (logged when its reason changes), then wait before the next
+        attempt: the backoff when unreachable, about refused_delay when refused; less if stopping."""
+        failure = failure or classify(exc)
+        if failure != self.failure:
+            self.log.warning(
+                "%s %s: %s; retrying %s", self.what, failure.kind, failure.message, self._pace(failure)
+            )
+        self.failure = failure
+        if self.on_failure is not None:
+            self.on_failure(failure)
+        if failure.kind == "refused":
+            delay = random.uniform(0.75 * self.refused_delay, self.refused_delay)
+        else:
+            delay = self.backoff.next_delay()
+        await pause(delay, self.stopping)
+
+    def succeeded(self, reset: bool = True) -> None:
+        """It worked: forget the failure, and (unless told otherwise) start the backoff over."""
+        if self.failure is not None:
+            self.log.info("%s: ok again after %s", self.what, self.failure.message)
+        self.failure = None
+        if reset:
+            self.backoff.reset()
+
+    def _pace(self, failure: Failure) -> str:
+        return f"every ~{self.refused_delay:.0f}s" if failure.kind == "refused" else "with backoff"
 
 
 async def pause(delay: float, stopping: asyncio.Event) -> None:

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake
 
 from . import codec, kafka, upkeep
-from .backoff import Backoff, pause
+from .backoff import Failure, Retry, pause
 from .config import CLOSE_BUDGET_S, Config
 from .connection import NodeConnection
 from .metrics import Metrics
@@ -50,6 +50,8 @@ class Bridge:
         self.close_by = float("inf")  # monotonic deadline of the whole shutdown, once stopping
         self.session: Session | None = None
         self.kafka_ok = False
+        self.node_retry = self._retry(f"node {config.endpoint}", "websocket")
+        self.kafka_retries = [self._retry(f"kafka {what}", "kafka") for what in ("producer", "consumer")]
         self.auth_headers = {"Authorization": f"Bearer {config.auth_token}"} if config.auth_token else None
         self.metrics.in_flight.set_function(lambda: self.relay.pending)  # read at scrape time
         self.metrics.describe(config)
@@ -63,12 +65,23 @@ class Bridge:
         """How long a closing step may take: its own bound, within the shutdown deadline."""
         return min(step, self.close_by - time.monotonic())
 
+    def _retry(self, what: str, side: str) -> Retry:
+        def counted(failure: Failure) -> None:
+            self.metrics.connect_failures.labels(side, failure.code).inc()
+            self.metrics.reconnects.labels(side).inc()
+
+        return Retry(what, self.stopping, log, refused_delay=self.config.refused_retry_s, on_failure=counted)
+
     def readiness(self) -> tuple[bool, str]:
         kafka_state = "connected" if self.kafka_ok else "disconnected"
+        failed = [r.failure for r in self.kafka_retries if r.failure is not None]
+        if not self.kafka_ok and failed:
+            kafka_state = f"{failed[0].kind}: {failed[0].message}"
         session = self.session
         silent = session.unresponsive_for() if session is not None else None
+        failure = self.node_retry.failure
         if session is None:
-            ws_state = "disconnected"
+            ws_state = f"{failure.kind}: {failure.message}" if failure else "disconnected"
         elif silent is not None:
             ws_state = f"unresponsive (nothing heard for {silent:.0f}s)"
         else:
@@ -79,19 +92,15 @@ class Bridge:
     async def run(self) -> None:
         """Relay until stop(); then drain in-flight acks for up to the grace period, commit, close,
         all within the shutdown grace plus CLOSE_BUDGET_S."""
-        cfg, retry = self.config, self.metrics.kafka_reconnects.inc
+        cfg, (producing, consuming) = self.config, self.kafka_retries
         async with (
-            kafka.started(
-                lambda: kafka.producer(cfg), "producer", self.stopping, retry, self.time_left
-            ) as producer,
-            kafka.started(
-                lambda: kafka.consumer(cfg), "consumer", self.stopping, retry, self.time_left
-            ) as consumer,
+            kafka.started(lambda: kafka.producer(cfg), producing, self.time_left) as producer,
+            kafka.started(lambda: kafka.consumer(cfg), consuming, self.time_left) as consumer,
         ):
             if producer is None or consumer is None:
                 return  # stopped before Kafka was reachable
-            reader = KafkaReader(consumer, self.relay.window, cfg.topic)
-            writer = KafkaWriter(cfg, producer)
+            reader = KafkaReader(consumer, self.relay.window, cfg.topic, self.kafka_retries[1])
+            writer = KafkaWriter(cfg, producer, self.stopping)
             shared = Shared(cfg, self.metrics, self.relay, reader, writer, self.stopping)
             self.kafka_ok = True
             self.metrics.kafka_connected.set(1)
@@ -112,8 +121,7 @@ class Bridge:
                 await kafka.bounded(reader.commit(), "final commit", self.time_left(2.0))
 
     async def _connections(self, shared: Shared) -> None:
-        backoff = Backoff()
-        failing = ""  # the last connection failure logged: the same one is not logged per attempt
+        retry = self.node_retry
         while not self.stopping.is_set():
             try:
                 ws = await connect(
@@ -130,14 +138,9 @@ class Bridge:
                     max_queue=4,  # messages buffered below the relay, each up to max_size
                 )
             except (OSError, InvalidHandshake, TimeoutError) as exc:
-                delay = backoff.next_delay()
-                if str(exc) != failing:
-                    log.warning("node %s unreachable (%s); retrying with backoff", self.config.endpoint, exc)
-                    failing = str(exc)
-                self.metrics.ws_reconnects.inc()
-                await pause(delay, self.stopping)
+                await retry.failed(exc)
                 continue
-            failing = ""
+            retry.succeeded(reset=False)  # the backoff starts over only after a healthy session
             log.info("connected to node %s", self.config.endpoint)
             started = time.monotonic()
             assert isinstance(ws, NodeConnection)  # create_connection above
@@ -151,9 +154,9 @@ class Bridge:
             self.metrics.ws_reconnects.inc()
             lasted = time.monotonic() - started
             if lasted >= HEALTHY_SESSION_S:
-                backoff.reset()
+                retry.backoff.reset()
             else:  # a node that accepts and then closes must not get thousands of connections a second
-                delay = backoff.next_delay()
+                delay = retry.backoff.next_delay()
                 log.info("session lasted %.1fs; reconnecting in %.1fs", lasted, delay)
                 await pause(delay, self.stopping)
 

@@ -170,7 +170,7 @@ def frequency_sync(anchor: str, frequency: float, s_roi: float) -> dict[str, Any
     }
 
 
-def ack(original_type: str, msg_id: str | None = None) -> dict[str, Any]:
+def ack(original_type: str, msg_id: str | int | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"type": "ack", "original_type": original_type}
     if msg_id is not None:
         body["id"] = msg_id

@@ -56,6 +56,7 @@ class Config:
     shutdown_grace_s: float = 10.0
     ws_ping_interval_s: float = 5.0
     ws_ping_timeout_s: float = 10.0
+    refused_retry_s: float = 60.0
     http_port: int = 8080
     group_id: str = ""
     enable_idempotence: bool = True
@@ -199,6 +200,7 @@ def load(env: Mapping[str, str]) -> Config:
         ws_ping_timeout_s=r.number(
             "RESONANCE_WS_PING_TIMEOUT_S", 10.0, 0.0, 3600.0, "use seconds > 0, e.g. 10"
         ),
+        refused_retry_s=r.number("RESONANCE_REFUSED_RETRY_S", 60.0, 0.0, 3600.0, "use seconds > 0, e.g. 60"),
         http_port=r.integer("RESONANCE_HTTP_PORT", 8080, 0, 65535),
         group_id=r.text("KAFKA_GROUP_ID", f"resonance-bridge-{node}"),
         enable_idempotence=r.boolean("KAFKA_ENABLE_IDEMPOTENCE", True),

@@ -15,7 +15,7 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from .backoff import Backoff, pause
+from .backoff import Retry
 from .codec import Rejected, now_iso
 from .config import Config
 
@@ -55,26 +55,21 @@ def consumer(config: Config) -> AIOKafkaConsumer:
     )
 
 
-async def start_with_retry(
-    factory: Callable[[], C], what: str, stopping: asyncio.Event, on_retry: Callable[[], None]
-) -> C | None:
-    """Start a new aiokafka client, retrying forever with backoff (a stopped client cannot be
-    restarted, so each attempt gets a fresh one); None if stopping came first, even mid-attempt
-    (a black-holed broker makes one attempt last the whole request timeout)."""
-    backoff = Backoff()
-    while not stopping.is_set():
+async def start_with_retry(factory: Callable[[], C], retry: Retry) -> C | None:
+    """Start a new aiokafka client, retrying forever (a stopped client cannot be restarted, so each
+    attempt gets a fresh one); None if stopping came first, even mid-attempt (a black-holed broker
+    makes one attempt last the whole request timeout)."""
+    while not retry.stopping.is_set():
         client = factory()
         try:
-            if await unless_stopping(client.start(), stopping):
+            if await unless_stopping(client.start(), retry.stopping):
+                retry.succeeded()
                 return client
         except (KafkaError, OSError) as exc:
-            delay = backoff.next_delay()
-            log.warning("kafka %s unavailable (%s); retrying in %.1fs", what, exc, delay)
-            on_retry()
-            await bounded(client.stop(), f"{what} close", 1.0)
-            await pause(delay, stopping)
+            await bounded(client.stop(), f"{retry.what} close", 1.0)
+            await retry.failed(exc)
             continue
-        await bounded(client.stop(), f"{what} close", 1.0)
+        await bounded(client.stop(), f"{retry.what} close", 1.0)
     return None
 
 
@@ -97,21 +92,17 @@ async def unless_stopping(step: Awaitable[None], stopping: asyncio.Event) -> boo
 
 @contextlib.asynccontextmanager
 async def started(
-    factory: Callable[[], C],
-    what: str,
-    stopping: asyncio.Event,
-    on_retry: Callable[[], None],
-    time_left: Callable[[], float],
+    factory: Callable[[], C], retry: Retry, time_left: Callable[[], float]
 ) -> AsyncIterator[C | None]:
     """A started client (None if stopping came first), closed on exit within time_left(): the
     consumer's close leaves the group so a successor starts at once, the producer's flushes what
     is still batched."""
-    client = await start_with_retry(factory, what, stopping, on_retry)
+    client = await start_with_retry(factory, retry)
     try:
         yield client
     finally:
         if client is not None:
-            await bounded(client.stop(), f"{what} close", time_left())
+            await bounded(client.stop(), f"{retry.what} close", time_left())
 
 
 async def bounded(step: Awaitable[None], what: str, timeout: float = 5.0) -> None:

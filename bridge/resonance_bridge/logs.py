@@ -13,7 +13,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers whose messages can repeat at the pace of input: the Kafka client's retries, and the
 # bridge's reports of acks it cannot attribute and of dead letters (counted in metrics; a hostile
 # node or topic must not turn them into a log flood).
-HELD = ("aiokafka", "resonance.acks", "resonance.deadletters")
+HELD = ("aiokafka", "resonance.acks", "resonance.deadletters", "resonance.writer")
 
 
 class HoldRepeats(logging.Filter):

@@ -47,6 +47,12 @@ class Metrics:
         self.reconnects = Counter(
             "resonance_reconnects", "Connection attempts after the first, by side", ["side"], registry=r
         )
+        self.connect_failures = Counter(
+            "resonance_connect_failures",
+            "Failed attempts to reach the node or Kafka, by side and reason (e.g. http_401, dns, auth)",
+            ["side", "reason"],
+            registry=r,
+        )
         self.websocket_connected = Gauge(
             "resonance_websocket_connected", "1 while the node's WebSocket is connected", registry=r
         )

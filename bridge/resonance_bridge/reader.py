@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from .backoff import Retry
 from .window import Partition, Window
 
 log = logging.getLogger("resonance.reader")
@@ -19,19 +20,21 @@ REVOKE_COMMIT_S = 5.0
 
 
 class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: AIOKafkaConsumer, window: Window, topic: str) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, window: Window, topic: str, retry: Retry) -> None:
         self.consumer = consumer
         self.window = window
+        self.retry = retry  # the consumer's: a failing fetch shows in /readyz like a failing start
         consumer.subscribe([topic], listener=self)
 
     async def fetch(self, max_records: int) -> dict[Any, list[Any]]:
-        """The next batch; a broker error is logged and retried here, not a reason to drop the node."""
+        """The next batch; a broker error is retried here, not a reason to drop the node."""
         try:
             batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=500, max_records=max_records)
         except KafkaError as exc:
-            log.warning("fetch failed (%s); retrying", exc)
-            await asyncio.sleep(1)
+            await self.retry.failed(exc)
             return {}
+        if self.retry.failure is not None:
+            self.retry.succeeded()
         return batch
 
     async def commit(self) -> None:

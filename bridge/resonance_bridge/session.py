@@ -31,7 +31,7 @@ from .metrics import Metrics
 from .reader import KafkaReader
 from .relay import Relay
 from .window import Entry
-from .writer import KafkaWriter, Reply
+from .writer import KafkaWriter, Reply, Stopping
 
 log = logging.getLogger("resonance.bridge")
 acks_log = logging.getLogger("resonance.acks")  # held to one line a minute per kind (logs.py)
@@ -169,7 +169,10 @@ class Session:
 
     async def _dead_letter_record(self, rejected: Rejected, entry: Entry, source: str) -> None:
         """Stored in Kafka before it counts as done (and before the log says so)."""
-        await self.s.writer.dead_letter(rejected, "outbound", **{"resonance-source": source})
+        try:
+            await self.s.writer.dead_letter(rejected, "outbound", **{"resonance-source": source})
+        except Stopping:
+            return  # not done: fetched and dead-lettered again after the restart
         self.s.relay.dead_lettered(entry)
         self.s.metrics.dead_letters.labels("outbound", rejected.reason).inc()
         dead_log.warning("record %s dead-lettered (%s): %s", source, rejected.reason, rejected.detail)

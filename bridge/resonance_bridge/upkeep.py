@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from .backoff import Backoff
 from .config import Config
 from .metrics import Metrics
 from .reader import KafkaReader
@@ -19,13 +21,18 @@ log = logging.getLogger("resonance.bridge")
 
 
 async def supervise(name: str, loop: Callable[[], Awaitable[None]]) -> None:
-    """Keep a background loop alive: a bug or an odd error in one tick must not stop heartbeats."""
+    """Keep a background loop alive: a bug or an odd error in one tick must not stop heartbeats.
+    Restarts back off (1 s doubling to a minute), so a loop that fails at once cannot spin."""
+    backoff = Backoff(initial=1.0, maximum=60.0)
     while True:
+        started = time.monotonic()
         try:
             await loop()
         except Exception:
             log.exception("%s failed; restarting it", name)
-            await asyncio.sleep(1)
+        if time.monotonic() - started > backoff.maximum:
+            backoff.reset()
+        await asyncio.sleep(backoff.next_delay())
 
 
 async def heartbeats(config: Config, emit: Callable[[], Coroutine[Any, Any, None]], metrics: Metrics) -> None:

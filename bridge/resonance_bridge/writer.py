@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from . import codec, kafka
-from .backoff import Backoff
+from .backoff import Retry
 from .codec import Rejected
 from .config import Config
 
@@ -45,10 +45,15 @@ class Reply:
         return self.rejected.reason if self.rejected else None
 
 
+class Stopping(Exception):
+    """A store given up because the bridge is stopping."""
+
+
 class KafkaWriter:
-    def __init__(self, config: Config, producer: AIOKafkaProducer) -> None:
+    def __init__(self, config: Config, producer: AIOKafkaProducer, stopping: asyncio.Event) -> None:
         self.config = config
         self.producer = producer
+        self.stopping = stopping
         self.key = config.anchor.encode()
         # Headers and ack per known message type, built once: the inbound hot path only looks them up.
         self._per_type: dict[str, tuple[kafka.Headers, bytes]] = {}
@@ -65,9 +70,10 @@ class KafkaWriter:
         return future
 
     async def store(self, topic: str, value: bytes, headers: kafka.Headers) -> None:
-        """Produce and wait until Kafka acknowledged, retrying forever with backoff; a refusal for
-        size (TOO_LARGE) is raised, as no retry can change it."""
-        backoff = Backoff()
+        """Produce and wait until Kafka acknowledged, retrying forever under the one retry policy.
+        A refusal for size (TOO_LARGE) is raised, as no retry can change it; so is a failure once the
+        bridge is stopping (Stopping): what is not stored is not acked, and comes again."""
+        retry = Retry(f"storing a record in {topic}", self.stopping, log)
         while True:
             try:
                 await self.producer.send_and_wait(topic, value, key=self.key, headers=headers)
@@ -75,9 +81,9 @@ class KafkaWriter:
             except TOO_LARGE:
                 raise
             except KafkaError as exc:
-                delay = backoff.next_delay()
-                log.warning("kafka refused a record for %s (%s); retrying in %.1fs", topic, exc, delay)
-                await asyncio.sleep(delay)
+                if self.stopping.is_set():
+                    raise Stopping(f"not stored in {topic} ({exc}); the bridge is stopping") from exc
+                await retry.failed(exc)
 
     async def dead_letter(self, rejected: Rejected, direction: str, **extra: str) -> None:
         """Store a dead letter; if Kafka refuses it for its size, with its payload cut shorter."""

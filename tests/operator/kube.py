@@ -83,7 +83,7 @@ class Operator:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "resonance_bridge", "operator"],
+                [sys.executable, "-m", "resonance_local", "operator"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -99,7 +99,7 @@ class Operator:
 
 
 def _free_port() -> int:
-    from resonance_bridge.embedded import free_port
+    from resonance_local.embedded import free_port
 
     return free_port()
 

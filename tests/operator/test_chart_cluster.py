@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from resonance_bridge.embedded import free_port
+from resonance_local.embedded import free_port
 
 from ..chart import render
 from .kube import ROOT, Cluster, eventually

@@ -9,8 +9,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-from . import codec
+from resonance_bridge import codec
 
 TYPES = {
     "state": "state_update",

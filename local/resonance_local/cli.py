@@ -1,26 +1,19 @@
-"""The `resonance` command: bridge, node serve, send, tail, broker."""
+"""The `resonance` command: argument parsing and dispatch only. Each command imports what it needs
+when it runs, so a bridge-only install (no extras) runs `resonance bridge` and says which extra the
+others need."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
 import os
-import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import prometheus_client
-import yaml
+from resonance_bridge import logs
 
-from . import config as configuration
-from . import embedded, logs, node, tools
-from .bridge import Bridge
-from .health import HealthServer
-
-log = logging.getLogger("resonance")
+from . import tools
 
 # Flags of `resonance bridge` that override the environment variable of the same meaning.
 BRIDGE_FLAGS = {
@@ -33,78 +26,27 @@ BRIDGE_FLAGS = {
     "ack_mode": "RESONANCE_ACK_MODE",
     "frequency_hz": "RESONANCE_FREQUENCY_HZ",
 }
+# Modules of each extra: a command that misses one names the extra to install.
+EXTRAS = {"kopf": "operator", "kubernetes_asyncio": "operator", "pydantic": "operator", "rich": "local"}
 
 
-def run_bridge(env: Mapping[str, str]) -> int:
-    try:
-        config = configuration.load(env)
-    except configuration.ConfigError as exc:
-        for problem in exc.problems:
-            print(f"resonance bridge: {problem}", file=sys.stderr)
-        return 2
-    return asyncio.run(_bridge_main(config))
+class MissingExtra(Exception):
+    pass
 
 
-async def _bridge_main(config: configuration.Config) -> int:
-    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
-    bridge = Bridge(config)
-    health = HealthServer(bridge.metrics.registry, bridge.readiness)
-    try:
-        port = await health.start(config.http_port)
-    except OSError as exc:
-        print(
-            f"resonance bridge: RESONANCE_HTTP_PORT={config.http_port} cannot be used ({exc.strerror}): "
-            "choose a free port",
-            file=sys.stderr,
-        )
-        return 2
-    log.info(
-        "bridge %s: %s <-> %s (health and metrics on :%d)", config.node, config.topic, config.endpoint, port
+def _needs(exc: ModuleNotFoundError, command: str) -> MissingExtra:
+    extra = EXTRAS.get((exc.name or "").split(".")[0])
+    if extra is None:
+        raise exc
+    return MissingExtra(
+        f"resonance {command}: needs the '{extra}' extra ({exc.name} is not installed): "
+        f"pip install 'resonance[{extra}]'"
     )
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-
-    def on_signal() -> None:
-        if main is None:
-            return
-        if bridge.stopping.is_set():
-            main.cancel()  # a second signal: stop waiting for acks
-            return
-        bridge.stop()
-        # Every closing step is bounded; this is the backstop that keeps the promise regardless,
-        # within the pod's terminationGracePeriodSeconds (config.termination_grace_seconds).
-        loop.call_later(config.shutdown_grace_s + configuration.CLOSE_BUDGET_S + 1, main.cancel)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        await bridge.run()
-    except asyncio.CancelledError:
-        log.warning("bridge %s: shutdown cut short; unacked records will be redelivered", config.node)
-        return 1
-    finally:
-        await health.close()
-    log.info("bridge %s stopped cleanly", config.node)
-    return 0
-
-
-def _example_topics() -> list[str]:
-    """Every node topic of the manifests in ./examples, as `resonance up` runs them; else the guide's two."""
-    topics = []
-    for path in sorted(Path("examples").glob("*.yaml")):
-        with contextlib.suppress(OSError, yaml.YAMLError):
-            for doc in yaml.safe_load_all(path.read_text()):
-                topic = (
-                    isinstance(doc, dict)
-                    and doc.get("kind") == "ResonanceNode"
-                    and (doc.get("spec") or {}).get("topic")
-                )
-                if isinstance(topic, str) and topic not in topics:
-                    topics.append(topic)
-    return topics or ["resonance.lexamoris", "resonance.nexus"]
 
 
 def _broker(port: int) -> int:
+    from . import embedded
+
     broker = embedded.EmbeddedBroker(port)
     try:
         broker.start()
@@ -120,7 +62,10 @@ def _broker(port: int) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resonance", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="resonance",
+        description="Kafka <-> WebSocket bridges for Resonance nodes, their operator, local tools",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     bridge = sub.add_parser(
@@ -139,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--name", default="lexamoris")
     serve.add_argument("--no-ack", action="store_true", help="never ack (for bridges in ack mode 'send')")
+    serve.add_argument(
+        "--token", help="accept only bridges that send 'Authorization: Bearer TOKEN' (others get HTTP 401)"
+    )
     serve.add_argument("--quiet", action="store_true", help="do not print every message")
     serve.add_argument("--send-file", type=Path, help="send each line of this file once a bridge connects")
     serve.add_argument("--no-stdin", action="store_true", help="do not read lines to send from stdin")
@@ -208,62 +156,89 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup(os.environ.get("RESONANCE_LOG_LEVEL", "INFO"))
-    if args.command in ("up", "config"):
-        from resonance_operator import up  # imported here: bridges never load the operator
+    try:
+        return _dispatch(args)
+    except MissingExtra as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "bridge":
+        from resonance_bridge.main import run as run_bridge
+
+        env = dict(os.environ)
+        env.update(
+            {var: str(v) for flag, var in BRIDGE_FLAGS.items() if (v := getattr(args, flag)) is not None}
+        )
+        return run_bridge(env)
+    if args.command == "operator":
+        try:
+            from resonance_operator.main import run as run_operator
+        except ModuleNotFoundError as exc:
+            raise _needs(exc, "operator") from None
+        return run_operator()
+    if args.command in ("up", "config"):
+        try:
+            from . import up
+        except ModuleNotFoundError as exc:
+            raise _needs(exc, args.command) from None
         opts = up.Options(args.paths, broker_port=args.broker_port, http_port_base=args.http_port_base)
         if args.command == "config":
             print("\n".join(up.config_lines(opts)))
             return 0
-        opts.run_for, opts.json, opts.nodes, opts.demo = (
-            args.run_for,
-            args.json,
-            not args.no_nodes,
-            not args.quiet_demo,
-        )
+        opts.run_for, opts.json = args.run_for, args.json
+        opts.nodes, opts.demo = not args.no_nodes, not args.quiet_demo
         return asyncio.run(up.up(opts))
-    if args.command == "operator":
-        from resonance_operator.main import run  # imported here: bridges never load kopf
+    if args.command == "broker":
+        return _broker(args.port)
+    if args.command == "node":
+        from . import node
 
-        return run()
-    if args.command == "bridge":
-        env = dict(os.environ)
-        env.update(
-            {
-                var: str(getattr(args, flag))
-                for flag, var in BRIDGE_FLAGS.items()
-                if getattr(args, flag) is not None
-            }
+        lines = args.send_file.read_text().splitlines() if args.send_file else []
+        asyncio.run(
+            node.serve_forever(
+                args.name,
+                args.host,
+                args.port,
+                not args.no_ack,
+                args.quiet,
+                lines,
+                not args.no_stdin,
+                args.send_every,
+                args.token,
+            )
         )
-        return run_bridge(env)
-    try:
-        if args.command == "broker":
-            return _broker(args.port)
-        if args.command == "node":
-            asyncio.run(
-                node.serve_forever(
-                    args.name,
-                    args.host,
-                    args.port,
-                    not args.no_ack,
-                    args.quiet,
-                    args.send_file.read_text().splitlines() if args.send_file else [],
-                    not args.no_stdin,
-                    args.send_every,
-                )
-            )
-        elif args.command == "send":
-            body = tools.build(args.type, args.message, args.anchor, args.frequency, args.s_roi)
-            topics = args.topic or _example_topics()
-            sent = asyncio.run(tools.send(args.bootstrap_servers, topics, body, args.count, args.anchor))
-            print(f"sent {sent} {body['type']} message(s) to {', '.join(topics)}")
-        elif args.command == "tail":
-            asyncio.run(
-                tools.tail(args.bootstrap_servers, args.topic, args.from_beginning, args.count, args.timeout)
-            )
-    except KeyboardInterrupt:
-        return 130
+        return 0
+    if args.command == "send":
+        return _send(args)
+    asyncio.run(tools.tail(args.bootstrap_servers, args.topic, args.from_beginning, args.count, args.timeout))
     return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    topics = args.topic or _example_topics()
+    if not topics:
+        print("resonance send: no node topics in ./examples: name one with --topic", file=sys.stderr)
+        return 2
+    body = tools.build(args.type, args.message, args.anchor, args.frequency, args.s_roi)
+    sent = asyncio.run(tools.send(args.bootstrap_servers, topics, body, args.count, args.anchor))
+    print(f"sent {sent} {body['type']} message(s) to {', '.join(topics)}")
+    return 0
+
+
+def _example_topics() -> list[str]:
+    """Every node topic of the manifests in ./examples, read as `resonance up` reads them."""
+    try:
+        from resonance_operator.settings import Settings
+
+        from .manifests import load_nodes
+    except ModuleNotFoundError as exc:
+        raise _needs(exc, "send") from None
+    nodes, _ = load_nodes([Path("examples")], Settings()) if Path("examples").is_dir() else ([], [])
+    return list(dict.fromkeys(node.spec.topic for node in nodes))
 
 
 if __name__ == "__main__":

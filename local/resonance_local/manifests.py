@@ -15,11 +15,12 @@ import yaml
 from pydantic import ValidationError
 from resonance_bridge.config import ConfigError
 from resonance_bridge.config import load as load_bridge_config
+from resonance_operator import GROUP, KIND
+from resonance_operator.builders import bridge_env
+from resonance_operator.model import NodeSpec
+from resonance_operator.settings import Settings
 
-from . import GROUP, KIND
-from .builders import bridge_env
-from .model import NodeSpec
-from .settings import Settings
+from .embedded import EMBEDDED_CLIENT_ENV
 
 # Bridge variables and the spec fields they come from, to word the bridge's checks in spec terms.
 SPEC_FIELD = {
@@ -124,10 +125,5 @@ def local_env(
     if endpoint is not None:
         env["RESONANCE_ENDPOINT"] = endpoint
     if embedded_broker:
-        env.update(
-            KAFKA_ENABLE_IDEMPOTENCE="false",
-            KAFKA_FETCH_MAX_WAIT_MS="10",
-            KAFKA_SESSION_TIMEOUT_MS="1000",
-            KAFKA_HEARTBEAT_INTERVAL_MS="200",
-        )
+        env.update(EMBEDDED_CLIENT_ENV)
     return env

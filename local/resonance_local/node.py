@@ -14,12 +14,13 @@ import json
 import sys
 import threading
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
+from resonance_bridge import codec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-
-from .codec import now_iso
+from websockets.http11 import Request, Response
 
 Printer = Callable[[str], None]
 
@@ -37,9 +38,12 @@ class NodeServer:
         *,
         ack: bool = True,
         ack_delay: float = 0.0,
+        token: str | None = None,
         printer: Printer | None = _print,
     ) -> None:
         self.name, self.host, self.port = name, host, port
+        self.token = token  # if set, handshakes without "Authorization: Bearer <token>" get 401
+        self.refused = 0  # handshakes answered 401
         self.ack, self.ack_delay = ack, ack_delay
         self.printer = printer
         self.received: list[dict[str, Any]] = []  # every message the bridge sent, in order
@@ -50,14 +54,26 @@ class NodeServer:
         self.connections: set[ServerConnection] = set()
         self.server: Server | None = None
         self.connected = asyncio.Event()  # set while at least one bridge is connected
-        self.changed = asyncio.Event()
-        self.background: asyncio.Task[None] | None = (
-            None  # set whenever a message arrives: lets callers wait without polling
-        )
+        self.changed = asyncio.Event()  # set whenever a message arrives: callers wait without polling
+        self.background: asyncio.Task[None] | None = None  # the --send-every talker
 
     async def start(self) -> None:
-        self.server = await serve(self._handle, self.host, self.port, compression=None, max_size=None)
+        self.server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            compression=None,
+            max_size=None,
+            process_request=self._authorize,
+        )
         self.port = int(next(iter(self.server.sockets)).getsockname()[1])
+
+    def _authorize(self, ws: ServerConnection, request: Request) -> Response | None:
+        if self.token is None or request.headers.get("Authorization") == f"Bearer {self.token}":
+            return None
+        self.refused += 1
+        self._say("refused a bridge: wrong or missing token (HTTP 401)")
+        return ws.respond(HTTPStatus.UNAUTHORIZED, "a valid bearer token is required\n")
 
     async def close(self) -> None:
         if self.server is not None:
@@ -120,7 +136,7 @@ class NodeServer:
         except (ValueError, TypeError, KeyError):
             self._say(f"ignored a frame that is not a Resonance message: {frame!r:.200}")
             return
-        if mtype in ("ack", "error"):
+        if mtype in codec.REPLY_TYPES:  # the bridge's answers to what this node sent
             self.replies.append(message)
             self._say(
                 f"<- {mtype} {json.dumps(message)}"
@@ -133,9 +149,7 @@ class NodeServer:
             if self.ack:
                 if self.ack_delay:
                     await asyncio.sleep(self.ack_delay)
-                reply: dict[str, Any] = {"type": "ack", "original_type": mtype}
-                if "id" in message:
-                    reply["id"] = message["id"]
+                reply = codec.ack(mtype, message.get("id"))  # the id echoed as sent
                 self.acks_sent += 1  # counted before sending: a count never lags what the bridge saw
                 await ws.send(json.dumps(reply))
         self.changed.set()
@@ -172,7 +186,7 @@ async def _send_every(node: NodeServer, interval: float) -> None:
         await asyncio.sleep(interval)
         body = {
             "type": "state_update",
-            "timestamp": now_iso(),
+            "timestamp": codec.now_iso(),
             "anchor": node.name.upper(),
             "data": {"status": "operational", "node": node.name, "seq": seq},
         }
@@ -190,8 +204,9 @@ async def serve_forever(
     send_lines: list[str],
     stdin: bool,
     send_every: float = 0.0,
+    token: str | None = None,
 ) -> None:
-    node = NodeServer(name, host, port, ack=ack, printer=None if quiet else _print)
+    node = NodeServer(name, host, port, ack=ack, token=token, printer=None if quiet else _print)
     await node.start()
     if send_every > 0:
         talker = asyncio.create_task(_send_every(node, send_every))

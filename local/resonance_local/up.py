@@ -20,11 +20,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resonance_bridge import tools
-from resonance_bridge.embedded import BrokerUnavailable, EmbeddedBroker
+from resonance_operator.settings import Settings
 
-from .local import LocalNode, load_nodes, local_env
-from .settings import Settings
+from . import tools
+from .embedded import BrokerUnavailable, EmbeddedBroker
+from .manifests import LocalNode, load_nodes, local_env
 from .view import render, scrape, summary
 
 
@@ -93,9 +93,10 @@ def _port_problem(opts: Options, nodes: list[LocalNode], embedded: bool) -> str 
 def _spawn(
     running: Running, label: str, args: list[str], env: dict[str, str] | None, log: Path | None
 ) -> subprocess.Popen[bytes]:
+    """A child process: `python -m` with args (its module first), e.g. the bridge as its pod runs it."""
     out = open(log, "ab") if log else subprocess.PIPE  # noqa: SIM115  (the child owns it)
     child = subprocess.Popen(
-        [sys.executable, "-m", "resonance_bridge", *args],
+        [sys.executable, "-m", *args],
         env={**os.environ, **(env or {})},
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -191,6 +192,7 @@ async def up(opts: Options) -> int:
                     running,
                     f"node {node.name}",
                     [
+                        "resonance_local",
                         "node",
                         "serve",
                         "--host",
@@ -210,7 +212,9 @@ async def up(opts: Options) -> int:
                 endpoint = f"ws://127.0.0.1:{node.port}"
             running.ports[node.name] = opts.http_port_base + i
             env = local_env(node, settings, running.ports[node.name], endpoint, embedded)
-            _spawn(running, f"bridge {node.name}", ["bridge"], env, logs / f"bridge-{node.name}.log")
+            _spawn(
+                running, f"bridge {node.name}", ["resonance_bridge"], env, logs / f"bridge-{node.name}.log"
+            )
         if opts.demo:
             tasks.append(asyncio.create_task(_publish(bootstrap, nodes, stop)))
         deadline = time.monotonic() + opts.run_for if opts.run_for else None

@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Iterable
 from typing import Any
 
-from .local import LocalNode
+from .manifests import LocalNode
 
 Metrics = dict[str, float]
 

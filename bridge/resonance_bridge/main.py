@@ -1,0 +1,72 @@
+"""`resonance bridge` (or `python -m resonance_bridge`): one bridge process, configured by its
+environment, with its health server and signal handling. Mirrors resonance_operator.main."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+
+import prometheus_client
+
+from . import config as configuration
+from .bridge import Bridge
+from .health import HealthServer
+
+log = logging.getLogger("resonance")
+
+
+def run(env: Mapping[str, str]) -> int:
+    """The bridge's exit code: 0 after a clean stop, 2 for a configuration it cannot run with."""
+    try:
+        config = configuration.load(env)
+    except configuration.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"resonance bridge: {problem}", file=sys.stderr)
+        return 2
+    return asyncio.run(_main(config))
+
+
+async def _main(config: configuration.Config) -> int:
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
+    bridge = Bridge(config)
+    health = HealthServer(bridge.metrics.registry, bridge.readiness)
+    try:
+        port = await health.start(config.http_port)
+    except OSError as exc:
+        print(
+            f"resonance bridge: RESONANCE_HTTP_PORT={config.http_port} cannot be used ({exc.strerror}): "
+            "choose a free port",
+            file=sys.stderr,
+        )
+        return 2
+    log.info(
+        "bridge %s: %s <-> %s (health and metrics on :%d)", config.node, config.topic, config.endpoint, port
+    )
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal() -> None:
+        if main is None:
+            return
+        if bridge.stopping.is_set():
+            main.cancel()  # a second signal: stop waiting for acks
+            return
+        bridge.stop()
+        # Every closing step is bounded; this is the backstop that keeps the promise regardless,
+        # within the pod's terminationGracePeriodSeconds (config.termination_grace_seconds).
+        loop.call_later(config.shutdown_grace_s + configuration.CLOSE_BUDGET_S + 1, main.cancel)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await bridge.run()
+    except asyncio.CancelledError:
+        log.warning("bridge %s: shutdown cut short; unacked records will be redelivered", config.node)
+        return 1
+    finally:
+        await health.close()
+    log.info("bridge %s stopped cleanly", config.node)
+    return 0
