@@ -33,9 +33,11 @@ bench: $(STAMP)
 tools: $(STAMP)
 	$(BIN)/python scripts/tools.py
 
-# The chart's copy of the CRD is the repository's; a test fails when they differ.
+# The CRD lives in the operator package (its model reads the defaults from it); crds/ and the chart
+# hold copies, and a test fails when they differ.
 crds:
-	cp crds/resonancenodes.yaml charts/resonance/crds/resonancenodes.yaml
+	cp operator/resonance_operator/resonancenodes.yaml crds/resonancenodes.yaml
+	cp operator/resonance_operator/resonancenodes.yaml charts/resonance/crds/resonancenodes.yaml
 
 # Where Docker exists: the one image of every resonance process.
 image:

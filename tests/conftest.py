@@ -10,8 +10,8 @@ import pytest
 from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.node import NodeServer
 
-from .harness import Topics
-from .proxy import Proxied, Proxy
+from .support.harness import Topics
+from .support.proxy import Proxied, Proxy
 
 
 @pytest.fixture(scope="session")

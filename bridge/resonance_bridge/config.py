@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
@@ -29,45 +29,71 @@ def termination_grace_seconds(shutdown_grace_s: float) -> int:
     return math.ceil(shutdown_grace_s + CLOSE_BUDGET_S) + 2
 
 
-class ConfigError(Exception):
-    """Invalid configuration; `problems` holds one line per bad variable."""
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One bad variable: what was given, what is wrong, and the fix."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
+    variable: str
+    value: str | None  # as given; None when missing
+    what: str  # e.g. "is invalid", "is required"
+    fix: str
+
+    def __str__(self) -> str:
+        given = self.variable if self.value is None else f"{self.variable}={self.value!r}"
+        return f"{given} {self.what}: {self.fix}"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `problems` holds one Problem per bad variable."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
         self.problems = problems
+
+
+def var(name: str, default: Any = dataclasses.MISSING) -> Any:
+    """A setting read from the environment variable `name`: its name and default are declared here
+    once, and load(), the operator and the README table check (tests) read them from the field."""
+    return dataclasses.field(default=default, metadata={"env": name})
+
+
+def declared(cls: type) -> dict[str, tuple[str, Any]]:
+    """Per field of a settings dataclass: (its environment variable, its default)."""
+    return {f.name: (f.metadata["env"], f.default) for f in dataclasses.fields(cls) if "env" in f.metadata}
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    node: str
-    endpoint: str
-    topic: str
-    anchor: str
-    bootstrap_servers: str
-    inbound_topic: str = "resonance.inbound"
-    heartbeat_topic: str = "resonance.heartbeats"
-    deadletter_topic: str = "resonance.deadletter"
-    frequency_hz: float = 0.043
-    s_roi: float = 0.502
-    ack_mode: Literal["ack", "send"] = "ack"
-    max_in_flight: int = 1000
-    ack_timeout_s: float = 30.0
-    max_frame_bytes: int = 1024 * 1024
-    shutdown_grace_s: float = 10.0
-    ws_ping_interval_s: float = 5.0
-    ws_ping_timeout_s: float = 10.0
-    refused_retry_s: float = 60.0
-    http_port: int = 8080
-    group_id: str = ""
-    enable_idempotence: bool = True
-    fetch_max_wait_ms: int = 100
-    session_timeout_ms: int = 10000
-    heartbeat_interval_ms: int = 3000
-    commit_interval_ms: int = 1000
-    linger_ms: int = 5
-    batch_size: int = 256 * 1024
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    auth_token: str = ""  # sent as "Authorization: Bearer <token>" when connecting to the node
+    endpoint: str = var("RESONANCE_ENDPOINT")
+    topic: str = var("RESONANCE_TOPIC")
+    anchor: str = var("RESONANCE_ANCHOR")
+    bootstrap_servers: str = var("KAFKA_BOOTSTRAP_SERVERS")
+    node: str = var("RESONANCE_NODE", "resonance")
+    inbound_topic: str = var("RESONANCE_INBOUND_TOPIC", "resonance.inbound")
+    heartbeat_topic: str = var("RESONANCE_HEARTBEAT_TOPIC", "resonance.heartbeats")
+    deadletter_topic: str = var("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter")
+    frequency_hz: float = var("RESONANCE_FREQUENCY_HZ", 0.043)
+    s_roi: float = var("RESONANCE_S_ROI", 0.502)
+    ack_mode: Literal["ack", "send"] = var("RESONANCE_ACK_MODE", "ack")
+    max_in_flight: int = var("RESONANCE_MAX_IN_FLIGHT", 1000)
+    ack_timeout_s: float = var("RESONANCE_ACK_TIMEOUT_S", 30.0)
+    max_frame_bytes: int = var("RESONANCE_MAX_FRAME_BYTES", 1024 * 1024)
+    shutdown_grace_s: float = var("RESONANCE_SHUTDOWN_GRACE_S", 10.0)
+    ws_ping_interval_s: float = var("RESONANCE_WS_PING_INTERVAL_S", 5.0)
+    ws_ping_timeout_s: float = var("RESONANCE_WS_PING_TIMEOUT_S", 10.0)
+    refused_retry_s: float = var("RESONANCE_REFUSED_RETRY_S", 60.0)
+    http_port: int = var("RESONANCE_HTTP_PORT", 8080)
+    group_id: str = var("KAFKA_GROUP_ID", "")  # empty: resonance-bridge-<node>
+    enable_idempotence: bool = var("KAFKA_ENABLE_IDEMPOTENCE", True)
+    fetch_max_wait_ms: int = var("KAFKA_FETCH_MAX_WAIT_MS", 100)
+    session_timeout_ms: int = var("KAFKA_SESSION_TIMEOUT_MS", 10000)
+    heartbeat_interval_ms: int = var("KAFKA_HEARTBEAT_INTERVAL_MS", 3000)
+    commit_interval_ms: int = var("KAFKA_COMMIT_INTERVAL_MS", 1000)
+    linger_ms: int = var("KAFKA_LINGER_MS", 5)
+    batch_size: int = var("KAFKA_BATCH_SIZE", 256 * 1024)
+    auto_offset_reset: Literal["earliest", "latest"] = var("KAFKA_AUTO_OFFSET_RESET", "earliest")
+    # Sent as "Authorization: Bearer <token>" when connecting to the node.
+    auth_token: str = var("RESONANCE_AUTH_TOKEN", "")
 
     def __repr__(self) -> str:  # never print the token
         return (
@@ -86,7 +112,7 @@ class EnvReader:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
-        self.problems: list[str] = []
+        self.problems: list[Problem] = []
 
     def _get(self, name: str, default: T, parse: Callable[[str], T], fix: str) -> T:
         raw = self.env.get(name)
@@ -95,13 +121,13 @@ class EnvReader:
         try:
             return parse(raw.strip())
         except ValueError:
-            self.problems.append(f"{name}={raw!r} is invalid: {fix}")
+            self.problems.append(Problem(name, raw, "is invalid", fix))
             return default
 
     def required(self, name: str, fix: str) -> str:
         raw = self.env.get(name, "").strip()
         if not raw:
-            self.problems.append(f"{name} is required: {fix}")
+            self.problems.append(Problem(name, None, "is required", fix))
         return raw
 
     def text(self, name: str, default: str) -> str:
@@ -113,7 +139,7 @@ class EnvReader:
             self.required(name, f"set a Kafka topic name ({fix})") if required else self.text(name, default)
         )
         if value and (not TOPIC_RE.match(value) or value in {".", ".."}):
-            self.problems.append(f"{name}={value!r} is not a legal Kafka topic name: {fix}")
+            self.problems.append(Problem(name, value, "is not a legal Kafka topic name", fix))
         return value
 
     def number(
@@ -161,66 +187,58 @@ def _check_endpoint(reader: EnvReader, endpoint: str) -> None:
         return
     parts = urlsplit(endpoint)
     if parts.scheme not in {"ws", "wss"} or not parts.hostname:
-        reader.problems.append(
-            f"RESONANCE_ENDPOINT={endpoint!r} is invalid: use a ws:// or wss:// URL, e.g. ws://lexamoris-server:8766"
-        )
+        fix = "use a ws:// or wss:// URL, e.g. ws://lexamoris-server:8766"
+        reader.problems.append(Problem("RESONANCE_ENDPOINT", endpoint, "is invalid", fix))
 
 
 def load(env: Mapping[str, str]) -> Config:
     """Build a Config from environment variables or raise ConfigError listing every problem."""
-    r = EnvReader(env)
-    node = r.text("RESONANCE_NODE", "resonance")
-    endpoint = r.required(
-        "RESONANCE_ENDPOINT", "set the node's WebSocket URL, e.g. ws://lexamoris-server:8766"
-    )
+    r, d = EnvReader(env), declared(Config)
+    seconds = "use seconds > 0, e.g. {:g}".format
+    node = r.text(*d["node"])
+    endpoint = r.required(d["endpoint"][0], "set the node's WebSocket URL, e.g. ws://lexamoris-server:8766")
     _check_endpoint(r, endpoint)
     config = Config(
         node=node,
         endpoint=endpoint,
-        topic=r.topic("RESONANCE_TOPIC", required=True),
-        anchor=r.required("RESONANCE_ANCHOR", "set the node's anchor, e.g. BOLZANO_71"),
-        bootstrap_servers=r.required("KAFKA_BOOTSTRAP_SERVERS", "set host:port[,host:port], e.g. kafka:9092"),
-        inbound_topic=r.topic("RESONANCE_INBOUND_TOPIC", "resonance.inbound"),
-        heartbeat_topic=r.topic("RESONANCE_HEARTBEAT_TOPIC", "resonance.heartbeats"),
-        deadletter_topic=r.topic("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter"),
-        frequency_hz=r.number(
-            "RESONANCE_FREQUENCY_HZ", 0.043, 0.0, 100.0, "use a number > 0 and <= 100 (Hz)"
-        ),
-        s_roi=r.number("RESONANCE_S_ROI", 0.502, -1e9, 1e9, "use a finite number, e.g. 0.5020"),
-        ack_mode="send" if r.choice("RESONANCE_ACK_MODE", "ack", ("ack", "send")) == "send" else "ack",
-        max_in_flight=r.integer("RESONANCE_MAX_IN_FLIGHT", 1000, 1, 1_000_000),
-        ack_timeout_s=r.number("RESONANCE_ACK_TIMEOUT_S", 30.0, 0.0, 86400.0, "use seconds > 0, e.g. 30"),
-        max_frame_bytes=r.integer("RESONANCE_MAX_FRAME_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
-        shutdown_grace_s=r.number(
-            "RESONANCE_SHUTDOWN_GRACE_S", 10.0, 0.0, 3600.0, "use seconds >= 0", zero_ok=True
-        ),
-        ws_ping_interval_s=r.number(
-            "RESONANCE_WS_PING_INTERVAL_S", 5.0, 0.0, 3600.0, "use seconds > 0, e.g. 5"
-        ),
-        ws_ping_timeout_s=r.number(
-            "RESONANCE_WS_PING_TIMEOUT_S", 10.0, 0.0, 3600.0, "use seconds > 0, e.g. 10"
-        ),
-        refused_retry_s=r.number("RESONANCE_REFUSED_RETRY_S", 60.0, 0.0, 3600.0, "use seconds > 0, e.g. 60"),
-        http_port=r.integer("RESONANCE_HTTP_PORT", 8080, 0, 65535),
-        group_id=r.text("KAFKA_GROUP_ID", f"resonance-bridge-{node}"),
-        enable_idempotence=r.boolean("KAFKA_ENABLE_IDEMPOTENCE", True),
-        fetch_max_wait_ms=r.integer("KAFKA_FETCH_MAX_WAIT_MS", 100, 0, 60_000),
-        session_timeout_ms=r.integer("KAFKA_SESSION_TIMEOUT_MS", 10000, 1000, 600_000),
-        heartbeat_interval_ms=r.integer("KAFKA_HEARTBEAT_INTERVAL_MS", 3000, 100, 600_000),
-        commit_interval_ms=r.integer("KAFKA_COMMIT_INTERVAL_MS", 1000, 10, 600_000),
-        linger_ms=r.integer("KAFKA_LINGER_MS", 5, 0, 60_000),
-        batch_size=r.integer("KAFKA_BATCH_SIZE", 256 * 1024, 1024, 64 * 1024 * 1024),
+        topic=r.topic(d["topic"][0], required=True),
+        anchor=r.required(d["anchor"][0], "set the node's anchor, e.g. BOLZANO_71"),
+        bootstrap_servers=r.required(d["bootstrap_servers"][0], "set host:port[,host:port], e.g. kafka:9092"),
+        inbound_topic=r.topic(*d["inbound_topic"]),
+        heartbeat_topic=r.topic(*d["heartbeat_topic"]),
+        deadletter_topic=r.topic(*d["deadletter_topic"]),
+        frequency_hz=r.number(*d["frequency_hz"], 0.0, 100.0, "use a number > 0 and <= 100 (Hz)"),
+        s_roi=r.number(*d["s_roi"], -1e9, 1e9, "use a finite number, e.g. 0.5020"),
+        ack_mode="send" if r.choice(*d["ack_mode"], ("ack", "send")) == "send" else "ack",
+        max_in_flight=r.integer(*d["max_in_flight"], 1, 1_000_000),
+        ack_timeout_s=r.number(*d["ack_timeout_s"], 0.0, 86400.0, seconds(30)),
+        max_frame_bytes=r.integer(*d["max_frame_bytes"], 1024, 64 * 1024 * 1024),
+        shutdown_grace_s=r.number(*d["shutdown_grace_s"], 0.0, 3600.0, "use seconds >= 0", zero_ok=True),
+        ws_ping_interval_s=r.number(*d["ws_ping_interval_s"], 0.0, 3600.0, seconds(5)),
+        ws_ping_timeout_s=r.number(*d["ws_ping_timeout_s"], 0.0, 3600.0, seconds(10)),
+        refused_retry_s=r.number(*d["refused_retry_s"], 0.0, 3600.0, seconds(60)),
+        http_port=r.integer(*d["http_port"], 0, 65535),
+        group_id=r.text(d["group_id"][0], f"resonance-bridge-{node}"),
+        enable_idempotence=r.boolean(*d["enable_idempotence"]),
+        fetch_max_wait_ms=r.integer(*d["fetch_max_wait_ms"], 0, 60_000),
+        session_timeout_ms=r.integer(*d["session_timeout_ms"], 1000, 600_000),
+        heartbeat_interval_ms=r.integer(*d["heartbeat_interval_ms"], 100, 600_000),
+        commit_interval_ms=r.integer(*d["commit_interval_ms"], 10, 600_000),
+        linger_ms=r.integer(*d["linger_ms"], 0, 60_000),
+        batch_size=r.integer(*d["batch_size"], 1024, 64 * 1024 * 1024),
         auto_offset_reset=(
-            "latest"
-            if r.choice("KAFKA_AUTO_OFFSET_RESET", "earliest", ("earliest", "latest")) == "latest"
-            else "earliest"
+            "latest" if r.choice(*d["auto_offset_reset"], ("earliest", "latest")) == "latest" else "earliest"
         ),
+        auth_token=env.get(d["auth_token"][0], "").strip(),  # free text: a token is never "invalid"
     )
-    config = dataclasses.replace(config, auth_token=env.get("RESONANCE_AUTH_TOKEN", "").strip())
     if config.heartbeat_interval_ms >= config.session_timeout_ms:
         r.problems.append(
-            f"KAFKA_HEARTBEAT_INTERVAL_MS={config.heartbeat_interval_ms} must be lower than "
-            f"KAFKA_SESSION_TIMEOUT_MS={config.session_timeout_ms}: lower the first or raise the second"
+            Problem(
+                d["heartbeat_interval_ms"][0],
+                str(config.heartbeat_interval_ms),
+                f"must be lower than KAFKA_SESSION_TIMEOUT_MS={config.session_timeout_ms}",
+                "lower the first or raise the second",
+            )
         )
     if r.problems:
         raise ConfigError(r.problems)

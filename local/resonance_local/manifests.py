@@ -16,25 +16,12 @@ from pydantic import ValidationError
 from resonance_bridge.config import ConfigError
 from resonance_bridge.config import load as load_bridge_config
 from resonance_operator import GROUP, KIND
-from resonance_operator.builders import bridge_env
+from resonance_operator.builders import SPEC_ENV, bridge_env
 from resonance_operator.model import NodeSpec
 from resonance_operator.settings import Settings
 
 from .embedded import EMBEDDED_CLIENT_ENV
 
-# Bridge variables and the spec fields they come from, to word the bridge's checks in spec terms.
-SPEC_FIELD = {
-    "RESONANCE_ENDPOINT": "endpoint",
-    "RESONANCE_TOPIC": "topic",
-    "RESONANCE_ANCHOR": "anchor",
-    "RESONANCE_INBOUND_TOPIC": "inboundTopic",
-    "RESONANCE_FREQUENCY_HZ": "frequencyHz",
-    "RESONANCE_S_ROI": "sRoi",
-    "RESONANCE_ACK_MODE": "ackMode",
-    "RESONANCE_MAX_IN_FLIGHT": "maxInFlight",
-    "RESONANCE_SHUTDOWN_GRACE_S": "shutdownGraceSeconds",
-    "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrapServers",
-}
 # What a local run changes in the environment the operator computes, and why.
 LOCAL_OVERRIDES = {
     "RESONANCE_ENDPOINT": "the local reference node, when `up` starts the nodes",
@@ -89,9 +76,9 @@ def _check(doc: Any, source: Path, settings: Settings) -> LocalNode | str:
     try:
         load_bridge_config(bridge_env(name, "local", model, settings))
     except ConfigError as exc:
-        variable = exc.problems[0].split("=", 1)[0].split(" ", 1)[0]
-        field = SPEC_FIELD.get(variable, variable)
-        return f"{source} ({name}): spec.{field}: {exc.problems[0].split(': ', 1)[-1]}"
+        problem = exc.problems[0]  # the bridge's check, worded in the manifest's terms
+        field = SPEC_ENV.get(problem.variable, problem.variable)
+        return f"{source} ({name}): spec.{field}: {problem.fix}"
     return LocalNode(name, model, source)
 
 

@@ -47,24 +47,43 @@ def _number(value: float) -> str:
     return repr(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+# Bridge variables set from a spec field (named as in the CRD): the one table of that mapping, also
+# used to word the bridge's checks in spec terms for `resonance up` (resonance_local.manifests).
+SPEC_ENV = {
+    "RESONANCE_ENDPOINT": "endpoint",
+    "RESONANCE_TOPIC": "topic",
+    "RESONANCE_ANCHOR": "anchor",
+    "RESONANCE_INBOUND_TOPIC": "inboundTopic",
+    "RESONANCE_FREQUENCY_HZ": "frequencyHz",
+    "RESONANCE_S_ROI": "sRoi",
+    "RESONANCE_ACK_MODE": "ackMode",
+    "RESONANCE_MAX_IN_FLIGHT": "maxInFlight",
+    "RESONANCE_SHUTDOWN_GRACE_S": "shutdownGraceSeconds",
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrapServers",  # or the operator's default
+}
+
+
+def _field(spec: NodeSpec, path: str) -> Any:
+    value: Any = spec.model_dump(by_alias=True)
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings) -> dict[str, str]:
     """The bridge's configuration contract (see the README's bridge table), derived from the node."""
+    from_spec = {var: _field(spec, path) for var, path in SPEC_ENV.items()}
     return {
         "RESONANCE_NODE": name,
-        "RESONANCE_ENDPOINT": spec.endpoint,
-        "RESONANCE_TOPIC": spec.topic,
-        "RESONANCE_ANCHOR": spec.anchor,
-        "RESONANCE_INBOUND_TOPIC": spec.inbound_topic,
+        **{
+            var: _number(v) if isinstance(v, float) else str(v)
+            for var, v in from_spec.items()
+            if v is not None
+        },
         "RESONANCE_HEARTBEAT_TOPIC": settings.heartbeat_topic,
         "RESONANCE_DEADLETTER_TOPIC": settings.deadletter_topic,
-        "RESONANCE_FREQUENCY_HZ": _number(spec.frequency_hz),
-        "RESONANCE_S_ROI": _number(spec.s_roi),
-        "RESONANCE_ACK_MODE": spec.ack_mode,
-        "RESONANCE_MAX_IN_FLIGHT": str(spec.max_in_flight),
-        "RESONANCE_SHUTDOWN_GRACE_S": str(spec.shutdown_grace_seconds),
         "RESONANCE_HTTP_PORT": str(HTTP_PORT),
-        "KAFKA_BOOTSTRAP_SERVERS": (spec.kafka and spec.kafka.bootstrap_servers)
-        or settings.kafka_bootstrap_servers,
+        "KAFKA_BOOTSTRAP_SERVERS": from_spec["KAFKA_BOOTSTRAP_SERVERS"] or settings.kafka_bootstrap_servers,
         # Namespaced, so that nodes of the same name in two namespaces never share offsets.
         "KAFKA_GROUP_ID": f"resonance-bridge.{namespace}.{name}",
         "KAFKA_ENABLE_IDEMPOTENCE": "true" if settings.kafka_enable_idempotence else "false",

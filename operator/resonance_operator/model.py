@@ -1,13 +1,25 @@
 """The ResonanceNode spec as the API server hands it over (validated and defaulted by the CRD schema).
 
-Parsing it once into a model keeps the builders free of dict lookups and their typos."""
+Parsing it once into a model keeps the builders free of dict lookups and their typos. The defaults
+are the CRD's own (resonancenodes.yaml, shipped in this package): a manifest read on a laptop
+(`resonance up`) is defaulted exactly as the API server defaults it."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+CRD = yaml.safe_load(files(__package__).joinpath("resonancenodes.yaml").read_text())
+_SPEC = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+
+
+def crd_default(field: str) -> Any:
+    """The default the CRD schema declares for spec.<field>."""
+    return _SPEC[field]["default"]
 
 
 class _Model(BaseModel):
@@ -38,14 +50,14 @@ class NodeSpec(_Model):
     endpoint: str
     topic: str
     anchor: str
-    inbound_topic: str = "resonance.inbound"
-    frequency_hz: float = 0.043
-    s_roi: float = 0.502
-    ack_mode: Literal["ack", "send"] = "ack"
-    max_in_flight: int = 1000
-    shutdown_grace_seconds: int = 10
-    replicas: int = 1
-    paused: bool = False
+    inbound_topic: str = crd_default("inboundTopic")
+    frequency_hz: float = crd_default("frequencyHz")
+    s_roi: float = crd_default("sRoi")
+    ack_mode: Literal["ack", "send"] = crd_default("ackMode")
+    max_in_flight: int = crd_default("maxInFlight")
+    shutdown_grace_seconds: int = crd_default("shutdownGraceSeconds")
+    replicas: int = crd_default("replicas")
+    paused: bool = crd_default("paused")
     resources: Resources | None = None
     kafka: Kafka | None = None
     auth: Auth | None = None

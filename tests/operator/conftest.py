@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .kube import ROOT, Cluster, Operator
+from ..support.kube import ROOT, Cluster, Operator
 
 
 @pytest.fixture(scope="session")

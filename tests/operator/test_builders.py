@@ -12,7 +12,7 @@ from resonance_operator import builders, status
 from resonance_operator.model import Node
 from resonance_operator.settings import Settings, load
 
-from .kube import ROOT
+from ..support.kube import ROOT
 
 GOLDEN = ROOT / "tests" / "golden"
 SETTINGS = Settings(bridge_image="ghcr.io/resonance-io/resonance:0.1.0", kafka_bootstrap_servers="kafka:9092")

@@ -10,11 +10,12 @@ from pathlib import Path
 import yaml
 from resonance_local.embedded import free_port
 
-from ..chart import render
-from .kube import ROOT, Cluster, eventually
+from ..support.chart import render
+from ..support.kube import ROOT, Cluster
+from ..support.poll import until
 
 
-def test_rendered_chart_applies_and_its_operator_reconciles(
+async def test_rendered_chart_applies_and_its_operator_reconciles(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     docs = render(
@@ -43,10 +44,12 @@ def test_rendered_chart_applies_and_its_operator_reconciles(
         example = yaml.safe_load((ROOT / "examples" / "lexamoris-node.yaml").read_text())
         example["metadata"]["namespace"] = namespace
         cluster.apply(example)
-        eventually(
+        await until(
             lambda: cluster.get("deployment", "resonance-bridge-lexamoris", namespace), 60, "the bridge"
         )
-        eventually(lambda: "resonance-bridge-lexamoris" in log.read_text(), 60, "the chart's operator to act")
+        await until(
+            lambda: "resonance-bridge-lexamoris" in log.read_text(), 60, "the chart's operator to act"
+        )
         assert f"namespaces {namespace}" in log.read_text()  # it watches what the chart told it to
     finally:
         operator.kill()

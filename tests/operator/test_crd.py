@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
 
-from .kube import Cluster
-
-NODE: dict[str, Any] = {
-    "apiVersion": "resonance.io/v1alpha1",
-    "kind": "ResonanceNode",
-    "metadata": {"name": "lexamoris"},
-    "spec": {
-        "endpoint": "ws://lexamoris-server:8766",
-        "topic": "resonance.lexamoris",
-        "anchor": "BOLZANO_71",
-    },
-}
-
-
-def node(namespace: str, name: str = "lexamoris", **spec: Any) -> dict[str, Any]:
-    body = copy.deepcopy(NODE)
-    body["metadata"] = {"name": name, "namespace": namespace}
-    body["spec"].update(spec)
-    for key in [k for k, v in body["spec"].items() if v is None]:
-        del body["spec"][key]
-    return body
+from ..support.kube import Cluster, node
 
 
 @pytest.mark.parametrize(

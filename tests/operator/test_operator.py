@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -13,29 +13,29 @@ from resonance_operator import builders
 from resonance_operator.model import Node
 from resonance_operator.settings import Settings
 
-from .kube import Cluster, Operator, condition, eventually
-from .test_crd import node
+from ..support.kube import Cluster, Operator, condition, node
+from ..support.poll import until
 
 SETTINGS = Settings(bridge_image="resonance:test", kafka_bootstrap_servers="kafka.resonance:9092")
 
 
-def deployment_of(cluster: Cluster, namespace: str, name: str, timeout: float = 30) -> dict[str, Any]:
-    return eventually(
+async def deployment_of(cluster: Cluster, namespace: str, name: str, timeout: float = 30) -> dict[str, Any]:
+    return await until(
         lambda: cluster.get("deployment", builders.deployment_name(name), namespace),
         timeout,
         f"Deployment of {namespace}/{name}",
     )
 
 
-def wait_for_replicas(cluster: Cluster, namespace: str, replicas: int, what: str) -> None:
+async def wait_for_replicas(cluster: Cluster, namespace: str, replicas: int, what: str) -> None:
     def spec_replicas() -> bool:
         deployment = cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {}
         return bool(deployment.get("spec", {}).get("replicas") == replicas)
 
-    eventually(spec_replicas, 30, what)
+    await until(spec_replicas, 30, what)
 
 
-def test_each_example_gets_exactly_one_deployment(
+async def test_each_example_gets_exactly_one_deployment(
     cluster: Cluster, operator: Operator, namespace: str, examples: Path
 ) -> None:
     for path in sorted(examples.glob("*-node.yaml")):
@@ -43,7 +43,7 @@ def test_each_example_gets_exactly_one_deployment(
         manifest["metadata"]["namespace"] = namespace
         cluster.apply(manifest)
         name = manifest["metadata"]["name"]
-        deployment = deployment_of(cluster, namespace, name)
+        deployment = await deployment_of(cluster, namespace, name)
         body = cluster.get("rn", name, namespace)
         assert body is not None
         expected = builders.deployment(Node.from_body(body), SETTINGS)
@@ -73,16 +73,18 @@ def test_each_example_gets_exactly_one_deployment(
         assert len(pod["metadata"]["annotations"][builders.HASH_ANNOTATION]) == 16
     names = sorted(d["metadata"]["name"] for d in cluster.items("deployments", namespace))
     assert names == ["resonance-bridge-lexamoris", "resonance-bridge-nexus"]
-    status = eventually(
+    status = await until(
         lambda: (cluster.get("rn", "nexus", namespace) or {}).get("status"), 30, "nexus status"
     )
     assert status["deployment"] == "resonance-bridge-nexus"
     assert condition({"status": status}, "Ready") is not None
 
 
-def test_kubectl_get_prints_the_columns(cluster: Cluster, operator: Operator, namespace: str) -> None:
+async def test_kubectl_get_prints_the_columns(cluster: Cluster, operator: Operator, namespace: str) -> None:
     cluster.apply(node(namespace))
-    eventually(lambda: condition(cluster.get("rn", "lexamoris", namespace), "Ready"), 30, "a Ready condition")
+    await until(
+        lambda: condition(cluster.get("rn", "lexamoris", namespace), "Ready"), 30, "a Ready condition"
+    )
     table = cluster.kubectl("get", "resonancenodes", "-n", namespace).stdout.splitlines()
     assert table[0].split() == ["NAME", "ENDPOINT", "TOPIC", "ANCHOR", "READY", "AGE"]
     assert table[1].split()[:5] == [
@@ -97,11 +99,11 @@ def test_kubectl_get_prints_the_columns(cluster: Cluster, operator: Operator, na
     assert wide[1].split()[5:7] == ["resonance.inbound", "1"]
 
 
-def test_spec_change_rolls_and_metadata_change_does_not(
+async def test_spec_change_rolls_and_metadata_change_does_not(
     cluster: Cluster, operator: Operator, namespace: str
 ) -> None:
     cluster.apply(node(namespace))
-    first = deployment_of(cluster, namespace, "lexamoris")
+    first = await deployment_of(cluster, namespace, "lexamoris")
     old_hash = first["spec"]["template"]["metadata"]["annotations"][builders.HASH_ANNOTATION]
     cluster.apply(node(namespace, frequencyHz=2))
 
@@ -110,15 +112,15 @@ def test_spec_change_rolls_and_metadata_change_does_not(
         new = d and d["spec"]["template"]["metadata"]["annotations"][builders.HASH_ANNOTATION]
         return d if new and new != old_hash else None
 
-    second = eventually(rolled, 30, "a new config hash")
+    second = await until(rolled, 30, "a new config hash")
     env = {e["name"]: e["value"] for e in second["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["RESONANCE_FREQUENCY_HZ"] == "2"
     cluster.kubectl("label", "rn", "lexamoris", "-n", namespace, "team=resonance")
     cluster.kubectl("annotate", "rn", "lexamoris", "-n", namespace, "note=hello")
-    eventually(
+    await until(
         lambda: "team" in ((cluster.get("rn", "lexamoris", namespace) or {})["metadata"].get("labels") or {})
     )
-    time.sleep(2)  # give a wrongly triggered update the time to happen
+    await asyncio.sleep(2)  # give a wrongly triggered update the time to happen
     third = cluster.get("deployment", "resonance-bridge-lexamoris", namespace)
     assert third is not None and third["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"]
 
@@ -137,9 +139,9 @@ def _set_ready(cluster: Cluster, namespace: str, ready: int) -> None:
     cluster.patch("deployment", "resonance-bridge-lexamoris", namespace, {"status": status}, "status")
 
 
-def test_ready_follows_the_deployment(cluster: Cluster, operator: Operator, namespace: str) -> None:
+async def test_ready_follows_the_deployment(cluster: Cluster, operator: Operator, namespace: str) -> None:
     cluster.apply(node(namespace))
-    deployment_of(cluster, namespace, "lexamoris")
+    await deployment_of(cluster, namespace, "lexamoris")
     _set_ready(cluster, namespace, 1)
 
     def ready_is(value: str) -> dict[str, Any] | None:
@@ -147,33 +149,33 @@ def test_ready_follows_the_deployment(cluster: Cluster, operator: Operator, name
         cond = condition(body, "Ready")
         return body if cond and cond["status"] == value else None
 
-    body = eventually(lambda: ready_is("True"), 30, "Ready=True")
+    body = await until(lambda: ready_is("True"), 30, "Ready=True")
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
     assert condition(body, "Ready")["observedGeneration"] == body["metadata"]["generation"]  # type: ignore[index]
     assert body["status"]["readyReplicas"] == 1
     assert condition(body, "Progressing")["reason"] == "RolledOut"  # type: ignore[index]
     _set_ready(cluster, namespace, 0)
-    body = eventually(lambda: ready_is("False"), 30, "Ready=False")
+    body = await until(lambda: ready_is("False"), 30, "Ready=False")
     assert condition(body, "Ready")["reason"] == "BridgeNotReady"  # type: ignore[index]
 
 
-def test_deleted_deployment_is_recreated_and_paused_scales_to_zero(
+async def test_deleted_deployment_is_recreated_and_paused_scales_to_zero(
     cluster: Cluster, operator: Operator, namespace: str
 ) -> None:
     cluster.apply(node(namespace))
-    first = deployment_of(cluster, namespace, "lexamoris")
+    first = await deployment_of(cluster, namespace, "lexamoris")
     cluster.kubectl("delete", "deployment", "resonance-bridge-lexamoris", "-n", namespace)
 
     def recreated() -> dict[str, Any] | None:
         d = cluster.get("deployment", "resonance-bridge-lexamoris", namespace)
         return d if d and d["metadata"]["uid"] != first["metadata"]["uid"] else None
 
-    eventually(recreated, 30, "the Deployment to be recreated")
+    await until(recreated, 30, "the Deployment to be recreated")
     cluster.patch("deployment", "resonance-bridge-lexamoris", namespace, {"spec": {"replicas": 5}})
-    wait_for_replicas(cluster, namespace, 1, "the hand edit to be reverted")
+    await wait_for_replicas(cluster, namespace, 1, "the hand edit to be reverted")
     cluster.apply(node(namespace, paused=True))
-    wait_for_replicas(cluster, namespace, 0, "replicas 0")
-    paused = eventually(
+    await wait_for_replicas(cluster, namespace, 0, "replicas 0")
+    paused = await until(
         lambda: (
             (c := condition(cluster.get("rn", "lexamoris", namespace), "Ready"))
             and c["reason"] == "Paused"
@@ -185,44 +187,50 @@ def test_deleted_deployment_is_recreated_and_paused_scales_to_zero(
     assert "paused" in paused["message"] and paused["status"] == "False"
 
 
-def test_operator_restart_adopts_what_exists(cluster: Cluster, operator: Operator, namespace: str) -> None:
+async def test_operator_restart_adopts_what_exists(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
     cluster.apply(node(namespace))
-    before = deployment_of(cluster, namespace, "lexamoris")
-    eventually(lambda: condition(cluster.get("rn", "lexamoris", namespace), "Ready"), 30, "status")
-    time.sleep(1)
+    before = await deployment_of(cluster, namespace, "lexamoris")
+    await until(lambda: condition(cluster.get("rn", "lexamoris", namespace), "Ready"), 30, "status")
+    await asyncio.sleep(1)
     before = cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or before
     operator.kill()
     seen = len(operator.output())
     operator.start()
-    eventually(
+    await until(
         lambda: "Deployment resonance-bridge-lexamoris is up to date" in operator.output()[seen:],
         60,
         "the restarted operator to resume the node",
     )
-    time.sleep(1)
+    await asyncio.sleep(1)
     after = cluster.items("deployments", namespace)
     assert len(after) == 1
     assert after[0]["metadata"]["uid"] == before["metadata"]["uid"]
     assert after[0]["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
 
-def test_fifty_nodes_at_once(cluster: Cluster, operator: Operator, namespace: str) -> None:
+async def test_fifty_nodes_at_once(cluster: Cluster, operator: Operator, namespace: str) -> None:
     nodes = [node(namespace, name=f"node-{i:02d}", topic=f"resonance.node-{i:02d}") for i in range(50)]
     cluster.apply(yaml.safe_dump_all(nodes))
-    eventually(lambda: len(cluster.items("deployments", namespace)) == 50, 120, "50 Deployments")
+    await until(lambda: len(cluster.items("deployments", namespace)) == 50, 120, "50 Deployments")
     owners = sorted(
         d["metadata"]["ownerReferences"][0]["name"] for d in cluster.items("deployments", namespace)
     )
     assert owners == [f"node-{i:02d}" for i in range(50)]
-    eventually(lambda: all(condition(n, "Ready") for n in cluster.items("rn", namespace)), 120, "50 statuses")
+    await until(
+        lambda: all(condition(n, "Ready") for n in cluster.items("rn", namespace)), 120, "50 statuses"
+    )
 
 
-def test_scale_subresource_scales_the_bridge(cluster: Cluster, operator: Operator, namespace: str) -> None:
+async def test_scale_subresource_scales_the_bridge(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
     cluster.apply(node(namespace))
-    deployment_of(cluster, namespace, "lexamoris")
+    await deployment_of(cluster, namespace, "lexamoris")
     # What `kubectl scale rn lexamoris --replicas=2` does (kube-lite refuses kubectl scale's protobuf).
     cluster.patch("rn", "lexamoris", namespace, {"spec": {"replicas": 2}}, "scale")
-    wait_for_replicas(cluster, namespace, 2, "the Deployment scaled to 2")
+    await wait_for_replicas(cluster, namespace, 2, "the Deployment scaled to 2")
     scale = json.loads(
         cluster.kubectl(
             "get",
@@ -231,7 +239,7 @@ def test_scale_subresource_scales_the_bridge(cluster: Cluster, operator: Operato
         ).stdout
     )
     assert scale["spec"]["replicas"] == 2
-    eventually(
+    await until(
         lambda: (
             json.loads(
                 cluster.kubectl(
@@ -247,7 +255,7 @@ def test_scale_subresource_scales_the_bridge(cluster: Cluster, operator: Operato
     )
 
 
-def test_operator_liveness_endpoint(operator: Operator) -> None:
+async def test_operator_liveness_endpoint(operator: Operator) -> None:
     url = f"http://127.0.0.1:{operator.env['RESONANCE_OPERATOR_LIVENESS_PORT']}/healthz"
 
     def alive() -> dict[str, Any] | None:
@@ -258,5 +266,5 @@ def test_operator_liveness_endpoint(operator: Operator) -> None:
         except OSError:
             return None
 
-    body = eventually(alive, 60, "the operator's /healthz")
+    body = await until(alive, 60, "the operator's /healthz")
     assert "kubernetes" in body  # the probe reached the API server (a failing probe makes /healthz 500)

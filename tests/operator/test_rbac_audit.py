@@ -10,8 +10,8 @@ from typing import Any
 
 from resonance_operator.storage import API_CALLS, CLUSTER_READS
 
-from .kube import Cluster, Operator, eventually
-from .test_crd import node
+from ..support.kube import Cluster, Operator, node
+from ..support.poll import until
 
 OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")  # kopf's own client, and kubernetes_asyncio's
 
@@ -28,15 +28,17 @@ def recorded_calls(cluster: Cluster) -> set[tuple[str, str, str]]:
     return calls
 
 
-def test_operator_calls_only_what_rbac_grants(cluster: Cluster, operator: Operator, namespace: str) -> None:
+async def test_operator_calls_only_what_rbac_grants(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
     cluster.apply(node(namespace))  # create: deployment created, status patched, event posted
-    eventually(lambda: cluster.get("deployment", "resonance-bridge-lexamoris", namespace), 30, "the bridge")
+    await until(lambda: cluster.get("deployment", "resonance-bridge-lexamoris", namespace), 30, "the bridge")
     cluster.kubectl("delete", "deployment", "resonance-bridge-lexamoris", "-n", namespace)  # recreated
-    eventually(
+    await until(
         lambda: cluster.get("deployment", "resonance-bridge-lexamoris", namespace), 30, "the new bridge"
     )
     cluster.apply(node(namespace, frequencyHz=3))  # update: server-side apply
-    eventually(
+    await until(
         lambda: any(v == "patch" and r == "deployments" for _, r, v in recorded_calls(cluster)),
         30,
         "a Deployment patch",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -104,20 +103,29 @@ def _free_port() -> int:
     return free_port()
 
 
-def eventually(probe: Callable[[], T | None], timeout: float = 30, what: str = "condition") -> T:
-    """Poll until probe() returns something truthy; fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-
-
 def condition(node: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for cond in ((node or {}).get("status") or {}).get("conditions") or []:
         if cond["type"] == type_:
             return dict(cond)
     return None
+
+
+NODE: dict[str, Any] = {
+    "apiVersion": "resonance.io/v1alpha1",
+    "kind": "ResonanceNode",
+    "metadata": {"name": "lexamoris"},
+    "spec": {
+        "endpoint": "ws://lexamoris-server:8766",
+        "topic": "resonance.lexamoris",
+        "anchor": "BOLZANO_71",
+    },
+}
+
+
+def node(namespace: str, name: str = "lexamoris", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = copy.deepcopy(NODE)
+    body["metadata"] = {"name": name, "namespace": namespace}
+    body["spec"].update(spec)
+    for key in [k for k, v in body["spec"].items() if v is None]:
+        del body["spec"][key]
+    return body

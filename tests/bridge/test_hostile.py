@@ -14,8 +14,18 @@ from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 from websockets.asyncio.server import ServerConnection, serve
 
-from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, seqs, state_update, until
-from .proxy import Proxied, Proxy
+from ..support.harness import (
+    BridgeProcess,
+    Committed,
+    Topics,
+    bridge_env,
+    consume,
+    produce,
+    seqs,
+    state_update,
+)
+from ..support.poll import until
+from ..support.proxy import Proxied, Proxy
 
 DEEP = b'{"type": "state_update", "data": ' + b"[" * 3000 + b"]" * 3000 + b"}"  # 6 KB, valid JSON
 POISON = [DEEP, b"\xff\xfe not utf-8", b'{"type": "' + b"t" * 5000 + b'"}', b"[1, 2]", b"{broken"]

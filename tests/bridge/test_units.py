@@ -61,8 +61,8 @@ def test_config_defaults_follow_the_contract() -> None:
 def test_config_rejects_with_variable_value_and_fix(name: str, value: str, needle: str) -> None:
     with pytest.raises(ConfigError) as error:
         load({**BASE, name: value})
-    assert len(error.value.problems) == 1
-    assert error.value.problems[0].startswith(name) and needle in error.value.problems[0]
+    [problem] = error.value.problems
+    assert problem.variable == name and str(problem).startswith(name) and needle in str(problem)
 
 
 def test_config_accepts_wss_and_overrides() -> None:

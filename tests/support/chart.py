@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "resonance"
 ALL_ON = ["--set", "kafka.dev.enabled=true", "--set", "demo.enabled=true"]
 

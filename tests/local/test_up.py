@@ -16,7 +16,7 @@ from resonance_operator import builders
 from resonance_operator.model import Node
 from resonance_operator.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PIPE = asyncio.subprocess.PIPE
 
 

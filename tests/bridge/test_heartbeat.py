@@ -12,7 +12,7 @@ from pathlib import Path
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
-from .harness import BridgeProcess, Topics, bridge_env, consume
+from ..support.harness import BridgeProcess, Topics, bridge_env, consume
 
 
 async def test_heartbeats_at_frequency_and_sync_on_connect(

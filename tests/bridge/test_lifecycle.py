@@ -13,7 +13,8 @@ from pathlib import Path
 from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.node import NodeServer
 
-from .harness import BridgeProcess, Committed, Topics, bridge_env, produce, state_update, until
+from ..support.harness import BridgeProcess, Committed, Topics, bridge_env, produce, state_update
+from ..support.poll import until
 
 
 def test_bad_configuration_exits_2_naming_each_variable() -> None:

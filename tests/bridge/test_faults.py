@@ -12,8 +12,18 @@ from pathlib import Path
 from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.node import NodeServer
 
-from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, seqs, state_update, until
-from .proxy import Proxied
+from ..support.harness import (
+    BridgeProcess,
+    Committed,
+    Topics,
+    bridge_env,
+    consume,
+    produce,
+    seqs,
+    state_update,
+)
+from ..support.poll import until
+from ..support.proxy import Proxied
 
 
 async def test_broker_down_at_start_is_waited_for(topics: Topics, node: NodeServer, workdir: Path) -> None:

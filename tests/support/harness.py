@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_local.embedded import EMBEDDED_CLIENT_ENV, EmbeddedBroker, free_port
 from resonance_local.node import NodeServer
+
+from .poll import until
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class BridgeProcess:
         return 0.0
 
     async def wait_ready(self, timeout: float = 30) -> None:
-        await until(lambda: self._ready(), timeout, f"bridge not ready; log:\n{self.output()}")
+        await until(self._ready, timeout, lambda: f"the bridge to be ready; log:\n{self.output()}")
 
     def _ready(self) -> bool:
         assert self.process is not None and self.process.poll() is None, self.output()
@@ -146,16 +148,6 @@ class BridgeProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
-
-
-async def until(
-    predicate: Callable[[], bool], timeout: float, message: str | Callable[[], str] = "condition not met"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(message() if callable(message) else message)
-        await asyncio.sleep(0.05)
 
 
 def state_update(seq: int) -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 from resonance_local.embedded import EmbeddedBroker, free_port
 from websockets.asyncio.client import ClientConnection, connect
 
-from .harness import Topics
+from ..support.harness import Topics
 
 RESONANCE = [sys.executable, "-m", "resonance_local"]
 PIPE = asyncio.subprocess.PIPE

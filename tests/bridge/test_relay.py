@@ -11,7 +11,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
-from .harness import BridgeProcess, Committed, Topics, bridge_env, consume, produce, seqs, state_update, until
+from ..support.harness import (
+    BridgeProcess,
+    Committed,
+    Topics,
+    bridge_env,
+    consume,
+    produce,
+    seqs,
+    state_update,
+)
+from ..support.poll import until
 
 
 def endpoint(node: NodeServer) -> str:

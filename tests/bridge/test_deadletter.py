@@ -9,7 +9,8 @@ from pathlib import Path
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
-from .harness import BridgeProcess, Topics, bridge_env, consume, produce, state_update, until
+from ..support.harness import BridgeProcess, Topics, bridge_env, consume, produce, state_update
+from ..support.poll import until
 
 BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ("this is not json", "not_json"),

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from resonance_operator.storage import API_CALLS, CLUSTER_READS
 
-from .chart import ALL_ON, CHART, ROOT, helm, render
+from ..support.chart import ALL_ON, CHART, ROOT, helm, render
 
 BIN = Path(sys.executable).parent
 
@@ -46,8 +46,9 @@ def test_values_schema_rejects_wrong_type_and_unknown_key() -> None:
 
 
 def test_chart_crd_is_the_repository_crd() -> None:
-    ours = (ROOT / "crds" / "resonancenodes.yaml").read_text()
+    ours = (ROOT / "operator" / "resonance_operator" / "resonancenodes.yaml").read_text()
     assert (CHART / "crds" / "resonancenodes.yaml").read_text() == ours, "run `make crds`"
+    assert (ROOT / "crds" / "resonancenodes.yaml").read_text() == ours, "run `make crds`"
 
 
 def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
