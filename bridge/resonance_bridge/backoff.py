@@ -1,5 +1,5 @@
 """One retry policy for every loop that retries forever (connecting to the node, starting a Kafka
-client, storing a record, fetching, restarting an upkeep loop).
+client, storing a record, fetching, restarting a background loop).
 
 A failure is classified. *Unreachable* (connection refused, DNS, a timeout) may pass any moment:
 retry with jittered exponential backoff. *Refused* (HTTP 401/403 on the handshake, a certificate
@@ -16,7 +16,8 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,6 +126,21 @@ class Retry:
 
     def _pace(self, failure: Failure) -> str:
         return f"every ~{self.refused_delay:.0f}s" if failure.kind == "refused" else "with backoff"
+
+
+async def keep_running(name: str, loop: Callable[[], Awaitable[None]], log: logging.Logger) -> None:
+    """Keep a background loop alive: a bug or an odd error in one tick must not stop heartbeats.
+    Restarts back off (1 s doubling to a minute), so a loop that fails at once cannot spin."""
+    backoff = Backoff(initial=1.0, maximum=60.0)
+    while True:
+        started = time.monotonic()
+        try:
+            await loop()
+        except Exception:
+            log.exception("%s failed; restarting it", name)
+        if time.monotonic() - started > backoff.maximum:
+            backoff.reset()
+        await asyncio.sleep(backoff.next_delay())
 
 
 async def pause(delay: float, stopping: asyncio.Event) -> None:

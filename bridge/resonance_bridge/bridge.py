@@ -1,8 +1,9 @@
 """One bridge: a node's Kafka topic <-> its WebSocket endpoint, at-least-once both ways.
 
 The Bridge owns what outlives a connection: the Kafka clients, the Relay (the in-flight window and
-its rules), the loop over connections with its backoff, and the upkeep loops (heartbeats, offset
-commits, a Kafka probe). Each connection is a Session (session.py) that ends as a unit.
+its rules), the loop over connections with its retry policy, and the loops that run beside the
+sessions (heartbeats, offset commits, a Kafka probe). Each connection is a Session (session.py) that
+ends as a unit.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake
 
-from . import codec, kafka, upkeep
-from .backoff import Failure, Retry, pause
+from . import codec, kafka
+from .backoff import Failure, Retry, keep_running, pause
 from .config import CLOSE_BUDGET_S, Config
 from .connection import NodeConnection
 from .metrics import Metrics
 from .reader import KafkaReader
 from .relay import Relay
+from .schedule import every
 from .session import Session, Shared
 from .writer import KafkaWriter
 
@@ -105,13 +107,11 @@ class Bridge:
             self.kafka_ok = True
             self.metrics.kafka_connected.set(1)
             loops = {
-                "heartbeats": lambda: upkeep.heartbeats(
-                    cfg, lambda: self._emit_heartbeat(writer), self.metrics
-                ),
-                "commits": lambda: upkeep.commits(cfg, reader, self.metrics),
-                "kafka probe": lambda: upkeep.probe(reader, self._kafka_probed),
+                "heartbeats": lambda: self._heartbeats(writer),
+                "commits": lambda: self._commits(reader),
+                "kafka probe": lambda: self._probe(reader),
             }
-            background = [asyncio.create_task(upkeep.supervise(name, loop)) for name, loop in loops.items()]
+            background = [asyncio.create_task(keep_running(name, loop, log)) for name, loop in loops.items()]
             try:
                 await self._connections(shared)
             finally:
@@ -160,15 +160,40 @@ class Bridge:
                 log.info("session lasted %.1fs; reconnecting in %.1fs", lasted, delay)
                 await pause(delay, self.stopping)
 
-    def _kafka_probed(self, ok: bool) -> None:
-        if ok and not self.kafka_ok:
-            self.metrics.kafka_reconnects.inc()
-        if ok != self.kafka_ok:
-            log.warning("kafka %s", "reachable again" if ok else "unreachable")
-        self.kafka_ok = ok
-        self.metrics.kafka_connected.set(int(ok))
+    # --- the loops that outlive a session (kept running by keep_running) ---------------------------
 
-    async def _emit_heartbeat(self, writer: KafkaWriter) -> None:
+    async def _heartbeats(self, writer: KafkaWriter) -> None:
+        """Each tick's sends run in a task of their own: a slow broker or node cannot delay the next."""
+        beating: set[asyncio.Task[None]] = set()
+
+        def tick() -> None:
+            task = asyncio.create_task(self._heartbeat(writer))
+            beating.add(task)
+            task.add_done_callback(beating.discard)
+
+        await every(self.config.heartbeat_interval_s, tick, self.metrics.heartbeat_drift.set)
+
+    async def _commits(self, reader: KafkaReader) -> None:
+        """Commit what is done, on a timer: one commit request covers many acks."""
+        while True:
+            await asyncio.sleep(self.config.commit_interval_ms / 1000)
+            await reader.commit()
+            self.metrics.consumer_lag.set(await reader.lag())
+
+    async def _probe(self, reader: KafkaReader, interval_s: float = 5.0) -> None:
+        """A metadata round trip every few seconds: aiokafka reconnects quietly, so without this a
+        broker outage would not show in readiness or metrics."""
+        while True:
+            await asyncio.sleep(interval_s)
+            ok = await reader.reachable()
+            if ok and not self.kafka_ok:
+                self.metrics.kafka_reconnects.inc()
+            if ok != self.kafka_ok:
+                log.warning("kafka %s", "reachable again" if ok else "unreachable")
+            self.kafka_ok = ok
+            self.metrics.kafka_connected.set(int(ok))
+
+    async def _heartbeat(self, writer: KafkaWriter) -> None:
         cfg = self.config
         body = codec.heartbeat(cfg.anchor, cfg.frequency_hz, cfg.s_roi)
         self.metrics.heartbeats.inc()

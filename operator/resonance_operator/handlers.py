@@ -18,20 +18,15 @@ from .settings import Settings, load
 from .storage import Kube, KubeError
 
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-
-
-class _State:
-    kube: Kube
-    settings: Settings
-
-
-state = _State()
+# The operator's state is kopf's memo: `settings` (loaded once by main.run, or here under `kopf run`)
+# and `kube`, the one API client, created at startup and closed at cleanup.
 
 
 @kopf.on.startup()
-async def startup_fn(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-    state.settings = load(os.environ)
-    state.kube = await Kube.connect()
+async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    if "settings" not in memo:  # `kopf run -m resonance_operator.handlers`: no main loaded them
+        memo.settings = load(os.environ)
+    memo.kube = await Kube.connect()
     # A watch the server silently stopped feeding is replaced: the server ends each watch after
     # server_timeout, and the client gives up on one that says nothing for client_timeout.
     settings.watching.server_timeout = 300
@@ -42,23 +37,25 @@ async def startup_fn(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's add noise
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    ours: Settings = memo.settings
     logger.info(
         "bridge image %s, default Kafka %s, namespaces %s",
-        state.settings.bridge_image,
-        state.settings.kafka_bootstrap_servers,
-        ",".join(state.settings.watch_namespaces) or "all",
+        ours.bridge_image,
+        ours.kafka_bootstrap_servers,
+        ",".join(ours.watch_namespaces) or "all",
     )
 
 
 @kopf.on.cleanup()
-async def cleanup_fn(**_: Any) -> None:
-    await state.kube.close()
+async def cleanup_fn(memo: kopf.Memo, **_: Any) -> None:
+    await memo.kube.close()
 
 
-async def _reconcile(body: Mapping[str, Any]) -> service.Outcome:
+async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo) -> service.Outcome:
     node = cast(kopf.Body, body)  # kopf's event posting needs only the object's identity
+    kube: Kube = memo.kube
     try:
-        outcome = await service.reconcile(state.kube, dict(body), state.settings)
+        outcome = await service.reconcile(kube, dict(body), memo.settings)
     except KubeError as exc:
         kopf.warn(node, reason="ReconcileFailed", message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=10) from exc
@@ -70,13 +67,13 @@ async def _reconcile(body: Mapping[str, Any]) -> service.Outcome:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile_fn(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    outcome = await _reconcile(body)
+async def reconcile_fn(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    outcome = await _reconcile(body, memo)
     logger.info(outcome.message)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-async def deployment_event_fn(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+async def deployment_event_fn(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """A bridge Deployment changed, was edited or deleted: reconcile its node, which puts the
     Deployment back as specified and carries its readiness into the node's status."""
     owner = next(
@@ -90,11 +87,12 @@ async def deployment_event_fn(body: kopf.Body, logger: kopf.Logger, **_: Any) ->
     namespace = body.metadata.namespace
     if owner is None or namespace is None:
         return
-    node = await state.kube.get_node(namespace, owner)
+    kube: Kube = memo.kube
+    node = await kube.get_node(namespace, owner)
     if node is None or node["metadata"].get("deletionTimestamp"):
         return  # the node is gone: garbage collection takes the Deployment
     try:
-        outcome = await _reconcile(node)
+        outcome = await _reconcile(node, memo)
     except kopf.TemporaryError as exc:
         logger.warning("reconcile of %s/%s failed: %s", namespace, owner, exc)
         return
@@ -103,6 +101,7 @@ async def deployment_event_fn(body: kopf.Body, logger: kopf.Logger, **_: Any) ->
 
 
 @kopf.on.probe(id="kubernetes")
-async def api_probe_fn(**_: Any) -> str:
+async def api_probe_fn(memo: kopf.Memo, **_: Any) -> str:
     """Part of /healthz: the operator is only alive if it can still reach the API server."""
-    return await state.kube.reachable()  # raises if the API server is unreachable
+    kube: Kube = memo.kube
+    return await kube.reachable()  # raises if the API server is unreachable

@@ -23,6 +23,7 @@ def run() -> int:
     # One operator at a time, by design: the chart runs a single replica with the Recreate
     # strategy, so kopf's peering (and its extra CRDs and RBAC) is not needed.
     kopf.run(
+        memo=kopf.Memo(settings=settings),  # the handlers' state (handlers.py)
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -202,3 +202,18 @@ def test_log_repeats_of_library_messages_are_held_back() -> None:
         "kafka unreachable",
         "Unable connect to node with id 111: refused [repeated 2 more times in the last 60s]",
     ]
+
+
+def test_the_readme_table_is_the_configuration() -> None:
+    """Every variable the bridge reads is documented, with the default it really has."""
+    from resonance_bridge.config import Config, declared
+
+    from ..support.readme import literal, settings_table
+
+    table = settings_table("RESONANCE_ENDPOINT")
+    assert set(table) - {"RESONANCE_LOG_LEVEL"} == {env for env, _ in declared(Config).values()}
+    for variable, cell in table.items():
+        value = literal(cell)
+        if value is not None and variable != "RESONANCE_LOG_LEVEL":
+            value = value.replace("<node>", "resonance")  # KAFKA_GROUP_ID's default names the node
+            assert load({**BASE, variable: value}) == load(BASE), f"{variable}: the README says {cell}"

@@ -145,3 +145,17 @@ def test_status_conditions_and_transition_times() -> None:
 def test_operator_settings_from_environment() -> None:
     settings = load({"RESONANCE_WATCH_NAMESPACES": "a, b", "RESONANCE_BRIDGE_IMAGE": "img:1"})
     assert settings.watch_namespaces == ("a", "b") and settings.bridge_image == "img:1"
+
+
+def test_the_readme_table_is_the_operators_settings() -> None:
+    """Every variable the operator reads is documented, with the default it really has."""
+    from resonance_bridge.config import declared
+
+    from ..support.readme import literal, settings_table
+
+    table = settings_table("RESONANCE_BRIDGE_IMAGE")
+    assert set(table) == {env for env, _ in declared(Settings).values()}
+    for variable, cell in table.items():
+        value = literal(cell)
+        if value is not None:
+            assert load({variable: value}) == load({}), f"{variable}: the README says {cell}"
