@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench tools crds image kind-up kind-e2e kind-down clean
+.PHONY: run test lint check bench tools crds image image-push kind-up kind-e2e kind-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,13 @@ crds:
 	cp operator/resonance_operator/resonancenodes.yaml crds/resonancenodes.yaml
 	cp operator/resonance_operator/resonancenodes.yaml charts/resonance/crds/resonancenodes.yaml
 
-# Where Docker exists: the one image of every resonance process.
+# Where Docker exists: the one image of every resonance process, and pushing it to your registry
+# (make image image-push IMAGE=registry.example.com/team/resonance:0.1.0).
 image:
 	docker build -t $(or $(IMAGE),resonance:dev) .
+
+image-push:
+	docker push $(or $(IMAGE),$(error set IMAGE=registry/repository:tag))
 
 # A local cluster with kind (needs docker, kind, kubectl, helm): up, end-to-end check, down.
 kind-up:

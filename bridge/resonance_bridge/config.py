@@ -130,6 +130,10 @@ class EnvReader:
             self.problems.append(Problem(name, None, "is required", fix))
         return raw
 
+    def parsed(self, name: str, default: T, parse: Callable[[str], T], fix: str) -> T:
+        """A variable of a type of the caller's: parse() raises ValueError for what it rejects."""
+        return self._get(name, default, parse, fix)
+
     def text(self, name: str, default: str) -> str:
         return self._get(name, default, str, "")
 

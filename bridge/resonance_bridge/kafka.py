@@ -1,7 +1,8 @@
 """Kafka clients configured from the bridge's Config, and the record shapes the bridge writes.
 
-Every record the bridge produces is keyed by the node's anchor (so one node's records stay in
-order on one partition) and carries `resonance-*` headers naming where it came from.
+Every record the bridge produces is keyed by the node's name (so one node's records stay in order on
+one partition, apart from other nodes' even when they share an anchor, as the guide's two do) and
+carries `resonance-*` headers naming where it came from, the anchor among them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Everything the bridge writes to Kafka goes through one KafkaWriter: acks=all, keyed by the node's
-anchor, retried with backoff until stored. A record is never given up on while the bridge runs.
+name, retried with backoff until stored. A record is never given up on while the bridge runs.
 
 One refusal is not retried: a record Kafka refuses for its size (the broker's message.max.bytes, 1 MB
 by default, is below a 1 MiB frame plus headers) would be refused forever. Such a record is
@@ -54,7 +54,7 @@ class KafkaWriter:
         self.config = config
         self.producer = producer
         self.stopping = stopping
-        self.key = config.anchor.encode()
+        self.key = config.node.encode()
         # Headers and ack per known message type, built once: the inbound hot path only looks them up.
         self._per_type: dict[str, tuple[kafka.Headers, bytes]] = {}
 

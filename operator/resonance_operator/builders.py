@@ -13,7 +13,7 @@ from typing import Any
 from resonance_bridge.config import termination_grace_seconds
 
 from . import GROUP, KIND, VERSION
-from .model import Node, NodeSpec
+from .model import Node, NodeSpec, PodTemplate
 from .settings import Settings
 
 HTTP_PORT = 8080
@@ -59,7 +59,16 @@ SPEC_ENV = {
     "RESONANCE_ACK_MODE": "ackMode",
     "RESONANCE_MAX_IN_FLIGHT": "maxInFlight",
     "RESONANCE_SHUTDOWN_GRACE_S": "shutdownGraceSeconds",
+    "KAFKA_AUTO_OFFSET_RESET": "startFrom",
     "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrapServers",  # or the operator's default
+}
+# The pod fields a template may set, by their names in the model and in a pod spec.
+POD_FIELDS = {
+    "node_selector": "nodeSelector",
+    "tolerations": "tolerations",
+    "affinity": "affinity",
+    "priority_class_name": "priorityClassName",
+    "image_pull_secrets": "imagePullSecrets",
 }
 
 
@@ -155,9 +164,25 @@ def container(node: Node, settings: Settings) -> dict[str, Any]:
     }
 
 
+def pod_overrides(node: Node, settings: Settings) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+    """The bridge pod's extra labels, extra annotations and scheduling fields: the operator's
+    defaults, with the node's spec.template on top (labels and annotations merged, fields replaced)."""
+    default, own = settings.bridge_pod_template, node.spec.template or PodTemplate()
+    extra_labels = {**default.metadata.labels, **own.metadata.labels}
+    extra_annotations = {**default.metadata.annotations, **own.metadata.annotations}
+    fields = {}
+    for attr, key in POD_FIELDS.items():
+        value = getattr(own.spec, attr)
+        value = getattr(default.spec, attr) if value is None else value
+        if value:
+            fields[key] = value
+    return extra_labels, extra_annotations, fields
+
+
 def deployment(node: Node, settings: Settings) -> dict[str, Any]:
     bridge = container(node, settings)
-    digest = config_hash(bridge)
+    extra_labels, extra_annotations, scheduling = pod_overrides(node, settings)
+    digest = config_hash({"container": bridge, "pod": [extra_labels, extra_annotations, scheduling]})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -176,8 +201,9 @@ def deployment(node: Node, settings: Settings) -> dict[str, Any]:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {
-                    "labels": labels(node.name),
+                    "labels": {**extra_labels, **labels(node.name)},  # ours win: the selector needs them
                     "annotations": {
+                        **extra_annotations,
                         HASH_ANNOTATION: digest,
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(HTTP_PORT),
@@ -197,6 +223,7 @@ def deployment(node: Node, settings: Settings) -> dict[str, Any]:
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [bridge],
+                    **scheduling,
                 },
             },
         },

@@ -46,6 +46,28 @@ class Resources(_Model):
     limits: dict[str, int | str] = Field(default_factory=dict)
 
 
+class PodMetadata(_Model):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class PodSpec(_Model):
+    """The scheduling fields of a bridge pod that a user may set (spec.template.spec)."""
+
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    priority_class_name: str | None = None
+    image_pull_secrets: list[dict[str, str]] | None = None
+
+
+class PodTemplate(_Model):
+    """Bridge pod overrides: a node's spec.template, and the operator's defaults (the same shape)."""
+
+    metadata: PodMetadata = Field(default_factory=PodMetadata)
+    spec: PodSpec = Field(default_factory=PodSpec)
+
+
 class NodeSpec(_Model):
     endpoint: str
     topic: str
@@ -55,12 +77,14 @@ class NodeSpec(_Model):
     s_roi: float = crd_default("sRoi")
     ack_mode: Literal["ack", "send"] = crd_default("ackMode")
     max_in_flight: int = crd_default("maxInFlight")
+    start_from: Literal["earliest", "latest"] = crd_default("startFrom")
     shutdown_grace_seconds: int = crd_default("shutdownGraceSeconds")
     replicas: int = crd_default("replicas")
     paused: bool = crd_default("paused")
     resources: Resources | None = None
     kafka: Kafka | None = None
     auth: Auth | None = None
+    template: PodTemplate | None = None
 
 
 class Node(_Model):

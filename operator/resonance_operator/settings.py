@@ -7,7 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from resonance_bridge.config import ConfigError, EnvReader, declared, var
+
+from .model import PodTemplate
+
+NO_TEMPLATE = PodTemplate()  # immutable (a frozen model): safe as a shared default
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,15 @@ class Settings:
     bridge_cpu_request: str = var("RESONANCE_BRIDGE_CPU_REQUEST", "50m")
     bridge_memory_request: str = var("RESONANCE_BRIDGE_MEMORY_REQUEST", "64Mi")
     bridge_memory_limit: str = var("RESONANCE_BRIDGE_MEMORY_LIMIT", "128Mi")
+    # JSON in the shape of a ResonanceNode's spec.template: defaults of every bridge pod.
+    bridge_pod_template: PodTemplate = var("RESONANCE_BRIDGE_POD_TEMPLATE", NO_TEMPLATE)
+
+
+def _pod_template(raw: str) -> PodTemplate:
+    try:
+        return PodTemplate.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def load(env: Mapping[str, str]) -> Settings:
@@ -38,6 +52,12 @@ def load(env: Mapping[str, str]) -> Settings:
         bridge_cpu_request=r.text(*d["bridge_cpu_request"]),
         bridge_memory_request=r.text(*d["bridge_memory_request"]),
         bridge_memory_limit=r.text(*d["bridge_memory_limit"]),
+        bridge_pod_template=r.parsed(
+            *d["bridge_pod_template"],
+            _pod_template,
+            "use JSON in the shape of a ResonanceNode's spec.template, "
+            'e.g. {"spec": {"nodeSelector": {"pool": "x"}}}',
+        ),
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -113,7 +113,7 @@ def node_status(
     return {
         "observedGeneration": node.generation,
         "deployment": deployment_name(node.name),
-        "replicas": 0 if node.spec.paused else node.spec.replicas,
+        "replicas": dep_status.get("replicas") or 0,  # observed, as the scale subresource means it
         "readyReplicas": dep_status.get("readyReplicas") or 0,
         "selector": selector(node.name),
         "conditions": conds,

@@ -86,7 +86,7 @@ async def test_inbound_acked_only_after_kafka_stored(
         assert all(a["original_type"] == "state_update" for a in acks())
         records = await consume(broker, topics.inbound, 1000)
         assert [json.loads(r.value)["data"]["seq"] for r in records] == list(range(1000))
-        assert {r.key for r in records} == {b"BOLZANO_71"}
+        assert {r.key for r in records} == {b"testnode"}  # the node's name, not the shared anchor
         headers = dict(records[0].headers)
         assert headers["resonance-node"] == b"testnode"
         assert headers["resonance-anchor"] == b"BOLZANO_71"

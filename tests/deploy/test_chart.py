@@ -13,7 +13,7 @@ import pytest
 import yaml
 from resonance_operator.storage import API_CALLS, CLUSTER_READS
 
-from ..support.chart import ALL_ON, CHART, ROOT, helm, render
+from ..support.chart import ALL_ON, CHART, ROOT, helm, notes, render
 
 BIN = Path(sys.executable).parent
 
@@ -178,3 +178,89 @@ def test_kind_scripts_are_shellcheck_clean() -> None:
     assert len(scripts) == 3
     result = subprocess.run([str(BIN / "shellcheck"), *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_notes_give_a_path_that_ends_in_ready_nodes() -> None:
+    """The demo's nodes come with the chart, in the release namespace; without it the user is told
+    to point a node at their own endpoint, in a namespace the operator watches."""
+    demo = notes(*ALL_ON)
+    assert "kubectl wait --for=condition=Ready resonancenodes --all -n resonance" in demo
+    own = notes()
+    assert "kubectl apply -n resonance -f - <<'NODE'" in own and "ws://YOUR-NODE-HOST:8766" in own
+    assert "kubectl get resonancenodes -n resonance" in own
+    watched = notes("--set", "operator.watchNamespaces={team-a,team-b}")
+    assert "kubectl apply -n team-a -f -" in watched
+
+
+def test_bridge_pod_defaults_reach_the_operator_and_pull_secrets_fall_back() -> None:
+    from resonance_operator.settings import load
+
+    def template(*values: str) -> Any:
+        [operator] = [d for d in render(*values) if d["kind"] == "Deployment"]
+        env = {
+            e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        return load(
+            {"RESONANCE_BRIDGE_POD_TEMPLATE": env["RESONANCE_BRIDGE_POD_TEMPLATE"]}
+        ).bridge_pod_template
+
+    inherited = template("--set", "imagePullSecrets[0].name=regcred")
+    assert inherited.spec.image_pull_secrets == [{"name": "regcred"}]
+    own = template(
+        "--set", "imagePullSecrets[0].name=regcred", "--set", "bridge.imagePullSecrets[0].name=bridges",
+        "--set", "bridge.nodeSelector.pool=edge", "--set", "bridge.priorityClassName=low",
+        "--set", "bridge.podLabels.team=relay", "--set", "bridge.podAnnotations.owner=ops",
+    )  # fmt: skip
+    assert own.spec.image_pull_secrets == [{"name": "bridges"}]
+    assert (own.spec.node_selector, own.spec.priority_class_name) == ({"pool": "edge"}, "low")
+    assert (own.metadata.labels, own.metadata.annotations) == ({"team": "relay"}, {"owner": "ops"})
+    assert (
+        helm(
+            "lint",
+            "--strict",
+            str(CHART),
+            "--set",
+            "bridge.podLabels.app\\.kubernetes\\.io/name=x",
+            check=False,
+        ).returncode
+        != 0
+    )
+
+
+def test_dev_kafka_heap_fits_its_memory_limit() -> None:
+    [kafka] = [
+        d for d in render(*ALL_ON) if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("kafka")
+    ]
+    container = kafka["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KAFKA_HEAP_OPTS"] == "-Xms512m -Xmx512m"
+    assert container["resources"]["limits"]["memory"] == "1024Mi"  # twice the heap
+
+
+def test_release_workflow_publishes_what_the_chart_installs(tmp_path: Path) -> None:
+    """On a tag, the image the chart names is built for amd64 and arm64 and pushed, and the packaged
+    chart attached; the tag must match the package's and the chart's versions (checked here too)."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
+    assert workflow[True] == {"push": {"tags": ["v*"]}}  # YAML reads the key `on` as true
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert workflow["env"]["IMAGE"] == values["image"]["repository"]
+    steps = workflow["jobs"]["image"]["steps"]
+    [build] = [s for s in steps if str(s.get("uses", "")).startswith("docker/build-push-action")]
+    assert build["with"]["platforms"] == "linux/amd64,linux/arm64" and build["with"]["push"] is True
+    assert "helm package charts/resonance" in str(workflow["jobs"]["chart"]["steps"])
+    # The version check, run as the workflow runs it, for the tag of the current version.
+    [check] = [s["run"] for s in steps if s.get("id") == "version"]
+    script = tmp_path / "version.sh"
+    script.write_text(check)
+    assert subprocess.run([str(BIN / "shellcheck"), "-s", "bash", str(script)]).returncode == 0
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    run = subprocess.run(
+        ["bash", "-e", str(script)],
+        cwd=ROOT,
+        env={
+            "GITHUB_REF_NAME": f"v{version}",
+            "GITHUB_OUTPUT": str(tmp_path / "out"),
+            "PATH": "/usr/bin:/bin",
+        },
+    )
+    assert run.returncode == 0 and (tmp_path / "out").read_text() == f"version={version}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -44,6 +45,57 @@ def test_deployment_passes_strict_kubernetes_schemas(version: str) -> None:
         auth={"tokenSecretRef": {"name": "lexamoris-token", "key": "token"}},
     )
     kubernetes_validate.validate(builders.deployment(node, SETTINGS), version, strict=True)
+
+
+def test_pod_template_defaults_and_node_overrides() -> None:
+    """The operator's defaults (chart values bridge.*) apply to every bridge pod; a node's
+    spec.template merges labels and annotations and replaces each scheduling field."""
+    defaults = load(
+        {
+            "RESONANCE_BRIDGE_POD_TEMPLATE": json.dumps(
+                {
+                    "metadata": {"labels": {"team": "a", "tier": "relay"}, "annotations": {"owner": "ops"}},
+                    "spec": {
+                        "imagePullSecrets": [{"name": "regcred"}],
+                        "nodeSelector": {"pool": "general"},
+                        "priorityClassName": "low",
+                    },
+                }
+            )
+        }
+    )
+    plain = builders.deployment(example("lexamoris"), defaults)["spec"]["template"]
+    assert plain["metadata"]["labels"]["team"] == "a" and plain["metadata"]["annotations"]["owner"] == "ops"
+    assert plain["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert (plain["spec"]["nodeSelector"], plain["spec"]["priorityClassName"]) == ({"pool": "general"}, "low")
+
+    toleration = {"key": "dedicated", "operator": "Equal", "value": "bridges", "effect": "NoSchedule"}
+    own = example(
+        "lexamoris",
+        template={
+            "metadata": {"labels": {"team": "b"}},
+            "spec": {"nodeSelector": {"pool": "edge"}, "tolerations": [toleration]},
+        },
+    )
+    built = builders.deployment(own, defaults)
+    pod = built["spec"]["template"]
+    assert pod["metadata"]["labels"] | builders.labels("lexamoris") == pod["metadata"]["labels"]
+    assert (pod["metadata"]["labels"]["team"], pod["metadata"]["labels"]["tier"]) == ("b", "relay")
+    assert pod["spec"]["nodeSelector"] == {"pool": "edge"} and pod["spec"]["tolerations"] == [toleration]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]  # the default, not overridden
+    assert (
+        built["metadata"]["annotations"]
+        != builders.deployment(example("lexamoris"), defaults)["metadata"]["annotations"]
+    ), "a template change rolls the pods"
+    kubernetes_validate.validate(built, "1.37", strict=True)
+
+
+def test_a_bad_pod_template_default_is_a_config_error() -> None:
+    from resonance_bridge.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        load({"RESONANCE_BRIDGE_POD_TEMPLATE": '{"spec": {"nodeSelector": "pool"}}'})
+    assert error.value.problems[0].variable == "RESONANCE_BRIDGE_POD_TEMPLATE"
 
 
 def test_pod_grace_covers_the_bridges_whole_shutdown() -> None:

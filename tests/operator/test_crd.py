@@ -19,6 +19,16 @@ from ..support.kube import Cluster, node
         ({"frequencyHz": 0}, "spec.frequencyHz in body should be greater than 0"),
         ({"ackMode": "sometimes"}, 'spec.ackMode: Unsupported value: "sometimes"'),
         ({"replicas": -1}, "spec.replicas in body should be greater than or equal to 0"),
+        ({"startFrom": "middle"}, 'spec.startFrom: Unsupported value: "middle"'),
+        (
+            {"template": {"metadata": {"labels": {"app.kubernetes.io/instance": "other"}}}},
+            "spec.template.metadata.labels must not set app.kubernetes.io/name or app.kubernetes.io/instance",
+        ),
+        ({"template": {"spec": {"containers": []}}}, 'unknown field "spec.template.spec.containers"'),
+        (
+            {"template": {"spec": {"tolerations": [{"operator": "Maybe"}]}}},
+            'spec.template.spec.tolerations[0].operator: Unsupported value: "Maybe"',
+        ),
     ],
 )
 def test_invalid_nodes_are_rejected_naming_the_field(
@@ -53,4 +63,5 @@ def test_defaults_are_filled_in(cluster: Cluster, namespace: str) -> None:
         spec["maxInFlight"],
         spec["replicas"],
         spec["paused"],
-    ) == ("resonance.inbound", 0.043, 0.502, "ack", 1000, 1, False)
+        spec["startFrom"],
+    ) == ("resonance.inbound", 0.043, 0.502, "ack", 1000, 1, False, "latest")

@@ -239,19 +239,16 @@ async def test_scale_subresource_scales_the_bridge(
         ).stdout
     )
     assert scale["spec"]["replicas"] == 2
+    # One pod so far (the Deployment says so): the scale status is what exists, for HPA and kubectl.
+    _set_ready(cluster, namespace, 1)
+
+    def scale_status() -> dict[str, Any]:
+        url = f"/apis/resonance.io/v1alpha1/namespaces/{namespace}/resonancenodes/lexamoris/scale"
+        return dict(json.loads(cluster.kubectl("get", "--raw", url).stdout)["status"])
+
+    expected = {"replicas": 1, "selector": builders.selector("lexamoris")}
     await until(
-        lambda: (
-            json.loads(
-                cluster.kubectl(
-                    "get",
-                    "--raw",
-                    f"/apis/resonance.io/v1alpha1/namespaces/{namespace}/resonancenodes/lexamoris/scale",
-                ).stdout
-            )["status"].get("selector")
-            == builders.selector("lexamoris")
-        ),
-        30,
-        "the scale selector",
+        lambda: scale_status() == expected, 30, lambda: f"scale status {expected}, not {scale_status()}"
     )
 
 

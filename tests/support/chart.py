@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +38,25 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def render(*values: str, namespace: str = "resonance") -> list[dict[str, Any]]:
     out = helm("template", "resonance", str(CHART), "--namespace", namespace, *values).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def notes(*values: str, namespace: str = "resonance") -> str:
+    """What `helm install` would print: the chart's NOTES (the named template resonance.notes),
+    rendered offline through a throwaway template in a copy of the chart."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "resonance"
+        shutil.copytree(CHART, copy)
+        (copy / "templates" / "zz-notes.yaml").write_text(
+            'notes: {{ include "resonance.notes" . | toJson }}\n'
+        )
+        out = helm(
+            "template",
+            "resonance",
+            str(copy),
+            "--namespace",
+            namespace,
+            "--show-only",
+            "templates/zz-notes.yaml",
+            *values,
+        ).stdout
+    return str(yaml.safe_load(out)["notes"])

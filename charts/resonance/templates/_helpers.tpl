@@ -63,6 +63,20 @@ app.kubernetes.io/component: {{ required "resonance.componentLabels needs a comp
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* Defaults of every bridge pod, as the operator reads them (RESONANCE_BRIDGE_POD_TEMPLATE): the
+shape of a ResonanceNode's spec.template. */}}
+{{- define "resonance.bridgePodTemplate" -}}
+{{- $b := .Values.bridge }}
+{{- $spec := dict }}
+{{- with (default .Values.imagePullSecrets $b.imagePullSecrets) }}{{ $_ := set $spec "imagePullSecrets" . }}{{ end }}
+{{- with $b.nodeSelector }}{{ $_ := set $spec "nodeSelector" . }}{{ end }}
+{{- with $b.tolerations }}{{ $_ := set $spec "tolerations" . }}{{ end }}
+{{- with $b.affinity }}{{ $_ := set $spec "affinity" . }}{{ end }}
+{{- with $b.priorityClassName }}{{ $_ := set $spec "priorityClassName" . }}{{ end }}
+{{- $metadata := dict "labels" $b.podLabels "annotations" $b.podAnnotations }}
+{{- dict "metadata" $metadata "spec" $spec | toJson }}
+{{- end }}
+
 {{- define "resonance.kafkaDevName" -}}
 {{- printf "%s-kafka" (include "resonance.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -84,4 +98,32 @@ runAsNonRoot: true
 privileged: false
 capabilities:
   drop: [ALL]
+{{- end }}
+
+{{/* What `helm install` prints (NOTES.txt), as a named template so that tests can render it. */}}
+{{- define "resonance.notes" -}}
+{{- $ns := .Release.Namespace }}
+{{- with .Values.operator.watchNamespaces }}{{ if not (has $ns .) }}{{ $ns = first . }}{{ end }}{{ end -}}
+The resonance operator is installed in namespace {{ .Release.Namespace }} and watches
+{{- if .Values.operator.watchNamespaces }} namespaces {{ join ", " .Values.operator.watchNamespaces }}{{ else }} every namespace{{ end }}.
+Bridges use Kafka at {{ include "resonance.bootstrapServers" . }} unless a node sets spec.kafka.bootstrapServers.
+{{- if .Values.demo.enabled }}
+
+The demo nodes lexamoris and nexus run in {{ .Release.Namespace }}, with their ResonanceNodes. Within a
+minute or two (image pulls, Kafka starting) both are READY True:
+  kubectl wait --for=condition=Ready resonancenodes --all -n {{ .Release.Namespace }} --timeout=300s
+  kubectl get resonancenodes -n {{ .Release.Namespace }}
+{{- else }}
+
+Next, point a ResonanceNode at your Resonance node's WebSocket endpoint and apply it:
+  kubectl apply -n {{ $ns }} -f - <<'NODE'
+  apiVersion: resonance.io/v1alpha1
+  kind: ResonanceNode
+  metadata: {name: lexamoris}
+  spec: {endpoint: "ws://YOUR-NODE-HOST:8766", topic: resonance.lexamoris, anchor: BOLZANO_71}
+  NODE
+  kubectl get resonancenodes -n {{ $ns }}
+examples/lexamoris-node.yaml points at ws://lexamoris-server:8766, a Service that only the demo
+(--set demo.enabled=true) provides, in the release namespace.
+{{- end }}
 {{- end }}
