@@ -33,8 +33,12 @@ def manifests(folder: Path, **endpoints: str) -> Path:
 
 
 async def up(*args: str, timeout: float = 90) -> tuple[int, str, str]:
+    """`resonance up`, on ports of its own unless the test names them: never 9092 or 18080, which a
+    `make run` beside the tests holds."""
+    ports = [] if "--http-port-base" in args else ["--http-port-base", str(free_port())]
+    ports += [] if "--broker-port" in args else ["--broker-port", str(free_port())]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "resonance_local", "up", *args, stdout=PIPE, stderr=PIPE
+        sys.executable, "-m", "resonance_local", "up", *args, *ports, stdout=PIPE, stderr=PIPE
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     return int(process.returncode or 0), out.decode(), err.decode()

@@ -140,6 +140,7 @@ def _set_ready(cluster: Cluster, namespace: str, ready: int) -> None:
 
 
 async def test_ready_follows_the_deployment(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    cluster.needs_fake_status()
     cluster.apply(node(namespace))
     await deployment_of(cluster, namespace, "lexamoris")
     _set_ready(cluster, namespace, 1)
@@ -226,6 +227,7 @@ async def test_fifty_nodes_at_once(cluster: Cluster, operator: Operator, namespa
 async def test_scale_subresource_scales_the_bridge(
     cluster: Cluster, operator: Operator, namespace: str
 ) -> None:
+    cluster.needs_fake_status()
     cluster.apply(node(namespace))
     await deployment_of(cluster, namespace, "lexamoris")
     # What `kubectl scale rn lexamoris --replicas=2` does (kube-lite refuses kubectl scale's protobuf).

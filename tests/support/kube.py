@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,8 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class Cluster:
     """kubectl against one API server; every call names the kubeconfig explicitly."""
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, audit_log: Path | None = None, controllers: bool = False) -> None:
         self.kubeconfig = kubeconfig
+        self.audit_log = audit_log  # None: the server keeps none we can read
+        self.controllers = controllers  # True: a real cluster's controllers own Deployment status
+        self.created: list[str] = []  # namespaces the tests made
 
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -62,7 +67,15 @@ class Cluster:
 
     def namespace(self, name: str) -> str:
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        self.created.append(name)
         return name
+
+    def needs_fake_status(self) -> None:
+        """Skip where controllers run: the test writes a Deployment's status itself."""
+        if self.controllers:
+            pytest.skip(
+                "writes a Deployment's status, which a real cluster's controllers own: kube-lite or envtest"
+            )
 
 
 class Operator:
