@@ -28,7 +28,7 @@ lint: $(STAMP)
 check: lint test
 
 bench: $(STAMP)
-	$(BIN)/python bench/relay.py
+	$(BIN)/python bench/relay.py $(BENCH_ARGS)
 
 # helm into .tools/bin (hadolint and kubernetes-validate come with the dev extra).
 tools: $(STAMP)

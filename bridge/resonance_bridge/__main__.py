@@ -6,5 +6,9 @@ import sys
 from . import logs
 from .main import run
 
-logs.setup(os.environ.get("RESONANCE_LOG_LEVEL", "INFO"))
+try:
+    logs.setup(os.environ.get("RESONANCE_LOG_LEVEL", "INFO"))
+except ValueError as exc:
+    print(f"resonance bridge: {exc}", file=sys.stderr)
+    sys.exit(2)
 sys.exit(run(os.environ))

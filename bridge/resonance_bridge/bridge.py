@@ -51,6 +51,7 @@ class Bridge:
         self.stopping = asyncio.Event()
         self.close_by = float("inf")  # monotonic deadline of the whole shutdown, once stopping
         self.session: Session | None = None
+        self.first_attempt = asyncio.Event()  # set once the first connection to the node was tried
         self.kafka_ok = False
         self.node_retry = self._retry(f"node {config.endpoint}", "websocket")
         self.kafka_retries = [self._retry(f"kafka {what}", "kafka") for what in ("producer", "consumer")]
@@ -138,6 +139,7 @@ class Bridge:
                     max_queue=4,  # messages buffered below the relay, each up to max_size
                 )
             except (OSError, InvalidHandshake, TimeoutError) as exc:
+                self.first_attempt.set()
                 await retry.failed(exc)
                 continue
             retry.succeeded(reset=False)  # the backoff starts over only after a healthy session
@@ -145,6 +147,7 @@ class Bridge:
             started = time.monotonic()
             assert isinstance(ws, NodeConnection)  # create_connection above
             self.session = Session(shared, ws)
+            self.first_attempt.set()
             try:
                 await self.session.run()
             finally:
@@ -165,6 +168,9 @@ class Bridge:
     async def _heartbeats(self, writer: KafkaWriter) -> None:
         """Each tick's sends run in a task of their own: a slow broker or node cannot delay the next."""
         beating: set[asyncio.Task[None]] = set()
+        # The first beat waits for the first try at the node, so that it does not report
+        # "websocket_connected: false" just because it came first: monitoring would flap at every start.
+        await self.first_attempt.wait()
 
         def tick() -> None:
             task = asyncio.create_task(self._heartbeat(writer))

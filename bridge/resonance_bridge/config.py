@@ -83,6 +83,7 @@ class Config:
     ws_ping_timeout_s: float = var("RESONANCE_WS_PING_TIMEOUT_S", 10.0)
     refused_retry_s: float = var("RESONANCE_REFUSED_RETRY_S", 60.0)
     http_port: int = var("RESONANCE_HTTP_PORT", 8080)
+    http_host: str = var("RESONANCE_HTTP_HOST", "0.0.0.0")  # a pod's probes come from outside it
     group_id: str = var("KAFKA_GROUP_ID", "")  # empty: resonance-bridge-<node>
     enable_idempotence: bool = var("KAFKA_ENABLE_IDEMPOTENCE", True)
     fetch_max_wait_ms: int = var("KAFKA_FETCH_MAX_WAIT_MS", 100)
@@ -222,6 +223,7 @@ def load(env: Mapping[str, str]) -> Config:
         ws_ping_timeout_s=r.number(*d["ws_ping_timeout_s"], 0.0, 3600.0, seconds(10)),
         refused_retry_s=r.number(*d["refused_retry_s"], 0.0, 3600.0, seconds(60)),
         http_port=r.integer(*d["http_port"], 0, 65535),
+        http_host=r.text(*d["http_host"]),
         group_id=r.text(d["group_id"][0], f"resonance-bridge-{node}"),
         enable_idempotence=r.boolean(*d["enable_idempotence"]),
         fetch_max_wait_ms=r.integer(*d["fetch_max_wait_ms"], 0, 60_000),

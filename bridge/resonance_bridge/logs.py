@@ -42,7 +42,13 @@ class HoldRepeats(logging.Filter):
         return True
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def setup(level: str) -> None:
+    """Process logging at `level`; ValueError, worded for the user, for a level that is none."""
+    if level.upper() not in LEVELS:
+        raise ValueError(f"RESONANCE_LOG_LEVEL={level!r} is invalid: use one of {', '.join(LEVELS)}")
     logging.basicConfig(level=level.upper(), format=FORMAT)
     # aiokafka reports every retry at ERROR; WARNING-level chatter from it adds nothing.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)

@@ -34,11 +34,11 @@ async def _main(config: configuration.Config) -> int:
     bridge = Bridge(config)
     health = HealthServer(bridge.metrics.registry, bridge.readiness)
     try:
-        port = await health.start(config.http_port)
+        port = await health.start(config.http_port, config.http_host)
     except OSError as exc:
         print(
-            f"resonance bridge: RESONANCE_HTTP_PORT={config.http_port} cannot be used ({exc.strerror}): "
-            "choose a free port",
+            f"resonance bridge: RESONANCE_HTTP_PORT={config.http_port} on {config.http_host} cannot be used "
+            f"({exc.strerror}): choose a free port, or an address of this machine in RESONANCE_HTTP_HOST",
             file=sys.stderr,
         )
         return 2

@@ -6,6 +6,7 @@ Errors name the file, the field and the fix, and never stop the other nodes from
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .embedded import EMBEDDED_CLIENT_ENV
 LOCAL_OVERRIDES = {
     "RESONANCE_ENDPOINT": "the local reference node, when `up` starts the nodes",
     "RESONANCE_HTTP_PORT": "one port per bridge on the one machine",
+    "RESONANCE_HTTP_HOST": "a laptop's listeners answer on 127.0.0.1 alone",
     "KAFKA_ENABLE_IDEMPOTENCE": "the embedded broker has no idempotent producer",
     "KAFKA_FETCH_MAX_WAIT_MS": "the embedded broker answers a fetch only when the wait expires",
     "KAFKA_SESSION_TIMEOUT_MS": "a consumer group join takes half of it on the embedded broker",
@@ -55,42 +57,73 @@ def _manifest_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _check(doc: Any, source: Path, settings: Settings) -> LocalNode | str:
+# What the API server accepts as the name of a custom resource (a DNS-1123 subdomain), and the CRD's
+# own limit: the name becomes a label value of the bridge.
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check(doc: Any, source: Path, settings: Settings) -> LocalNode | list[str]:
+    """The node, or every problem with it at once (as the API server reports them), each naming the
+    field and the fix."""
     name = (doc.get("metadata") or {}).get("name")
     if not isinstance(name, str) or not name:
-        return f"{source}: metadata.name is missing: give the node a name"
+        return [f"{source}: metadata.name is missing: give the node a name"]
+    where = f"{source} ({name})"
+    problems = []
+    if not NAME.match(name) or len(name) > 63:
+        problems.append(
+            f"{where}: metadata.name {name!r}: use at most 63 lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
     spec = doc.get("spec")
     if not isinstance(spec, dict):
-        return f"{source} ({name}): spec is missing: add endpoint, topic and anchor"
+        return [*problems, f"{where}: spec is missing: add endpoint, topic and anchor"]
     known = {f.alias or n for n, f in NodeSpec.model_fields.items()}
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        fields = ", ".join(sorted(known))
-        return f"{source} ({name}): spec.{unknown[0]} is not a field: remove it or use one of {fields}"
+    fields = ", ".join(sorted(known))
+    problems += [
+        f"{where}: spec.{k} is not a field: remove it or use one of {fields}"
+        for k in sorted(set(spec) - known)
+    ]
     try:
-        model = NodeSpec.model_validate(spec)
+        model = NodeSpec.model_validate({k: v for k, v in spec.items() if k in known})
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
-        return f"{source} ({name}): spec.{field}: {error['msg']}: fix it as the CRD describes"
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            problems.append(f"{where}: spec.{field}: {error['msg']}: fix it as the CRD describes")
+        return problems
     try:
         load_bridge_config(bridge_env(name, "local", model, settings))
     except ConfigError as exc:
-        problem = exc.problems[0]  # the bridge's check, worded in the manifest's terms
-        field = SPEC_ENV.get(problem.variable, problem.variable)
-        return f"{source} ({name}): spec.{field}: {problem.fix}"
-    return LocalNode(name, model, source)
+        for problem in exc.problems:  # the bridge's checks, worded in the manifest's terms
+            problems.append(
+                f"{where}: spec.{SPEC_ENV.get(problem.variable, problem.variable)}: {problem.fix}"
+            )
+    return problems or LocalNode(name, model, source)
 
 
-def load_nodes(paths: list[Path], settings: Settings) -> tuple[list[LocalNode], list[str]]:
-    """Every valid ResonanceNode in the files (or folders of .yaml files) given, and one error per bad one."""
+def _read(source: Path) -> list[Any] | str:
+    try:
+        text = source.read_text()
+    except OSError as exc:
+        return f"{source}: cannot be read ({exc.strerror}): check the path"
+    try:
+        return [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as exc:
+        return f"{source}: not valid YAML ({str(exc).splitlines()[0]}): fix the syntax"
+
+
+def load_nodes(
+    paths: list[Path], settings: Settings, local_ports: bool = False
+) -> tuple[list[LocalNode], list[str]]:
+    """Every valid ResonanceNode in the files (or folders of .yaml files) given, and every problem with
+    the others. As in a cluster, two nodes of one name cannot both exist; with local_ports (the nodes
+    run here, on their endpoints' ports), two nodes on one port cannot either."""
     nodes: list[LocalNode] = []
     errors: list[str] = []
     for source in _manifest_files(paths):
-        try:
-            docs = [d for d in yaml.safe_load_all(source.read_text()) if d]
-        except (OSError, yaml.YAMLError) as exc:
-            errors.append(f"{source}: not readable YAML ({exc}): fix the syntax")
+        docs = _read(source)
+        if isinstance(docs, str):
+            errors.append(docs)
             continue
         for doc in docs:
             if not isinstance(doc, dict) or doc.get("kind") != KIND:
@@ -99,8 +132,24 @@ def load_nodes(paths: list[Path], settings: Settings) -> tuple[list[LocalNode], 
                 errors.append(f"{source}: apiVersion {doc.get('apiVersion')!r}: use resonance.io/v1alpha1")
                 continue
             checked = _check(doc, source, settings)
-            (errors.append(checked) if isinstance(checked, str) else nodes.append(checked))
-    return nodes, errors
+            (errors.extend(checked) if isinstance(checked, list) else nodes.append(checked))
+    unique: list[LocalNode] = []
+    for node in nodes:
+        clash = next(
+            (n for n in unique if n.name == node.name or (local_ports and n.port == node.port)), None
+        )
+        if clash is None:
+            unique.append(node)
+        elif clash.name == node.name:
+            errors.append(
+                f"{node.source} ({node.name}): another node has this name ({clash.source}): rename one"
+            )
+        else:
+            errors.append(
+                f"{node.source} ({node.name}): port {node.port} is node {clash.name}'s too ({clash.source}): "
+                "give each node its own port"
+            )
+    return unique, errors
 
 
 def local_env(
@@ -109,6 +158,7 @@ def local_env(
     """The operator's environment for this node, with the LOCAL_OVERRIDES and nothing else changed."""
     env = bridge_env(node.name, "local", node.spec, settings)
     env["RESONANCE_HTTP_PORT"] = str(http_port)
+    env["RESONANCE_HTTP_HOST"] = "127.0.0.1"
     if endpoint is not None:
         env["RESONANCE_ENDPOINT"] = endpoint
     if embedded_broker:

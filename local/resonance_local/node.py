@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -165,14 +167,27 @@ async def _send_lines(node: NodeServer, lines: Any, label: str) -> None:
         node._say(f"-> sent {label}: {line[:200]}")
 
 
+def _in_background() -> bool:
+    """Whether stdin is a terminal whose foreground is another process group (`node serve &`):
+    reading it would stop this process (SIGTTIN) until brought to the foreground."""
+    try:
+        return sys.stdin.isatty() and os.tcgetpgrp(sys.stdin.fileno()) != os.getpgrp()
+    except (OSError, ValueError):
+        return False
+
+
 def _stdin_lines() -> asyncio.Queue[str | None]:
-    """Lines typed on stdin, read by a daemon thread so that exiting never waits on a blocked read."""
+    """Lines typed on stdin, read by a daemon thread so that exiting never waits on a blocked read.
+    SIGTTIN is ignored: a node sent to the background later gets an error reading, not stopped."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
+    with contextlib.suppress(ValueError):  # not the main thread (tests): nothing to ignore there
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
 
     def read() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(queue.put_nowait, line)
+        with contextlib.suppress(OSError):
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(queue.put_nowait, line)
         loop.call_soon_threadsafe(queue.put_nowait, None)
 
     threading.Thread(target=read, name="stdin", daemon=True).start()
@@ -214,7 +229,9 @@ async def serve_forever(
     _print(f"[{name}] listening on ws://{host}:{node.port}; type JSON lines to send them to the bridge")
     try:
         await _send_lines(node, send_lines, "from file")
-        if stdin:
+        if stdin and _in_background():
+            _print(f"[{name}] in the background: not reading lines to send from the terminal")
+        elif stdin:
             lines = _stdin_lines()
             while (line := await lines.get()) is not None:
                 await _send_lines(node, [line], "line")

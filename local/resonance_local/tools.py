@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from resonance_bridge import codec
 
 TYPES = {
@@ -17,6 +19,7 @@ TYPES = {
     "repo": "repository_event",
     "heartbeat": "heartbeat",
 }
+TEXT_TYPES = frozenset({"state", "repo"})  # the kinds with a place for --message
 
 
 def build(kind: str, message: str, anchor: str, frequency: float, s_roi: float) -> dict[str, Any]:
@@ -43,18 +46,44 @@ def build(kind: str, message: str, anchor: str, frequency: float, s_roi: float) 
     return codec.heartbeat(anchor, frequency, s_roi)
 
 
-async def send(bootstrap: str, topics: list[str], body: dict[str, Any], count: int, anchor: str) -> int:
-    # No idempotence: a one-shot producer gains nothing from it, and some test brokers refuse it.
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
-    )
-    await producer.start()
+class Unreachable(Exception):
+    """No Kafka at the bootstrap servers given: said in one line, with what to do."""
+
+
+async def _started(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: str, command: str) -> None:
+    # A one-shot tool says what failed itself, in one line: the client's own retry log is noise here.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        futures = []
-        for i in range(count):
-            numbered = {**body, "seq": i} if count > 1 else body
-            for topic in topics:
-                futures.append(await producer.send(topic, codec.encode(numbered), key=anchor.encode()))
+        await client.start()
+    except KafkaError as exc:
+        await client.stop()
+        raise Unreachable(
+            f"resonance {command}: no Kafka answers at {bootstrap} ({exc}): start one with "
+            "`resonance broker`, or name yours with --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS"
+        ) from None
+
+
+def _producer(bootstrap: str) -> AIOKafkaProducer:
+    # No idempotence: a one-shot producer gains nothing from it, and some test brokers refuse it.
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
+
+
+async def send(bootstrap: str, topics: list[str], body: dict[str, Any], count: int, anchor: str) -> int:
+    """Guide messages, numbered by a `seq` field when there are several."""
+    payloads = [codec.encode({**body, "seq": i} if count > 1 else body) for i in range(count)]
+    return await _produce(bootstrap, topics, payloads, anchor)
+
+
+async def send_raw(bootstrap: str, topics: list[str], payload: bytes, count: int, anchor: str) -> int:
+    """A payload of the user's, exactly as given (large, or not what the guide defines)."""
+    return await _produce(bootstrap, topics, [payload] * count, anchor)
+
+
+async def _produce(bootstrap: str, topics: list[str], payloads: list[bytes], anchor: str) -> int:
+    producer = _producer(bootstrap)
+    await _started(producer, bootstrap, "send")
+    try:
+        futures = [await producer.send(t, p, key=anchor.encode()) for p in payloads for t in topics]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -83,7 +112,7 @@ async def tail(
 ) -> int:
     """Print records as JSON lines, without a consumer group (tail never moves anyone's offsets)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
-    await consumer.start()
+    await _started(consumer, bootstrap, "tail")
     seen = 0
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

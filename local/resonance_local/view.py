@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,47 +74,77 @@ def summary(node: LocalNode, m: Metrics, port: int) -> dict[str, Any]:
     }
 
 
+LEGEND = (
+    "out: records relayed to the node · in: its messages stored in Kafka · acks: from the node/to it · "
+    "dead: dead letters · flight: sent, not yet acked · beat: last heartbeat · drift: its timing error"
+)
+_LINE = re.compile(r"^\[(?P<node>[^\]]+)\] (?P<arrow><-|->) (?P<rest>.*)$")
+_MESSAGE = re.compile(r'"message": "((?:[^"\\]|\\.)*)"')
+
+
+def line_of(text: str) -> str | None:
+    """A node's output line as the view shows it: who, which way, the payload first, then its type;
+    None for what is not a message (connections, acks of the node's own messages)."""
+    match = _LINE.match(text)
+    if match is None:
+        return None
+    node, rest = match["node"], match["rest"]
+    if match["arrow"] == "->":
+        return f"{node} -> {rest.removeprefix('sent ')}"
+    kind, _, body = rest.partition(" ")
+    if kind == "ack":
+        return None
+    return f"{node} <- {_payload(body)}  ({kind})"
+
+
+def _payload(body: str) -> str:
+    """What a person sent: data.message when there is one, else the data, else the message."""
+    try:
+        message = json.loads(body)
+    except ValueError:  # cut short by the node's printing: find the text, if any
+        found = _MESSAGE.search(body)
+        return json.loads(f'"{found[1]}"') if found else body
+    if not isinstance(message, dict):
+        return body
+    data = message.get("data")
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])
+    shown = data if data is not None else {k: v for k, v in message.items() if k not in ("type", "timestamp")}
+    return json.dumps(shown, separators=(",", ":"))
+
+
 def render(
     nodes: list[LocalNode], states: dict[str, Metrics], ports: dict[str, int], recent: Iterable[str]
 ) -> Any:
+    """The live view; it fits 80 columns: endpoints and topics under the table, not in it."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="resonance: bridges", expand=True)
-    for column in (
-        "node",
-        "endpoint",
-        "topic",
-        "connected",
-        "out",
-        "in",
-        "acks",
-        "dead",
-        "in-flight",
-        "last heartbeat",
-        "drift",
-    ):
-        table.add_column(column)
+    table = Table(title="resonance: bridges", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for column in ("node", "ws", "out", "in", "acks", "dead", "flight", "beat", "drift"):
+        table.add_column(column, justify="left" if column in ("node", "ws") else "right", no_wrap=True)
+    places = []
     for node in nodes:
         s = summary(node, states.get(node.name, {}), ports[node.name])
-        beat = s["last_heartbeat"][11:19] if s["last_heartbeat"] else "-"
         table.add_row(
             node.name,
-            node.spec.endpoint,
-            node.spec.topic,
-            "[green]yes[/]" if s["connected"] else "[red]no[/]",
+            "[green]up[/]" if s["connected"] else "[red]down[/]",
             str(s["relayed_out"]),
             str(s["relayed_in"]),
             f"{s['acks_from_node']}/{s['acks_to_node']}",
             str(s["dead_letters"]),
             str(s["in_flight"]),
-            beat,
-            f"{s['heartbeat_drift_seconds']:+.3f}s",
+            s["last_heartbeat"][11:19] if s["last_heartbeat"] else "-",
+            f"{s['heartbeat_drift_seconds']:+.2f}s",
         )
+        places.append(Text(f"  {node.name}: {node.spec.topic} <-> {node.spec.endpoint}", overflow="ellipsis"))
     lines = list(recent) or ["(waiting for messages)"]
     return Group(
         table,
+        *places,
+        Text(LEGEND, style="dim"),
         Text("recent messages:"),
         *(Text(f"  {line}", no_wrap=True, overflow="ellipsis") for line in lines),
     )

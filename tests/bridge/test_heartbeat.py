@@ -62,7 +62,8 @@ async def test_heartbeats_at_frequency_and_sync_on_connect(
                 "testnode",
             )
             assert record.key == b"testnode"  # keyed by the node, like every record the bridge writes
-        assert any(json.loads(r.value)["websocket_connected"] for r in records)
+        assert json.loads(records[0].value)["websocket_connected"], "the first beat waits for the node"
+        assert all(json.loads(r.value)["websocket_connected"] for r in records)
         assert bridge.metric("resonance_last_heartbeat_timestamp_seconds") > 1.7e9
     finally:
         bridge.stop()

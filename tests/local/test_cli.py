@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from resonance_local.embedded import EmbeddedBroker, free_port
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..support.harness import Topics
+from ..support.harness import Topics, consume
 
 RESONANCE = [sys.executable, "-m", "resonance_local"]
 PIPE = asyncio.subprocess.PIPE
@@ -103,3 +107,85 @@ async def test_send_and_tail(broker: EmbeddedBroker, topics: Topics) -> None:
         "Test",
         "resonance",
     )
+
+
+async def run_with(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *RESONANCE, *args, stdout=PIPE, stderr=PIPE, stdin=PIPE, env={**os.environ, **env}
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), 60)
+    return int(process.returncode or 0), out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "needle"),
+    [
+        (["send", "--topic", "t", "--bootstrap-servers", "127.0.0.1:{free}"], {}, 1, "no Kafka answers at"),
+        (
+            ["tail", "t", "--bootstrap-servers", "127.0.0.1:{free}"],
+            {},
+            1,
+            "start one with `resonance broker`",
+        ),
+        (["config"], {"RESONANCE_LOG_LEVEL": "LOUD"}, 2, "RESONANCE_LOG_LEVEL='LOUD' is invalid"),
+        (["up", "--broker-port", "70000"], {}, 2, "'70000' is not a port"),
+        (["node", "serve", "--port", "-1"], {}, 2, "'-1' is not a port"),
+        (["send", "--count", "0", "--topic", "t"], {}, 2, "'0' is not a count"),
+        (["send", "--type", "sync", "--message", "hi", "--topic", "t"], {}, 2, "--message does not apply"),
+        (["up", "no/such/nodes.yaml", "--json"], {}, 2, "no/such/nodes.yaml: cannot be read"),
+        (
+            ["operator"],
+            {"KUBECONFIG": "/no/such/kubeconfig", "HOME": "/nonexistent"},
+            2,
+            "no Kubernetes credentials",
+        ),
+    ],
+)
+async def test_every_user_error_is_one_line(
+    args: list[str], env: dict[str, str], code: int, needle: str
+) -> None:
+    args = [a.replace("{free}", str(free_port())) for a in args]
+    got, _, err = await run_with(env, *args)
+    lines = err.strip().splitlines()
+    assert got == code and needle in err, (got, err)
+    assert len(lines) == 1 or all(line.startswith("resonance") for line in lines), err
+    assert "Traceback" not in err
+
+
+async def test_version_and_the_bridges_required_variables() -> None:
+    code, out, _ = await run("--version")
+    assert code == 0 and out.strip() == f"resonance {version('resonance')}"
+    code, out, _ = await run("bridge", "--help")
+    flat = " ".join(out.split())
+    assert "Required: RESONANCE_ENDPOINT, RESONANCE_TOPIC, RESONANCE_ANCHOR, KAFKA_BOOTSTRAP_SERVERS" in flat
+
+
+async def test_send_a_file_or_stdin_exactly_as_given(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    payload = b'{"type": "state_update", "data": {"blob": "' + b"x" * 200_000 + b'"}}'
+    (workdir / "big.json").write_bytes(payload)
+    to = ["--topic", topics.node, "--bootstrap-servers", broker.bootstrap]
+    code, _, err = await run("send", "--file", str(workdir / "big.json"), *to)
+    assert code == 0, err
+    code, _, err = await run_with({}, "send", "--file", "-", "--count", "2", *to, stdin=b"not even json")
+    assert code == 0, err
+    records = await consume(broker, topics.node, 3)
+    assert [r.value for r in records] == [payload, b"not even json", b"not even json"]
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal with job control")
+async def test_node_serve_in_the_background_keeps_serving(workdir: Path) -> None:
+    """`resonance node serve &` in an interactive shell: reading the terminal would stop it (SIGTTIN)."""
+    port = free_port()
+    command = f"{sys.executable} -m resonance_local node serve --port {port} & sleep 4; jobs -l; kill %1"
+    shell = await asyncio.create_subprocess_exec(
+        "script",
+        "-qec",
+        f"bash --norc -ic '{command}'",
+        "/dev/null",
+        stdout=PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out = (await asyncio.wait_for(shell.communicate(), 30))[0].decode()
+    assert "in the background: not reading lines" in out and "Running" in out and "Stopped" not in out, out

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
+import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
 
 import yaml
-from resonance_local.embedded import free_port
+from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.manifests import LOCAL_OVERRIDES, load_nodes, local_env
 from resonance_operator import builders
 from resonance_operator.model import Node
 from resonance_operator.settings import Settings
+
+from ..support.poll import until
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPE = asyncio.subprocess.PIPE
@@ -163,3 +169,159 @@ def test_local_env_is_the_operators_env_but_for_documented_overrides() -> None:
         assert {k: v for k, v in local.items() if k not in LOCAL_OVERRIDES} == {
             k: v for k, v in cluster_env.items() if k not in LOCAL_OVERRIDES
         }
+
+
+async def test_a_leftover_broker_on_the_port_is_named(tmp_path: Path) -> None:
+    leftover = EmbeddedBroker(free_port(), tmp_path / "leftover.log")
+    leftover.start()
+    try:
+        assert leftover.process is not None
+        code, out, err = await up(
+            str(manifests(tmp_path / "nodes")), "--json", "--broker-port", str(leftover.port)
+        )
+        assert code == 2 and out == ""
+        assert f"is in use by an embedded broker left running (pid {leftover.process.pid})" in err
+        assert f"kill {leftover.process.pid}" in err
+    finally:
+        leftover.stop()
+
+
+async def test_a_terminals_ctrl_c_stops_bridges_first_and_a_killed_up_leaves_no_broker(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group: only `up` may act on it, so that
+    bridges drain and commit before the broker goes. And `up` killed outright takes its broker along."""
+    broker, logs = free_port(), tmp_path / "logs"
+    args = [str(manifests(tmp_path / "nodes")), "--json", "--broker-port", str(broker), "--logs", str(logs)]
+    ports = ["--http-port-base", str(free_port())]
+    first = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "resonance_local",
+        "up",
+        *args,
+        *ports,
+        stdout=PIPE,
+        stderr=PIPE,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )
+    try:
+        await until(
+            lambda: "connected to node" in _text(logs / "bridge-nexus.log"), 60, "the bridges to connect"
+        )
+        # Every child in a session of its own: the terminal's Ctrl-C reaches `up` alone, not the broker.
+        children = leftovers(f"tcp://127.0.0.1:{broker}") + leftovers(f"RESONANCE_HTTP_PORT={ports[1]}")
+        assert children and all(os.getpgid(pid) != first.pid for pid in children)
+        os.killpg(first.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        code = await asyncio.wait_for(first.wait(), 60)
+        assert code == 0, (await first.stderr.read()).decode() if first.stderr else code
+        for name in ("lexamoris", "nexus"):
+            log = _text(logs / f"bridge-{name}.log")
+            assert "stopped cleanly" in log and "did not finish" not in log, log  # the broker was still there
+            assert "bridge connected" in _text(logs / f"node-{name}.log")  # the nodes' output is kept too
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "resonance_local", "up", *args, *ports, stdout=PIPE, stderr=PIPE
+        )
+        await until(lambda: leftovers(f"tcp://127.0.0.1:{broker}"), 30, "the broker to start")
+        second.kill()
+        await second.wait()
+        await until(lambda: not leftovers(f"tcp://127.0.0.1:{broker}"), 10, "the broker to die with up")
+
+    finally:  # nothing left running, whatever failed
+        for pid in leftovers(f"tcp://127.0.0.1:{broker}") + leftovers(f"RESONANCE_HTTP_PORT={ports[1]}"):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+async def test_json_fails_when_a_node_never_connected_and_temporary_logs_go(tmp_path: Path) -> None:
+    folder = manifests(tmp_path / "nodes")  # endpoints on hosts that do not exist, used as they are
+    code, out, err = await up(str(folder), "--for", "4", "--json", "--no-nodes", "--quiet-demo")
+    assert code == 1 and json.loads(out)[0]["connected"] is False
+    assert "the bridge of lexamoris never connected to its node" in err
+    code, out, _ = await up(str(folder), "--for", "2", "--no-nodes", "--quiet-demo")
+    folder_used = Path(re.search(r"logs in (\S+)", out)[1])  # type: ignore[index]
+    assert "removed on exit" in out and not folder_used.exists()
+
+
+async def test_an_existing_kafka_keeps_the_users_idempotence_setting(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """`resonance broker` beside `up` (the README's pairing) is tansu: idempotence off, as the user says."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "resonance_local",
+        "up",
+        str(manifests(tmp_path / "nodes")),
+        "--for",
+        "12",
+        "--json",
+        "--quiet-demo",
+        "--http-port-base",
+        str(free_port()),
+        stdout=PIPE,
+        stderr=PIPE,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_ENABLE_IDEMPOTENCE": "false"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert all(node["kafka_connected"] and node["connected"] for node in json.loads(out)), out.decode()
+
+
+def test_manifest_problems_are_all_reported_as_the_api_server_would(tmp_path: Path) -> None:
+    bad = {
+        "apiVersion": "resonance.io/v1alpha1",
+        "kind": "ResonanceNode",
+        "metadata": {"name": "Bad_Name"},
+        "spec": {
+            "endpoint": "http://x:1",
+            "topic": "bad topic",
+            "anchor": "A",
+            "frequencyHz": "fast",
+            "colour": "red",
+        },
+    }
+    twin = yaml.safe_load((ROOT / "examples" / "lexamoris-node.yaml").read_text())
+    neighbour = yaml.safe_load((ROOT / "examples" / "nexus-node.yaml").read_text())
+    neighbour["spec"]["endpoint"] = twin["spec"]["endpoint"]  # the same port
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    (tmp_path / "twin.yaml").write_text(yaml.safe_dump(twin))
+    shutil.copy(ROOT / "examples" / "lexamoris-node.yaml", tmp_path / "lexamoris.yaml")
+    (tmp_path / "neighbour.yaml").write_text(yaml.safe_dump(neighbour))
+    nodes, errors = load_nodes([tmp_path], Settings(), local_ports=True)
+    assert [n.name for n in nodes] == ["lexamoris"]
+    text = "\n".join(errors)
+    assert "metadata.name 'Bad_Name'" in text and "spec.colour is not a field" in text
+    assert "spec.frequencyHz" in text  # pydantic's and the bridge's checks, all of them at once
+    assert "another node has this name" in text and "port 8766 is node lexamoris's too" in text
+
+
+def test_the_view_fits_80_columns_and_shows_the_payload_first() -> None:
+    from resonance_local.view import line_of, render
+    from rich.console import Console
+
+    nodes, _ = load_nodes([ROOT / "examples"], Settings())
+    sent = json.dumps(
+        {
+            "type": "state_update",
+            "timestamp": "2026-11-27T06:02:30+00:00",
+            "anchor": "BOLZANO_71",
+            "data": {"frequency": 0.043, "s_roi": 0.502, "status": "operational", "message": "Test"},
+        }
+    )
+    shown = line_of(f"[lexamoris] <- state_update {sent}")
+    assert shown == "lexamoris <- Test  (state_update)"
+    assert line_of("[lexamoris] <- ack for state_update") is None
+    console = Console(width=80, record=True, color_system=None)
+    states = {n.name: {"resonance_websocket_connected": 1.0} for n in nodes}
+    console.print(render(nodes, states, {n.name: 18080 + i for i, n in enumerate(nodes)}, [shown]))
+    screen = console.export_text()
+    table = screen.split("  lexamoris:")[0]
+    assert "…" not in table and "lexamoris" in table and "nexus" in table, screen
+    assert "lexamoris <- Test  (state_update)" in screen and "flight: sent, not yet acked" in screen
