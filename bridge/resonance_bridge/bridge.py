@@ -199,6 +199,26 @@ class Bridge:
             self.kafka_ok = ok
             self.metrics.kafka_connected.set(int(ok))
 
+    def health(self, connected: bool) -> dict[str, Any]:
+        """What the heartbeat record adds to the guide's heartbeat: the data plane's health, which the
+        operator writes to the node's status (README, "Heartbeat records")."""
+        m, failure = self.metrics, self.node_retry.failure
+        drift = m.value("resonance_heartbeat_drift_seconds")
+        return {
+            "node": self.config.node,
+            "namespace": self.config.namespace or None,
+            "websocket_connected": connected,
+            "websocket_error": None if connected or failure is None else f"{failure.kind}: {failure.message}",
+            "kafka_connected": self.kafka_ok,
+            "in_flight": self.relay.pending,
+            "lag": int(m.value("resonance_consumer_lag")),
+            "relayed_out": int(m.value("resonance_messages_relayed_total", direction="outbound")),
+            "relayed_in": int(m.value("resonance_messages_relayed_total", direction="inbound")),
+            "dead_letters": int(m.total("resonance_dead_letters_total")),
+            "measured_frequency_hz": round(1 / (self.config.heartbeat_interval_s + drift), 6),
+            "drift_seconds": round(drift, 3),
+        }
+
     async def _heartbeat(self, writer: KafkaWriter) -> None:
         cfg = self.config
         body = codec.heartbeat(cfg.anchor, cfg.frequency_hz, cfg.s_roi)
@@ -210,12 +230,7 @@ class Bridge:
                 await session.send_control(body)
             except Exception as exc:  # a closing connection: the beat still goes to Kafka
                 log.debug("heartbeat not sent to the node: %r", exc)
-        record = {
-            **body,
-            "node": cfg.node,
-            "websocket_connected": session is not None,
-            "in_flight": self.relay.pending,
-        }
+        record = {**body, **self.health(session is not None)}
         future = await writer.send(
             cfg.heartbeat_topic, codec.encode(record), kafka.headers(cfg, **{"resonance-type": "heartbeat"})
         )

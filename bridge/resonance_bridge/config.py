@@ -69,6 +69,7 @@ class Config:
     anchor: str = var("RESONANCE_ANCHOR")
     bootstrap_servers: str = var("KAFKA_BOOTSTRAP_SERVERS")
     node: str = var("RESONANCE_NODE", "resonance")
+    namespace: str = var("RESONANCE_NAMESPACE", "")  # the node's, set by the operator (downward API)
     inbound_topic: str = var("RESONANCE_INBOUND_TOPIC", "resonance.inbound")
     heartbeat_topic: str = var("RESONANCE_HEARTBEAT_TOPIC", "resonance.heartbeats")
     deadletter_topic: str = var("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter")
@@ -201,10 +202,12 @@ def load(env: Mapping[str, str]) -> Config:
     r, d = EnvReader(env), declared(Config)
     seconds = "use seconds > 0, e.g. {:g}".format
     node = r.text(*d["node"])
+    namespace = r.text(*d["namespace"])
     endpoint = r.required(d["endpoint"][0], "set the node's WebSocket URL, e.g. ws://lexamoris-server:8766")
     _check_endpoint(r, endpoint)
     config = Config(
         node=node,
+        namespace=namespace,
         endpoint=endpoint,
         topic=r.topic(d["topic"][0], required=True),
         anchor=r.required(d["anchor"][0], "set the node's anchor, e.g. BOLZANO_71"),

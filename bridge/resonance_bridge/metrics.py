@@ -82,6 +82,13 @@ class Metrics:
         self.ws_reconnects = self.reconnects.labels("websocket")
         self.kafka_reconnects = self.reconnects.labels("kafka")
 
+    def value(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def total(self, name: str) -> float:
+        """A counter's sum over all its labels (e.g. dead letters of every direction and reason)."""
+        return sum(s.value for family in self.registry.collect() for s in family.samples if s.name == name)
+
     def describe(self, config: Config) -> None:
         self.info.info(
             {

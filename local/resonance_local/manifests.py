@@ -28,6 +28,7 @@ LOCAL_OVERRIDES = {
     "RESONANCE_ENDPOINT": "the local reference node, when `up` starts the nodes",
     "RESONANCE_HTTP_PORT": "one port per bridge on the one machine",
     "RESONANCE_HTTP_HOST": "a laptop's listeners answer on 127.0.0.1 alone",
+    "RESONANCE_NAMESPACE": "no pod to read it from: the bridges say `local`",
     "KAFKA_ENABLE_IDEMPOTENCE": "the embedded broker has no idempotent producer",
     "KAFKA_FETCH_MAX_WAIT_MS": "the embedded broker answers a fetch only when the wait expires",
     "KAFKA_SESSION_TIMEOUT_MS": "a consumer group join takes half of it on the embedded broker",
@@ -159,6 +160,7 @@ def local_env(
     env = bridge_env(node.name, "local", node.spec, settings)
     env["RESONANCE_HTTP_PORT"] = str(http_port)
     env["RESONANCE_HTTP_HOST"] = "127.0.0.1"
+    env["RESONANCE_NAMESPACE"] = "local"
     if endpoint is not None:
         env["RESONANCE_ENDPOINT"] = endpoint
     if embedded_broker:

@@ -101,6 +101,10 @@ def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings) ->
 
 def _env_list(env: dict[str, str], spec: NodeSpec) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
+    # The pod's own namespace (the downward API): in heartbeat records, for the node's status.
+    items.append(
+        {"name": "RESONANCE_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    )
     ref = spec.auth and spec.auth.token_secret_ref
     if ref:
         items.append(

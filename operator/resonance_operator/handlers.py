@@ -5,15 +5,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from . import GROUP, PLURAL, VERSION, service
 from .builders import MANAGED_BY
+from .model import Node
+from .monitor import Monitor
 from .settings import Settings, load
 from .storage import Kube, KubeError
 
@@ -27,6 +30,8 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     if "settings" not in memo:  # `kopf run -m resonance_operator.handlers`: no main loaded them
         memo.settings = load(os.environ)
     memo.kube = await Kube.connect()
+    memo.monitor = Monitor(memo.kube, memo.settings)
+    memo.monitor.start()
     # A watch the server silently stopped feeding is replaced: the server ends each watch after
     # server_timeout, and the client gives up on one that says nothing for client_timeout.
     settings.watching.server_timeout = 300
@@ -35,7 +40,8 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     # kopf's bookkeeping goes to annotations, so that status is ours alone (and its schema strict).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
-    settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's add noise
+    # Our Events (storage.post_event) say what happened; kopf's own, for every handler run, add noise.
+    settings.posting.level = logging.WARNING
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     ours: Settings = memo.settings
     logger.info(
@@ -48,19 +54,25 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
 
 @kopf.on.cleanup()
 async def cleanup_fn(memo: kopf.Memo, **_: Any) -> None:
+    await memo.monitor.stop()
     await memo.kube.close()
 
 
 async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo) -> service.Outcome:
-    node = cast(kopf.Body, body)  # kopf's event posting needs only the object's identity
     kube: Kube = memo.kube
+    monitor: Monitor = memo.monitor
+    node = dict(body)
     try:
-        outcome = await service.reconcile(kube, dict(body), memo.settings)
+        outcome = await service.reconcile(kube, Node.from_body(node), memo.settings)
     except KubeError as exc:
-        kopf.warn(node, reason="ReconcileFailed", message=str(exc))
+        await monitor.observe(node, None, str(exc))
+        with contextlib.suppress(KubeError):
+            await kube.post_event(node, "Warning", "ReconcileFailed", f"{exc}; the operator retries")
         raise kopf.TemporaryError(str(exc), delay=10) from exc
     if outcome.action != "unchanged":
-        kopf.info(node, reason=outcome.action.capitalize(), message=outcome.message)
+        with contextlib.suppress(KubeError):  # an Event lost is a pity, not a reason to fail the node
+            await kube.post_event(node, "Normal", outcome.action.capitalize(), outcome.message)
+    await monitor.observe(node, outcome.deployment)
     return outcome
 
 
@@ -98,6 +110,13 @@ async def deployment_event_fn(body: kopf.Body, memo: kopf.Memo, logger: kopf.Log
         return
     if outcome.action != "unchanged":
         logger.info("%s/%s: %s", namespace, owner, outcome.message)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def node_event_fn(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A node deleted: stop tracking its status (garbage collection takes its Deployment)."""
+    if type == "DELETED":
+        memo.monitor.forget(body.metadata.namespace, body.metadata.name)
 
 
 @kopf.on.probe(id="kubernetes")

@@ -1,7 +1,10 @@
-"""Pure: the node's status from its Deployment, with conditions in the standard Kubernetes shape.
+"""Pure: the node's status from its Deployment and its bridge's heartbeats, with conditions in the
+standard Kubernetes shape.
 
-Ready follows the Deployment (ready replicas >= desired, and the Deployment has observed its
-latest generation); Progressing and Degraded say what is happening in words a user can act on.
+Ready = the Deployment is ready (ready replicas >= desired, its latest generation observed) AND the
+bridge's WebSocket is connected AND its heartbeats are fresh (health.py); its reason and message name
+the missing part. Progressing and Degraded say what the Deployment is doing, KafkaConnected,
+WebSocketConnected and HeartbeatFresh what the data plane is doing, in words a user can act on.
 A condition's lastTransitionTime changes only when its status does (kubebuilder's convention).
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import health
 from .builders import deployment_name, selector
 from .model import Node
 
@@ -101,23 +105,48 @@ def merge(previous: list[Condition], new: list[Condition], generation: int, now:
     return merged
 
 
+def _ready(deployed: Condition, data_plane: list[Condition]) -> Condition:
+    """Ready needs the Deployment and the data plane: the first missing part gives reason and message."""
+    if deployed["status"] != "True":
+        return deployed
+    state = {c["type"]: c for c in data_plane}
+    for part in ("HeartbeatFresh", "WebSocketConnected"):
+        if state[part]["status"] != "True":
+            return _condition("Ready", False, state[part]["reason"], state[part]["message"])
+    return _condition("Ready", True, "BridgeReady", f"{deployed['message']}; connected, heartbeats arrive")
+
+
 def node_status(
     node: Node,
     deployment: dict[str, Any] | None,
     previous: dict[str, Any],
     now: str,
     error: str | None = None,
+    beat: health.Beat | None = None,
+    clock: float = 0.0,
 ) -> dict[str, Any]:
-    conds = merge(previous.get("conditions") or [], conditions(node, deployment, error), node.generation, now)
+    """The whole status; `clock` is the monotonic time the beat's age is measured against."""
+    deployed, *rest = conditions(node, deployment, error)
+    data_plane = health.conditions(beat, clock, node.spec.frequency_hz, node.spec.endpoint)
+    new = [_ready(deployed, data_plane), *rest, *data_plane]
     dep_status = (deployment or {}).get("status") or {}
-    return {
+    status: dict[str, Any] = {
         "observedGeneration": node.generation,
         "deployment": deployment_name(node.name),
         "replicas": dep_status.get("replicas") or 0,  # observed, as the scale subresource means it
         "readyReplicas": dep_status.get("readyReplicas") or 0,
         "selector": selector(node.name),
-        "conditions": conds,
+        "conditions": merge(previous.get("conditions") or [], new, node.generation, now),
     }
+    if beat is not None:
+        status["lastHeartbeatTime"] = beat.time
+        status["bridge"] = beat.bridge
+    return status
+
+
+def states(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Each condition's (status, reason): what changing counts as a transition."""
+    return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions") or ()}
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:

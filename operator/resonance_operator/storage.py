@@ -7,14 +7,16 @@ here, not errors: a missing object is None, a create that lost a race reports th
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
+import uuid
 from typing import Any
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from . import GROUP, PLURAL, VERSION
+from . import GROUP, KIND, PLURAL, VERSION
 
 FIELD_MANAGER = "resonance-operator"
 
@@ -63,6 +65,7 @@ class Kube:
         self.api = api
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -158,4 +161,37 @@ class Kube:
             name,
             {"status": status},
             _content_type="application/merge-patch+json",
+        )
+
+    async def post_event(self, node: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event on the node, as `kubectl describe` and `kubectl get events` show them."""
+        meta = node["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            # Named as kubectl and client-go name them: the object's name and a unique suffix.
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._json(
+            f"post Event on {meta['namespace']}/{meta['name']}",
+            self.core.create_namespaced_event,
+            meta["namespace"],
+            event,
+            missing_ok=False,
         )

@@ -146,7 +146,7 @@ def test_local_env_is_the_operators_env_but_for_documented_overrides() -> None:
         }
         deployment = builders.deployment(Node.from_body(body), settings)
         cluster_env = {
-            e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         }
         local = local_env(node, settings, 18080, f"ws://127.0.0.1:{node.port}", embedded_broker=True)
         assert set(cluster_env) <= set(local)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from resonance_local.embedded import EmbeddedBroker
 
 from ..support import apiserver
 from ..support.kube import ROOT, Cluster, Operator
@@ -36,8 +37,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    process = Operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+def operator(
+    cluster: Cluster, broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = Operator(cluster.kubeconfig, log, broker.bootstrap)
     process.start()
     yield process
     process.kill()

@@ -9,7 +9,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from resonance_operator import builders, status
+from resonance_operator import builders, health, status
 from resonance_operator.model import Node
 from resonance_operator.settings import Settings, load
 
@@ -178,7 +178,8 @@ def test_status_conditions_and_transition_times() -> None:
     ready = {c["type"]: c for c in first["conditions"]}
     assert (ready["Ready"]["status"], ready["Ready"]["reason"]) == ("False", "BridgeNotReady")
     assert first["observedGeneration"] == 3 and ready["Ready"]["observedGeneration"] == 3
-    second = status.node_status(node, _deployment(1), first, "2026-01-01T00:01:00Z")
+    beat = _beat(received=100.0)
+    second = status.node_status(node, _deployment(1), first, "2026-01-01T00:01:00Z", beat=beat, clock=101.0)
     conds = {c["type"]: c for c in second["conditions"]}
     assert (conds["Ready"]["status"], conds["Ready"]["lastTransitionTime"]) == (
         "True",
@@ -187,11 +188,56 @@ def test_status_conditions_and_transition_times() -> None:
     assert (
         conds["Degraded"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     )  # unchanged status keeps its time
-    stale = status.node_status(node, _deployment(1, observed=1, generation=2), second, "2026-01-01T00:02:00Z")
+    stale = status.node_status(
+        node, _deployment(1, observed=1, generation=2), second, "2026-01-01T00:02:00Z", beat=beat, clock=101.0
+    )
     assert {c["type"]: c for c in stale["conditions"]}["Ready"]["status"] == "False"
     failed = status.node_status(node, None, second, "2026-01-01T00:03:00Z", error="HTTP 403: forbidden")
     degraded = {c["type"]: c for c in failed["conditions"]}["Degraded"]
     assert (degraded["status"], degraded["reason"]) == ("True", "ReconcileFailed")
+
+
+def _beat(received: float, websocket: bool = True, error: str | None = None) -> health.Beat:
+    record = {"node": "lexamoris", "namespace": "resonance", "websocket_connected": websocket}
+    record |= {"websocket_error": error, "kafka_connected": True, "in_flight": 3, "lag": 123456}
+    record |= {"relayed_out": 98765, "relayed_in": 7, "dead_letters": 0}
+    record |= {"measured_frequency_hz": 0.04312345, "drift_seconds": 0.01234}
+    parsed = health.parse(json.dumps(record).encode(), received, "2026-01-01T00:00:30Z")
+    assert parsed is not None and parsed[0] == ("resonance", "lexamoris")
+    return parsed[1]
+
+
+def test_ready_needs_the_data_plane_and_names_the_missing_part() -> None:
+    """Ready = Deployment ready AND WebSocketConnected AND HeartbeatFresh; the reason says which failed."""
+    node = example("lexamoris")  # 0.043 Hz: a beat is due every 23.3 s, missing after 69.8 s
+
+    def ready(beat: health.Beat | None, clock: float) -> dict[str, dict[str, str]]:
+        built = status.node_status(node, _deployment(1), {}, "2026-01-01T00:00:00Z", beat=beat, clock=clock)
+        return {c["type"]: c for c in built["conditions"]}
+
+    never = ready(None, 0.0)
+    assert (never["Ready"]["reason"], never["HeartbeatFresh"]["status"]) == ("NoHeartbeatYet", "False")
+    assert never["WebSocketConnected"]["status"] == "Unknown"
+    down = ready(_beat(100.0, websocket=False, error="unreachable: [Errno 111] Connect call failed"), 110.0)
+    assert (down["Ready"]["status"], down["Ready"]["reason"]) == ("False", "WebSocketDisconnected")
+    assert down["Ready"]["message"] == (
+        "the bridge cannot reach ws://lexamoris-server:8766: unreachable: [Errno 111] Connect call failed"
+    )
+    assert down["KafkaConnected"]["status"] == "True" and down["HeartbeatFresh"]["status"] == "True"
+    silent = ready(_beat(100.0), 100.0 + 3 / 0.043 + 1)
+    assert (silent["Ready"]["reason"], silent["HeartbeatFresh"]["reason"]) == (
+        "HeartbeatMissing",
+        "HeartbeatMissing",
+    )
+    assert ready(_beat(100.0), 100.0 + 3 / 0.043 - 1)["Ready"]["status"] == "True"
+
+
+def test_heartbeat_records_become_a_status_that_does_not_churn() -> None:
+    bridge = _beat(0.0).bridge
+    assert bridge["lag"] == 123000 and bridge["relayedOut"] == 98800 and bridge["inFlight"] == 3
+    assert (bridge["frequencyHz"], bridge["driftSeconds"]) == (0.0431, 0.01)
+    for junk in (b"", b"[]", b'{"node": "x"}', b'{"node": "x", "namespace": 5}', b"[" * 5000):
+        assert health.parse(junk, 0.0, "2026-01-01T00:00:00Z") is None
 
 
 def test_operator_settings_from_environment() -> None:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+from resonance_local.embedded import EmbeddedBroker
 from resonance_operator import builders
 from resonance_operator.model import Node
-from resonance_operator.settings import Settings
+from resonance_operator.settings import load
 
-from ..support.kube import Cluster, Operator, condition, node
+from ..support.harness import produce
+from ..support.kube import Cluster, Operator, condition, heartbeat, node
 from ..support.poll import until
-
-SETTINGS = Settings(bridge_image="resonance:test", kafka_bootstrap_servers="kafka.resonance:9092")
 
 
 async def deployment_of(cluster: Cluster, namespace: str, name: str, timeout: float = 30) -> dict[str, Any]:
@@ -46,7 +48,7 @@ async def test_each_example_gets_exactly_one_deployment(
         deployment = await deployment_of(cluster, namespace, name)
         body = cluster.get("rn", name, namespace)
         assert body is not None
-        expected = builders.deployment(Node.from_body(body), SETTINGS)
+        expected = builders.deployment(Node.from_body(body), load(operator.env))  # the operator's settings
         assert builders.is_subset(expected, deployment), json.dumps(deployment, indent=1)
         meta = deployment["metadata"]
         assert meta["labels"] == {
@@ -61,10 +63,10 @@ async def test_each_example_gets_exactly_one_deployment(
         ]
         pod = deployment["spec"]["template"]
         bridge = pod["spec"]["containers"][0]
-        env = {e["name"]: e["value"] for e in bridge["env"]}
+        env = {e["name"]: e.get("value") for e in bridge["env"]}
         assert env["RESONANCE_ENDPOINT"] == manifest["spec"]["endpoint"]
         assert env["RESONANCE_TOPIC"] == manifest["spec"]["topic"]
-        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka.resonance:9092"
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == operator.env["RESONANCE_KAFKA_BOOTSTRAP_SERVERS"]
         assert env["KAFKA_GROUP_ID"] == f"resonance-bridge.{namespace}.{name}"
         assert bridge["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert bridge["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -86,7 +88,7 @@ async def test_kubectl_get_prints_the_columns(cluster: Cluster, operator: Operat
         lambda: condition(cluster.get("rn", "lexamoris", namespace), "Ready"), 30, "a Ready condition"
     )
     table = cluster.kubectl("get", "resonancenodes", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "ENDPOINT", "TOPIC", "ANCHOR", "READY", "AGE"]
+    assert table[0].split() == ["NAME", "ENDPOINT", "TOPIC", "ANCHOR", "READY", "HEARTBEAT", "AGE"]
     assert table[1].split()[:5] == [
         "lexamoris",
         "ws://lexamoris-server:8766",
@@ -95,8 +97,10 @@ async def test_kubectl_get_prints_the_columns(cluster: Cluster, operator: Operat
         "False",
     ]
     wide = cluster.kubectl("get", "rn", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide[0].split() == ["NAME", "ENDPOINT", "TOPIC", "ANCHOR", "READY", "INBOUND", "REPLICAS", "AGE"]
-    assert wide[1].split()[5:7] == ["resonance.inbound", "1"]
+    assert wide[0].split() == [
+        "NAME", "ENDPOINT", "TOPIC", "ANCHOR", "READY", "HEARTBEAT", "INBOUND", "REPLICAS", "RELAYED", "AGE"
+    ]  # fmt: skip
+    assert wide[1].split()[5:7] == ["resonance.inbound", "1"]  # no heartbeat yet: an empty column
 
 
 async def test_spec_change_rolls_and_metadata_change_does_not(
@@ -113,7 +117,7 @@ async def test_spec_change_rolls_and_metadata_change_does_not(
         return d if new and new != old_hash else None
 
     second = await until(rolled, 30, "a new config hash")
-    env = {e["name"]: e["value"] for e in second["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in second["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["RESONANCE_FREQUENCY_HZ"] == "2"
     cluster.kubectl("label", "rn", "lexamoris", "-n", namespace, "team=resonance")
     cluster.kubectl("annotate", "rn", "lexamoris", "-n", namespace, "note=hello")
@@ -139,7 +143,27 @@ def _set_ready(cluster: Cluster, namespace: str, ready: int) -> None:
     cluster.patch("deployment", "resonance-bridge-lexamoris", namespace, {"status": status}, "status")
 
 
-async def test_ready_follows_the_deployment(cluster: Cluster, operator: Operator, namespace: str) -> None:
+@contextlib.asynccontextmanager
+async def beating(broker: EmbeddedBroker, namespace: str, name: str, **fields: Any) -> AsyncIterator[None]:
+    """Heartbeat records for the node, twice a second, as its bridge would write them."""
+
+    async def beat() -> None:
+        while True:
+            await produce(broker, "resonance.heartbeats", [heartbeat(namespace, name, **fields)])
+            await asyncio.sleep(0.5)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_ready_follows_the_deployment_and_the_heartbeats(
+    cluster: Cluster, operator: Operator, namespace: str, broker: EmbeddedBroker
+) -> None:
     cluster.needs_fake_status()
     cluster.apply(node(namespace))
     await deployment_of(cluster, namespace, "lexamoris")
@@ -150,7 +174,11 @@ async def test_ready_follows_the_deployment(cluster: Cluster, operator: Operator
         cond = condition(body, "Ready")
         return body if cond and cond["status"] == value else None
 
-    body = await until(lambda: ready_is("True"), 30, "Ready=True")
+    body = await until(lambda: ready_is("False"), 30, "Ready=False")  # a ready Deployment is not enough
+    assert condition(body, "Ready")["reason"] == "NoHeartbeatYet"  # type: ignore[index]
+    async with beating(broker, namespace, "lexamoris"):
+        body = await until(lambda: ready_is("True"), 30, "Ready=True")
+    assert body["status"]["lastHeartbeatTime"].startswith("20") and body["status"]["bridge"]["kafkaConnected"]
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
     assert condition(body, "Ready")["observedGeneration"] == body["metadata"]["generation"]  # type: ignore[index]
     assert body["status"]["readyReplicas"] == 1

@@ -81,12 +81,13 @@ class Cluster:
 class Operator:
     """`resonance operator` as a child process, as the chart's Deployment runs it."""
 
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, bootstrap: str) -> None:
         self.env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "RESONANCE_BRIDGE_IMAGE": "resonance:test",
-            "RESONANCE_KAFKA_BOOTSTRAP_SERVERS": "kafka.resonance:9092",
+            "RESONANCE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,  # where the bridges' heartbeats are read
+            "RESONANCE_KAFKA_ENABLE_IDEMPOTENCE": "false",  # the embedded broker's
             "RESONANCE_OPERATOR_LIVENESS_PORT": str(_free_port()),
         }
         self.log = log
@@ -142,3 +143,16 @@ def node(namespace: str, name: str = "lexamoris", **spec: Any) -> dict[str, Any]
     for key in [k for k, v in body["spec"].items() if v is None]:
         del body["spec"][key]
     return body
+
+
+def heartbeat(namespace: str, node: str, websocket: bool = True, **fields: Any) -> bytes:
+    """A bridge's heartbeat record (README, "Heartbeat records"), as a test plays the bridge."""
+    record: dict[str, Any] = {
+        "type": "heartbeat",
+        "anchor": "BOLZANO_71",
+        "node": node,
+        "namespace": namespace,
+    }
+    record |= {"websocket_connected": websocket, "kafka_connected": True, "in_flight": 0, "lag": 0}
+    record |= {"relayed_out": 0, "relayed_in": 0, "dead_letters": 0, "measured_frequency_hz": 0.043}
+    return json.dumps(record | fields).encode()

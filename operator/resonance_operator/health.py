@@ -1,0 +1,116 @@
+"""Pure: the data plane's health from the bridges' heartbeat records (README, "Heartbeat records").
+
+A bridge's heartbeat record says whether its WebSocket and Kafka are connected and what it relayed.
+The operator keeps each node's latest one; from it come the conditions KafkaConnected and
+WebSocketConnected, status.bridge and status.lastHeartbeatTime; HeartbeatFresh comes from its age
+(False after 3 heartbeat periods without one: a dead bridge sends nothing, so a timer checks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+Condition = dict[str, Any]
+MISSED_PERIODS = 3  # heartbeats missed before HeartbeatFresh turns False
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A node's latest heartbeat record, as the operator received it."""
+
+    received: float  # the operator's monotonic clock
+    time: str  # RFC 3339, the operator's wall clock: status.lastHeartbeatTime
+    websocket_connected: bool
+    websocket_error: str | None
+    kafka_connected: bool
+    bridge: dict[str, Any]  # status.bridge
+
+
+def _significant(value: Any, digits: int = 3) -> float | int:
+    """Rounded to a few significant digits, so that a status patch is not a new status every beat:
+    exact values are in the bridge's /metrics."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return 0
+    if value == 0:
+        return 0
+    places = digits - 1 - math.floor(math.log10(abs(value)))
+    rounded = round(value, places)
+    return int(rounded) if isinstance(value, int) or float(rounded).is_integer() else rounded
+
+
+def parse(value: bytes | None, received: float, now: str) -> tuple[tuple[str, str], Beat] | None:
+    """The (namespace, node) a heartbeat record is from, and the Beat; None for a record that is not
+    a bridge's heartbeat record (another writer, an older bridge without a namespace)."""
+    try:
+        record = json.loads(value or b"")
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    namespace, node = record.get("namespace"), record.get("node")
+    if not isinstance(namespace, str) or not isinstance(node, str) or not namespace or not node:
+        return None
+    error = record.get("websocket_error")
+    websocket, kafka = record.get("websocket_connected") is True, record.get("kafka_connected") is True
+    bridge: dict[str, Any] = {
+        "websocketConnected": websocket,
+        "kafkaConnected": kafka,
+        "inFlight": _significant(record.get("in_flight")),
+        "lag": _significant(record.get("lag")),
+        "relayedOut": _significant(record.get("relayed_out")),
+        "relayedIn": _significant(record.get("relayed_in")),
+        "deadLetters": _significant(record.get("dead_letters")),
+        "frequencyHz": _significant(record.get("measured_frequency_hz")),
+        "driftSeconds": round(float(_significant(record.get("drift_seconds"), 2)), 2),
+    }
+    beat = Beat(received, now, websocket, error[:300] if isinstance(error, str) else None, kafka, bridge)
+    return (namespace, node), beat
+
+
+def _condition(type_: str, status: str, reason: str, message: str) -> Condition:
+    return {"type": type_, "status": status, "reason": reason, "message": message}
+
+
+def fresh(beat: Beat | None, now: float, frequency_hz: float) -> bool:
+    return beat is not None and now - beat.received <= MISSED_PERIODS / frequency_hz
+
+
+def conditions(beat: Beat | None, now: float, frequency_hz: float, endpoint: str) -> list[Condition]:
+    """KafkaConnected, WebSocketConnected (from the latest beat) and HeartbeatFresh (from its age)."""
+    window = MISSED_PERIODS / frequency_hz
+    if beat is None:
+        waiting = f"no heartbeat from the bridge yet (one is due every {1 / frequency_hz:.3g}s)"
+        return [
+            _condition("KafkaConnected", "Unknown", "NoHeartbeatYet", waiting),
+            _condition("WebSocketConnected", "Unknown", "NoHeartbeatYet", waiting),
+            _condition("HeartbeatFresh", "False", "NoHeartbeatYet", waiting),
+        ]
+    if fresh(beat, now, frequency_hz):
+        heartbeat = _condition(
+            "HeartbeatFresh", "True", "HeartbeatReceived", "the bridge's heartbeats arrive"
+        )
+    else:  # no age in the message: a status that changes every second would be patched every second
+        heartbeat = _condition(
+            "HeartbeatFresh",
+            "False",
+            "HeartbeatMissing",
+            f"no heartbeat for over {window:.3g}s ({MISSED_PERIODS} periods): is the bridge running?",
+        )
+    kafka = (
+        _condition("KafkaConnected", "True", "Connected", "the bridge reaches Kafka")
+        if beat.kafka_connected
+        else _condition("KafkaConnected", "False", "KafkaDisconnected", "the bridge cannot reach Kafka")
+    )
+    if beat.websocket_connected:
+        websocket = _condition(
+            "WebSocketConnected", "True", "Connected", f"the bridge is connected to {endpoint}"
+        )
+    else:
+        why = f": {beat.websocket_error}" if beat.websocket_error else ""
+        websocket = _condition(
+            "WebSocketConnected", "False", "WebSocketDisconnected", f"the bridge cannot reach {endpoint}{why}"
+        )
+    return [kafka, websocket, heartbeat]
