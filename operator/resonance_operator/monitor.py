@@ -44,6 +44,7 @@ class Tracked:
     error: str | None = None
     written: dict[str, Any] = field(default_factory=dict)  # the status as last patched (or found)
     patched_at: float = float("-inf")
+    ever_ready: bool = False  # a node that never was Ready is starting, not failing
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -120,17 +121,20 @@ class Monitor:
                 return
             self.patches += 1
             tracked.written, tracked.patched_at = new, clock
+            tracked.ever_ready |= status.states(new).get("Ready", ("",))[0] == "True"
         await self._announce(tracked, old, new)
 
     async def _announce(self, tracked: Tracked, old: dict[str, Any], new: dict[str, Any]) -> None:
-        """Events for Ready's transitions: what a person on call reads in `kubectl get events`."""
+        """Events for Ready's transitions, and for a new reason while not Ready (the Deployment's probe
+        often says "not ready" a moment before the heartbeat says why): what a person on call reads in
+        `kubectl get events`."""
         before, after = status.states(old).get("Ready"), status.states(new).get("Ready")
-        if after is None or (before is not None and before[0] == after[0]):
+        if after is None or before == after:
             return
         ready = next(c for c in new["conditions"] if c["type"] == "Ready")
         if after[0] == "True":
             kind, reason = "Normal", "Ready"
-        elif before is not None and before[0] == "True":
+        elif before is not None and tracked.ever_ready:
             kind, reason = "Warning", "NotReady"
         else:
             return  # not ready yet, as a new node is: no news

@@ -106,13 +106,24 @@ def merge(previous: list[Condition], new: list[Condition], generation: int, now:
 
 
 def _ready(deployed: Condition, data_plane: list[Condition]) -> Condition:
-    """Ready needs the Deployment and the data plane: the first missing part gives reason and message."""
+    """Ready needs the Deployment and the data plane; the most telling missing part gives reason and
+    message. Bridge pods that run but are not ready say less than the heartbeat saying why (their
+    readiness probe fails when the node or Kafka is unreachable), so that reason goes first."""
+    if deployed["status"] != "True" and deployed["reason"] != "BridgeNotReady":
+        return deployed  # paused, scaled to zero, missing, failing to reconcile, rolling out
+    state = {c["type"]: c for c in data_plane}
+    explaining = ("HeartbeatFresh", "WebSocketConnected") + (
+        ("KafkaConnected",) if deployed["status"] != "True" else ()
+    )
+    for part in explaining:  # a bridge never heard from says nothing the Deployment does not say better
+        if state[part]["status"] == "False" and state[part]["reason"] != "NoHeartbeatYet":
+            return _condition("Ready", False, state[part]["reason"], state[part]["message"])
     if deployed["status"] != "True":
         return deployed
-    state = {c["type"]: c for c in data_plane}
-    for part in ("HeartbeatFresh", "WebSocketConnected"):
-        if state[part]["status"] != "True":
-            return _condition("Ready", False, state[part]["reason"], state[part]["message"])
+    if state["HeartbeatFresh"]["status"] != "True":
+        return _condition(
+            "Ready", False, state["HeartbeatFresh"]["reason"], state["HeartbeatFresh"]["message"]
+        )
     return _condition("Ready", True, "BridgeReady", f"{deployed['message']}; connected, heartbeats arrive")
 
 

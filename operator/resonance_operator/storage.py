@@ -10,7 +10,7 @@ import contextlib
 import datetime
 import json
 import os
-import uuid
+import time
 from typing import Any
 
 from kubernetes_asyncio import client, config
@@ -170,8 +170,8 @@ class Kube:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            # Named as kubectl and client-go name them: the object's name and a unique suffix.
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            # Named as client-go names them: the object's name and the time in hex (so in order).
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": KIND,

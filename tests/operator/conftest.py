@@ -25,7 +25,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pytest.skip(apiserver.HOW)
         cluster = Cluster(server.kubeconfig, server.audit_log, server.controllers)
         try:
-            cluster.kubectl("apply", "-f", str(ROOT / "crds" / "resonancenodes.yaml"))
+            applied = cluster.kubectl("apply", "-f", str(ROOT / "crds" / "resonancenodes.yaml"))
+            assert "Warning" not in applied.stderr, (
+                f"the CRD is not what the API server reads: {applied.stderr}"
+            )
             cluster.kubectl(
                 "wait", "--for=condition=Established", "crd/resonancenodes.resonance.io", "--timeout=60s"
             )

@@ -1,0 +1,162 @@
+"""The node's status shows the data plane: bridges run from the Deployments the operator wrote (the
+kubelet harness), real nodes, the session's Kafka; heartbeats at 1 Hz."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from resonance_local.embedded import EmbeddedBroker
+from resonance_local.node import NodeServer
+
+from ..support.harness import produce
+from ..support.kube import Cluster, Operator, condition, heartbeat, node
+from ..support.kubelet import running as kubelet
+from ..support.poll import until
+
+
+def conditions(cluster: Cluster, namespace: str, name: str = "lexamoris") -> dict[str, str]:
+    body = cluster.get("rn", name, namespace) or {}
+    return {c["type"]: c["status"] for c in (body.get("status") or {}).get("conditions") or ()}
+
+
+def events(cluster: Cluster, namespace: str, name: str = "lexamoris") -> list[tuple[str, str, str]]:
+    items = cluster.items("events", namespace)
+    return [
+        (e["type"], e["reason"], e["message"])
+        for e in sorted(items, key=lambda e: e["metadata"]["name"])
+        if e["involvedObject"]["name"] == name
+    ]
+
+
+UP = {"Ready": "True", "KafkaConnected": "True", "WebSocketConnected": "True", "HeartbeatFresh": "True"}
+
+
+async def test_the_node_shows_its_bridge_connected_silent_and_back(
+    cluster: Cluster, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """The bridge beats: lastHeartbeatTime appears and advances, every condition True. The node's server
+    stops: WebSocketConnected and Ready turn False, naming why, and come back with it. The bridge is
+    killed and kept down: HeartbeatFresh turns False after 3 periods, and comes back with it. Each
+    transition of Ready is an Event on the node."""
+    server = NodeServer("lexamoris", port=0, printer=None)
+    await server.start()
+    port = server.port
+    topic = f"node.{uuid.uuid4().hex[:8]}"
+    async with kubelet(
+        cluster, namespace, tmp_path, **{"lexamoris-server:8766": f"127.0.0.1:{port}"}
+    ) as pods:
+        cluster.apply(node(namespace, topic=topic, frequencyHz=1))
+        await until(lambda: UP.items() <= conditions(cluster, namespace).items(), 60, "Ready with its bridge")
+        first = (cluster.get("rn", "lexamoris", namespace) or {})["status"]["lastHeartbeatTime"]
+        await until(
+            lambda: (cluster.get("rn", "lexamoris", namespace) or {})["status"]["lastHeartbeatTime"] != first,
+            20,
+            "lastHeartbeatTime to advance",
+        )
+
+        await server.kill()  # the node goes away
+        started = time.monotonic()
+        await until(
+            lambda: conditions(cluster, namespace)["WebSocketConnected"] == "False", 20, "disconnected"
+        )
+        took = time.monotonic() - started
+        ready = condition(cluster.get("rn", "lexamoris", namespace), "Ready") or {}
+        assert (ready["status"], ready["reason"]) == ("False", "WebSocketDisconnected")
+        assert "the bridge cannot reach ws://lexamoris-server:8766" in ready["message"]
+        print(f"node down: WebSocketConnected False after {took:.1f}s")
+        server = NodeServer("lexamoris", port=port, printer=None)
+        await server.start()
+        await until(lambda: UP.items() <= conditions(cluster, namespace).items(), 60, "Ready again")
+
+        deployment = "resonance-bridge-lexamoris"
+        pods.hold(deployment)  # SIGKILL, and no restart for now
+        started = time.monotonic()
+        await until(
+            lambda: conditions(cluster, namespace)["HeartbeatFresh"] == "False", 20, "a stale heartbeat"
+        )
+        took = time.monotonic() - started
+        assert 2 <= took < 3 + 4, (
+            took
+        )  # 3 periods after the last beat (up to 1 s before the kill), + the timer
+        assert (condition(cluster.get("rn", "lexamoris", namespace), "Ready") or {})[
+            "reason"
+        ] == "HeartbeatMissing"
+        pods.release(deployment)
+        await until(
+            lambda: UP.items() <= conditions(cluster, namespace).items(), 60, "Ready after the restart"
+        )
+    await server.close()
+
+    said = events(cluster, namespace)
+    assert said[0][:2] == ("Normal", "Created")
+    # Ready, then not (the node gone), Ready, then not (the bridge gone), Ready: a Warning for each
+    # new reason while not Ready (the probe may say "not ready" a moment before the heartbeat says why).
+    transitions = [kind for kind, reason, _ in said if reason in ("Ready", "NotReady")]
+    runs = [kind for i, kind in enumerate(transitions) if i == 0 or transitions[i - 1] != kind]
+    assert runs == ["Normal", "Warning", "Normal", "Warning", "Normal"], said
+    warnings = [message for kind, _, message in said if kind == "Warning"]
+    assert any(
+        m.startswith("WebSocketDisconnected: the bridge cannot reach ws://lexamoris-server") for m in warnings
+    )
+    assert any(m.startswith("HeartbeatMissing: no heartbeat for over 3s") for m in warnings), warnings
+
+
+async def test_200_nodes_beating_at_1_hz_do_not_flood_the_api_server(
+    cluster: Cluster, operator: Operator, namespace: str, broker: EmbeddedBroker
+) -> None:
+    """Status patches: at once on a condition change, otherwise at most one per node per heartbeat
+    period and at least 5 s apart. Counted in the API server's audit log."""
+    if cluster.audit_log is None:
+        pytest.skip("counts requests in the API server's audit log: kube-lite or envtest")
+    names = [f"n{i:03d}" for i in range(200)]
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "List", "items": [node(namespace, n, frequencyHz=1) for n in names]}
+    )
+    await until(lambda: len(cluster.items("rn", namespace)) == 200, 60, "200 nodes")
+    await until(
+        lambda: all(condition(n, "Ready") for n in cluster.items("rn", namespace)), 180, "200 statuses"
+    )
+    start, seconds = time.time(), 30
+    while time.time() - start < seconds:
+        await produce(broker, "resonance.heartbeats", [heartbeat(namespace, n) for n in names])
+        await asyncio.sleep(max(0.0, 1 - (time.time() - start) % 1))
+    await asyncio.sleep(2)
+    patches = _status_patches(cluster, namespace, since=start)
+    per_node = max(patches.values(), default=0)
+    print(
+        f"200 nodes at 1 Hz for {seconds}s: {sum(patches.values())} status patches, at most {per_node} a node"
+    )
+    assert len(patches) == 200, "every node's heartbeats reached its status"
+    # One for the first beat's transition, then one per 5 s at most, and one for slack at each end.
+    assert per_node <= seconds / 5 + 3, patches
+    assert sum(patches.values()) <= 200 * (seconds / 5 + 3)
+
+
+def _status_patches(cluster: Cluster, namespace: str, since: float) -> dict[str, int]:
+    assert cluster.audit_log is not None
+    counts: dict[str, int] = {}
+    for line in cluster.audit_log.read_text().splitlines():
+        event: dict[str, Any] = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if (
+            event.get("stage") == "ResponseComplete"
+            and event.get("verb") == "patch"
+            and ref.get("resource") == "resonancenodes"
+            and ref.get("subresource") == "status"
+            and ref.get("namespace") == namespace
+            and _epoch(event["requestReceivedTimestamp"]) >= since
+        ):
+            counts[ref["name"]] = counts.get(ref["name"], 0) + 1
+    return counts
+
+
+def _epoch(stamp: str) -> float:
+    import datetime
+
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
