@@ -7,7 +7,7 @@ from . import logs
 from .main import run
 
 try:
-    logs.setup(os.environ.get("RESONANCE_LOG_LEVEL", "INFO"))
+    logs.setup(os.environ.get("RESONANCE_LOG_LEVEL", "INFO"), os.environ.get("RESONANCE_LOG_FORMAT", "text"))
 except ValueError as exc:
     print(f"resonance bridge: {exc}", file=sys.stderr)
     sys.exit(2)

@@ -7,7 +7,9 @@ unreachable", readiness, metrics), so each repeating library message is shown on
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers whose messages can repeat at the pace of input: the Kafka client's retries, and the
@@ -43,13 +45,43 @@ class HoldRepeats(logging.Filter):
 
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+FORMATS = ("text", "json")
+# Fields every JSON line carries (the bridge sets its node and anchor once it knows them).
+CONTEXT: dict[str, str] = {}
 
 
-def setup(level: str) -> None:
-    """Process logging at `level`; ValueError, worded for the user, for a level that is none."""
+class JsonLines(logging.Formatter):
+    """One JSON object per line, for log pipelines: time, level, logger, message, the process's
+    context (node, anchor) and, where a line is about one direction of the relay, that direction."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **CONTEXT,
+        }
+        direction = getattr(record, "direction", None)
+        if isinstance(direction, str):
+            line["direction"] = direction
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def setup(level: str, form: str = "text") -> None:
+    """Process logging at `level`, as text or JSON lines; ValueError, worded for the user, for a level
+    or format that is none."""
     if level.upper() not in LEVELS:
         raise ValueError(f"RESONANCE_LOG_LEVEL={level!r} is invalid: use one of {', '.join(LEVELS)}")
+    if form.lower() not in FORMATS:
+        raise ValueError(f"RESONANCE_LOG_FORMAT={form!r} is invalid: use one of {', '.join(FORMATS)}")
     logging.basicConfig(level=level.upper(), format=FORMAT)
+    if form.lower() == "json":
+        JsonLines.converter = time.gmtime
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLines())
     # aiokafka reports every retry at ERROR; WARNING-level chatter from it adds nothing.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     for handler in logging.getLogger().handlers:

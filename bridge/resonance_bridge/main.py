@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import prometheus_client
 
 from . import config as configuration
+from . import logs
 from .bridge import Bridge
 from .health import HealthServer
 
@@ -26,6 +27,7 @@ def run(env: Mapping[str, str]) -> int:
         for problem in exc.problems:
             print(f"resonance bridge: {problem}", file=sys.stderr)
         return 2
+    logs.CONTEXT.update(node=config.node, anchor=config.anchor)  # in every JSON log line
     return asyncio.run(_main(config))
 
 

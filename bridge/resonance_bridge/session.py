@@ -175,7 +175,13 @@ class Session:
             return  # not done: fetched and dead-lettered again after the restart
         self.s.relay.dead_lettered(entry)
         self.s.metrics.dead_letters.labels("outbound", rejected.reason).inc()
-        dead_log.warning("record %s dead-lettered (%s): %s", source, rejected.reason, rejected.detail)
+        dead_log.warning(
+            "record %s dead-lettered (%s): %s",
+            source,
+            rejected.reason,
+            rejected.detail,
+            extra={"direction": "outbound"},
+        )
         self._changed()
 
     async def _watchdog(self) -> None:
@@ -265,7 +271,12 @@ class Session:
             else:
                 metrics.dead_letters.labels("inbound", reply.error).inc()
                 detail = reply.rejected.detail if reply.rejected else ""
-                dead_log.warning("frame from the node dead-lettered (%s): %s", reply.error, detail)
+                dead_log.warning(
+                    "frame from the node dead-lettered (%s): %s",
+                    reply.error,
+                    detail,
+                    extra={"direction": "inbound"},
+                )
 
     # --- stopping -------------------------------------------------------------------------------
 

@@ -54,7 +54,9 @@ def _broker(port: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        logs.setup(os.environ.get("RESONANCE_LOG_LEVEL", "INFO"))
+        logs.setup(
+            os.environ.get("RESONANCE_LOG_LEVEL", "INFO"), os.environ.get("RESONANCE_LOG_FORMAT", "text")
+        )
     except ValueError as exc:
         print(f"resonance: {exc}", file=sys.stderr)
         return 2

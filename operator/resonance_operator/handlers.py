@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from . import GROUP, PLURAL, VERSION, service
+from . import GROUP, PLURAL, VERSION, metrics, service
 from .builders import MANAGED_BY
 from .model import Node
 from .monitor import Monitor
@@ -29,9 +29,20 @@ OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     if "settings" not in memo:  # `kopf run -m resonance_operator.handlers`: no main loaded them
         memo.settings = load(os.environ)
+    ours: Settings = memo.settings
     memo.kube = await Kube.connect()
     memo.monitor = Monitor(memo.kube, memo.settings)
     memo.monitor.start()
+    try:
+        metrics.serve(ours.metrics_port, memo.monitor.statuses)
+    except ValueError:
+        pass  # already serving: `kopf run` reloaded the module
+    except OSError as exc:  # the operator still does its job; say why it cannot be watched
+        logger.error(
+            "metrics not served: RESONANCE_OPERATOR_METRICS_PORT=%d cannot be used (%s)",
+            ours.metrics_port,
+            exc,
+        )
     # A watch the server silently stopped feeding is replaced: the server ends each watch after
     # server_timeout, and the client gives up on one that says nothing for client_timeout.
     settings.watching.server_timeout = 300
@@ -43,7 +54,6 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     # Our Events (storage.post_event) say what happened; kopf's own, for every handler run, add noise.
     settings.posting.level = logging.WARNING
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
-    ours: Settings = memo.settings
     logger.info(
         "bridge image %s, default Kafka %s, namespaces %s",
         ours.bridge_image,
@@ -58,13 +68,15 @@ async def cleanup_fn(memo: kopf.Memo, **_: Any) -> None:
     await memo.kube.close()
 
 
-async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo) -> service.Outcome:
+async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, handler: str) -> service.Outcome:
     kube: Kube = memo.kube
     monitor: Monitor = memo.monitor
     node = dict(body)
     try:
         outcome = await service.reconcile(kube, Node.from_body(node), memo.settings)
+        metrics.RECONCILES.labels(handler, "ok").inc()
     except KubeError as exc:
+        metrics.RECONCILES.labels(handler, "error").inc()
         await monitor.observe(node, None, str(exc))
         with contextlib.suppress(KubeError):
             await kube.post_event(node, "Warning", "ReconcileFailed", f"{exc}; the operator retries")
@@ -80,7 +92,7 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo) -> service.Outcom
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile_fn(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    outcome = await _reconcile(body, memo)
+    outcome = await _reconcile(body, memo, "node")
     logger.info(outcome.message)
 
 
@@ -104,7 +116,7 @@ async def deployment_event_fn(body: kopf.Body, memo: kopf.Memo, logger: kopf.Log
     if node is None or node["metadata"].get("deletionTimestamp"):
         return  # the node is gone: garbage collection takes the Deployment
     try:
-        outcome = await _reconcile(node, memo)
+        outcome = await _reconcile(node, memo, "deployment")
     except kopf.TemporaryError as exc:
         logger.warning("reconcile of %s/%s failed: %s", namespace, owner, exc)
         return

@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from . import health, status
+from . import health, metrics, status
 from .model import Node
 from .settings import Settings
 from .storage import Kube, KubeError
@@ -91,8 +91,12 @@ class Monitor:
     async def heartbeat(self, key: Key, beat: health.Beat) -> None:
         self.beats[key] = beat
         tracked = self.nodes.get(key)
+        metrics.HEARTBEATS.labels("used" if tracked is not None else "ignored").inc()
         if tracked is not None:
             await self._write(tracked)
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [tracked.written for tracked in list(self.nodes.values())]
 
     # --- the status -------------------------------------------------------------------------------
 
@@ -118,8 +122,12 @@ class Monitor:
                 await self.kube.patch_node_status(node.namespace, node.name, new)
             except KubeError as exc:
                 log.warning("status of %s/%s not written: %s", node.namespace, node.name, exc)
+                metrics.PATCHES.labels("error").inc()
                 return
             self.patches += 1
+            metrics.PATCHES.labels(
+                "transition" if transition else "deployment" if moved else "heartbeat"
+            ).inc()
             tracked.written, tracked.patched_at = new, clock
             tracked.ever_ready |= status.states(new).get("Ready", ("",))[0] == "True"
         await self._announce(tracked, old, new)
@@ -188,5 +196,7 @@ class Monitor:
         """One heartbeat record, its age taken from its Kafka timestamp (a replayed old beat is old)."""
         wall = min(time.time(), (record.timestamp or 0) / 1000) or time.time()
         parsed = health.parse(record.value, time.monotonic() - (time.time() - wall), _iso(wall))
-        if parsed is not None:
+        if parsed is None:
+            metrics.HEARTBEATS.labels("ignored").inc()
+        else:
             await self.heartbeat(*parsed)

@@ -24,6 +24,7 @@ class Settings:
     deadletter_topic: str = var("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter")
     kafka_enable_idempotence: bool = var("RESONANCE_KAFKA_ENABLE_IDEMPOTENCE", True)
     liveness_port: int = var("RESONANCE_OPERATOR_LIVENESS_PORT", 8081)
+    metrics_port: int = var("RESONANCE_OPERATOR_METRICS_PORT", 8082)
     bridge_cpu_request: str = var("RESONANCE_BRIDGE_CPU_REQUEST", "50m")
     bridge_memory_request: str = var("RESONANCE_BRIDGE_MEMORY_REQUEST", "64Mi")
     bridge_memory_limit: str = var("RESONANCE_BRIDGE_MEMORY_LIMIT", "128Mi")
@@ -49,6 +50,7 @@ def load(env: Mapping[str, str]) -> Settings:
         deadletter_topic=r.topic(*d["deadletter_topic"]),
         kafka_enable_idempotence=r.boolean(*d["kafka_enable_idempotence"]),
         liveness_port=r.integer(*d["liveness_port"], 1, 65535),
+        metrics_port=r.integer(*d["metrics_port"], 1, 65535),
         bridge_cpu_request=r.text(*d["bridge_cpu_request"]),
         bridge_memory_request=r.text(*d["bridge_memory_request"]),
         bridge_memory_limit=r.text(*d["bridge_memory_limit"]),

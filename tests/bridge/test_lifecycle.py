@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -152,3 +153,24 @@ async def test_auth_token_is_sent_as_bearer(
         assert "s3cret" not in bridge.output()
     finally:
         bridge.stop()
+
+
+async def test_json_logs_are_one_object_a_line_with_node_anchor_and_direction(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    node = NodeServer("json", port=0, printer=None)
+    await node.start()
+    await produce(broker, topics.node, [b"{not json"])  # a dead letter: a line about the outbound direction
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_LOG_FORMAT="json")
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        await until(lambda: "dead-lettered" in bridge.output(), 30, bridge.output)
+        lines = [json.loads(line) for line in bridge.output().splitlines()]
+        assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        ours = [line for line in lines if line["logger"].startswith("resonance")]
+        assert all((line["node"], line["anchor"]) == ("testnode", "BOLZANO_71") for line in ours[1:]), ours
+        [dead] = [line for line in lines if "dead-lettered" in line["message"]]
+        assert dead["direction"] == "outbound" and dead["level"] == "WARNING"
+    finally:
+        bridge.stop()
+        await node.close()

@@ -211,9 +211,10 @@ def test_the_readme_table_is_the_configuration() -> None:
     from ..support.readme import literal, settings_table
 
     table = settings_table("RESONANCE_ENDPOINT")
-    assert set(table) - {"RESONANCE_LOG_LEVEL"} == {env for env, _ in declared(Config).values()}
+    logging_vars = {"RESONANCE_LOG_LEVEL", "RESONANCE_LOG_FORMAT"}  # read before the configuration
+    assert set(table) - logging_vars == {env for env, _ in declared(Config).values()}
     for variable, cell in table.items():
         value = literal(cell)
-        if value is not None and variable != "RESONANCE_LOG_LEVEL":
+        if value is not None and variable not in logging_vars:
             value = value.replace("<node>", "resonance")  # KAFKA_GROUP_ID's default names the node
             assert load({**BASE, variable: value}) == load(BASE), f"{variable}: the README says {cell}"

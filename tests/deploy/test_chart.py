@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib.metadata import distribution
@@ -264,3 +265,31 @@ def test_release_workflow_publishes_what_the_chart_installs(tmp_path: Path) -> N
         },
     )
     assert run.returncode == 0 and (tmp_path / "out").read_text() == f"version={version}\n"
+
+
+def test_pod_monitors_select_the_operator_and_every_bridge_and_the_dashboard_ships() -> None:
+    from resonance_operator import builders
+    from resonance_operator.model import Node
+    from resonance_operator.settings import Settings
+
+    docs = render("--set", "metrics.podMonitor.enabled=true", "--set", "dashboards.enabled=true")
+    monitors = {d["metadata"]["name"].rsplit("-", 1)[1]: d for d in docs if d["kind"] == "PodMonitor"}
+    [operator] = [d for d in docs if d["kind"] == "Deployment"]
+    body = yaml.safe_load((ROOT / "examples" / "lexamoris-node.yaml").read_text())
+    body["metadata"].update(namespace="resonance", uid="u")
+    bridge = builders.deployment(Node.from_body(body), Settings())
+    for monitor, pod in ((monitors["operator"], operator), (monitors["bridges"], bridge)):
+        template = pod["spec"]["template"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+        ports = {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
+        annotations = template["metadata"]["annotations"]  # for Prometheus without its operator
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert int(annotations["prometheus.io/port"]) in {
+            p["containerPort"] for p in template["spec"]["containers"][0]["ports"]
+        }
+    [dashboard] = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")
+    ]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["resonance.json"])["panels"]

@@ -89,6 +89,7 @@ class Operator:
             "RESONANCE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,  # where the bridges' heartbeats are read
             "RESONANCE_KAFKA_ENABLE_IDEMPOTENCE": "false",  # the embedded broker's
             "RESONANCE_OPERATOR_LIVENESS_PORT": str(_free_port()),
+            "RESONANCE_OPERATOR_METRICS_PORT": str(_free_port()),
             # The tests' namespaces (t-...): a test may run an operator of its own elsewhere.
             "RESONANCE_WATCH_NAMESPACES": "t-*",
         }
