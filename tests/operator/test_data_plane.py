@@ -70,6 +70,7 @@ async def test_the_node_shows_its_bridge_connected_silent_and_back(
         assert (ready["status"], ready["reason"]) == ("False", "WebSocketDisconnected")
         assert "the bridge cannot reach ws://lexamoris-server:8766" in ready["message"]
         print(f"node down: WebSocketConnected False after {took:.1f}s")
+        assert took < 2 * 1 + 3, took  # two heartbeat periods, plus noticing a closed connection (at once)
         server = NodeServer("lexamoris", port=port, printer=None)
         await server.start()
         await until(lambda: UP.items() <= conditions(cluster, namespace).items(), 60, "Ready again")
