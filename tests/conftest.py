@@ -3,6 +3,7 @@ and bridges run as real processes."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.node import NodeServer
 
-from .support.harness import Topics
+from .support.harness import SecureBroker, Topics
 from .support.proxy import Proxied, Proxy
 
 
@@ -49,12 +50,16 @@ async def proxied(workdir: Path) -> AsyncIterator[Proxied]:
     there), with fresh topics; stopped with the test."""
     made: list[tuple[EmbeddedBroker, Proxy]] = []
 
-    async def make(delay: float = 0.0) -> tuple[EmbeddedBroker, Proxy, Topics]:
+    async def make(
+        delay: float = 0.0, tls: ssl.SSLContext | None = None, client: ssl.SSLContext | None = None
+    ) -> tuple[EmbeddedBroker, Proxy, Topics]:
+        """tls: the proxy's server side (clients then speak TLS to the broker); client: the context
+        the tests' own clients use with it."""
         port = free_port()
-        proxy = Proxy(port, delay)
-        broker = EmbeddedBroker(
-            port=port, log_path=workdir / f"broker-{port}.log", advertised_port=proxy.port
-        )
+        proxy = Proxy(port, delay, tls)
+        broker = SecureBroker(port=port, log_path=workdir / f"broker-{port}.log", advertised_port=proxy.port)
+        if client is not None:
+            broker.security = {"security_protocol": "SSL", "ssl_context": client}
         broker.start()
         made.append((broker, proxy))
         await proxy.start()

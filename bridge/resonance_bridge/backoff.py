@@ -42,13 +42,38 @@ class Failure:
     message: str  # one line for logs and /readyz: what happened and what to check
 
 
-def classify(exc: BaseException, token_hint: str = "RESONANCE_AUTH_TOKEN") -> Failure:
-    """What a failed connection attempt (to the node or to Kafka) means for retrying it."""
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def classify(
+    exc: BaseException, token_hint: str = "RESONANCE_AUTH_TOKEN", where: str = "", ca_hint: str = ""
+) -> Failure:
+    """What a failed connection attempt (to the node or to Kafka) means for retrying it; `where` and
+    the hints name what to check in the message."""
     if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
         status = exc.response.status_code
         return Failure("refused", f"http_{status}", f"HTTP {status} (check {token_hint})")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return Failure("refused", "tls", f"TLS verification failed: {exc.verify_message or exc}")
+    verify = next((e for e in _chain(exc) if isinstance(e, ssl.SSLCertVerificationError)), None)
+    if verify is not None:
+        said = verify.verify_message or str(verify)
+        if "mismatch" in said:
+            fix = "the certificate is for another host: connect by a name it was issued for"
+        elif "expired" in said:
+            fix = "the certificate has expired: renew it"
+        else:
+            fix = f"set {ca_hint or 'the CA file'} to the CA that signed it"
+        return Failure(
+            "refused", "tls", f"certificate verify failed: {said} for {where or 'the peer'}: {fix}"
+        )
+    handshake = next((e for e in _chain(exc) if isinstance(e, ssl.SSLError)), None)
+    if handshake is not None:
+        return Failure("refused", "tls", f"TLS handshake failed with {where or 'the peer'}: {handshake}")
     if isinstance(exc, _KAFKA_REFUSALS):
         return Failure(
             "refused", "auth", f"{type(exc).__name__}: {exc} (check the Kafka credentials and ACLs)"
@@ -90,7 +115,9 @@ class Retry:
         *,
         refused_delay: float = 60.0,
         on_failure: Callable[[Failure], None] | None = None,
+        hints: dict[str, str] | None = None,
     ) -> None:
+        self.hints = hints or {}  # classify()'s: where the peer is, which setting to check
         self.what = what
         self.stopping = stopping
         self.log = log
@@ -102,7 +129,7 @@ class Retry:
     async def failed(self, exc: BaseException, failure: Failure | None = None) -> None:
         """Count and report the failure (logged when its reason changes), then wait before the next
         attempt: the backoff when unreachable, about refused_delay when refused; less if stopping."""
-        failure = failure or classify(exc)
+        failure = failure or classify(exc, **self.hints)
         if failure != self.failure:
             self.log.warning(
                 "%s %s: %s; retrying %s", self.what, failure.kind, failure.message, self._pace(failure)

@@ -16,7 +16,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake
 
-from . import codec, kafka
+from . import codec, kafka, security
 from .backoff import Failure, Retry, keep_running, pause
 from .config import CLOSE_BUDGET_S, Config
 from .connection import NodeConnection
@@ -53,9 +53,14 @@ class Bridge:
         self.session: Session | None = None
         self.first_attempt = asyncio.Event()  # set once the first connection to the node was tried
         self.kafka_ok = False
-        self.node_retry = self._retry(f"node {config.endpoint}", "websocket")
-        self.kafka_retries = [self._retry(f"kafka {what}", "kafka") for what in ("producer", "consumer")]
-        self.auth_headers = {"Authorization": f"Bearer {config.auth_token}"} if config.auth_token else None
+        node_hints = {"where": config.endpoint, "ca_hint": "RESONANCE_TLS_CA_FILE"}
+        node_hints["token_hint"] = security.token_variable(config)
+        kafka_hints = {"where": config.bootstrap_servers, "ca_hint": "KAFKA_SSL_CA_FILE"}
+        self.node_retry = self._retry(f"node {config.endpoint}", "websocket", node_hints)
+        self.kafka_retries = [
+            self._retry(f"kafka {what}", "kafka", kafka_hints) for what in ("producer", "consumer")
+        ]
+        self.metrics.tls_insecure.set(int(config.tls_insecure_skip_verify))
         self.metrics.in_flight.set_function(lambda: self.relay.pending)  # read at scrape time
         self.metrics.describe(config)
 
@@ -68,12 +73,13 @@ class Bridge:
         """How long a closing step may take: its own bound, within the shutdown deadline."""
         return min(step, self.close_by - time.monotonic())
 
-    def _retry(self, what: str, side: str) -> Retry:
+    def _retry(self, what: str, side: str, hints: dict[str, str]) -> Retry:
         def counted(failure: Failure) -> None:
             self.metrics.connect_failures.labels(side, failure.code).inc()
             self.metrics.reconnects.labels(side).inc()
 
-        return Retry(what, self.stopping, log, refused_delay=self.config.refused_retry_s, on_failure=counted)
+        delay = self.config.refused_retry_s
+        return Retry(what, self.stopping, log, refused_delay=delay, on_failure=counted, hints=hints)
 
     def readiness(self) -> tuple[bool, str]:
         kafka_state = "connected" if self.kafka_ok else "disconnected"
@@ -96,9 +102,13 @@ class Bridge:
         """Relay until stop(); then drain in-flight acks for up to the grace period, commit, close,
         all within the shutdown grace plus CLOSE_BUDGET_S."""
         cfg, (producing, consuming) = self.config, self.kafka_retries
+
+        async def tls() -> BaseException | None:
+            return await security.tls_trouble(cfg)
+
         async with (
-            kafka.started(lambda: kafka.producer(cfg), producing, self.time_left) as producer,
-            kafka.started(lambda: kafka.consumer(cfg), consuming, self.time_left) as consumer,
+            kafka.started(lambda: kafka.producer(cfg), producing, self.time_left, tls) as producer,
+            kafka.started(lambda: kafka.consumer(cfg), consuming, self.time_left, tls) as consumer,
         ):
             if producer is None or consumer is None:
                 return  # stopped before Kafka was reachable
@@ -122,17 +132,29 @@ class Bridge:
                 await kafka.bounded(reader.commit(), "final commit", self.time_left(2.0))
 
     async def _connections(self, shared: Shared) -> None:
-        retry = self.node_retry
+        retry, cfg = self.node_retry, self.config
         while not self.stopping.is_set():
             try:
+                headers = security.node_headers(cfg)  # the token file read now: rotation needs no restart
+            except OSError as exc:
+                self.first_attempt.set()
+                what = f"{security.token_variable(cfg)}={cfg.auth_token_file} cannot be read ({exc.strerror})"
+                await retry.failed(exc, Failure("refused", "token", f"{what}: mount the token there"))
+                continue
+            if cfg.tls_insecure_skip_verify:
+                log.warning(
+                    "not verifying %s's certificate (RESONANCE_TLS_INSECURE_SKIP_VERIFY)", cfg.endpoint
+                )
+            try:
                 ws = await connect(
-                    self.config.endpoint,
+                    cfg.endpoint,
+                    ssl=security.node_tls(cfg),
                     create_connection=NodeConnection,
                     compression=None,
                     open_timeout=10,
                     close_timeout=CLOSE_TIMEOUT_S,
                     ping_interval=None,  # the session's keepalive, which knows when the bridge is deaf
-                    additional_headers=self.auth_headers,
+                    additional_headers=headers,
                     # Oversized frames up to 8x are read whole, to dead-letter their payload; beyond that
                     # memory matters more: the connection is closed (1009) and the event dead-lettered.
                     max_size=8 * self.config.max_frame_bytes,

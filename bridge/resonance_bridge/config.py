@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal
 from urllib.parse import urlsplit
 
-T = TypeVar("T")
+# The operator's contract is this module: what it needs of envvars is re-exported here.
+from . import security
+from .envvars import ConfigError, EnvReader, Problem, declared, var
 
-TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+__all__ = ["CLOSE_BUDGET_S", "Config", "ConfigError", "EnvReader", "Problem", "declared", "load", "var"]
+
 # After the shutdown grace (waiting for acks), closing takes at most this long: the WebSocket
 # closing handshake, the final offset commit and the Kafka clients' close share it.
 CLOSE_BUDGET_S = 5.0
@@ -27,39 +29,6 @@ def termination_grace_seconds(shutdown_grace_s: float) -> int:
     """The pod's terminationGracePeriodSeconds for a bridge with this shutdown grace: the bridge's
     whole shutdown fits in it, so the kubelet never SIGKILLs a bridge that is still committing."""
     return math.ceil(shutdown_grace_s + CLOSE_BUDGET_S) + 2
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One bad variable: what was given, what is wrong, and the fix."""
-
-    variable: str
-    value: str | None  # as given; None when missing
-    what: str  # e.g. "is invalid", "is required"
-    fix: str
-
-    def __str__(self) -> str:
-        given = self.variable if self.value is None else f"{self.variable}={self.value!r}"
-        return f"{given} {self.what}: {self.fix}"
-
-
-class ConfigError(Exception):
-    """Invalid configuration; `problems` holds one Problem per bad variable."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(map(str, problems)))
-        self.problems = problems
-
-
-def var(name: str, default: Any = dataclasses.MISSING) -> Any:
-    """A setting read from the environment variable `name`: its name and default are declared here
-    once, and load(), the operator and the README table check (tests) read them from the field."""
-    return dataclasses.field(default=default, metadata={"env": name})
-
-
-def declared(cls: type) -> dict[str, tuple[str, Any]]:
-    """Per field of a settings dataclass: (its environment variable, its default)."""
-    return {f.name: (f.metadata["env"], f.default) for f in dataclasses.fields(cls) if "env" in f.metadata}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,96 +65,30 @@ class Config:
     auto_offset_reset: Literal["earliest", "latest"] = var("KAFKA_AUTO_OFFSET_RESET", "earliest")
     # Sent as "Authorization: Bearer <token>" when connecting to the node.
     auth_token: str = var("RESONANCE_AUTH_TOKEN", "")
+    # Security (security.py checks the files and the combinations; README, "Security").
+    auth_token_file: str = var("RESONANCE_AUTH_TOKEN_FILE", "")  # read again at every connect
+    auth_header: str = var("RESONANCE_AUTH_HEADER", "Authorization")
+    tls_ca_file: str = var("RESONANCE_TLS_CA_FILE", "")
+    tls_cert_file: str = var("RESONANCE_TLS_CERT_FILE", "")
+    tls_key_file: str = var("RESONANCE_TLS_KEY_FILE", "")
+    tls_insecure_skip_verify: bool = var("RESONANCE_TLS_INSECURE_SKIP_VERIFY", False)
+    kafka_security_protocol: str = var("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")  # or SSL, SASL_*
+    kafka_ssl_ca_file: str = var("KAFKA_SSL_CA_FILE", "")
+    kafka_ssl_cert_file: str = var("KAFKA_SSL_CERT_FILE", "")
+    kafka_ssl_key_file: str = var("KAFKA_SSL_KEY_FILE", "")
+    kafka_sasl_mechanism: str = var("KAFKA_SASL_MECHANISM", "")
+    kafka_sasl_username: str = var("KAFKA_SASL_USERNAME", "")
+    kafka_sasl_password_file: str = var("KAFKA_SASL_PASSWORD_FILE", "")
 
-    def __repr__(self) -> str:  # never print the token
-        return (
-            super().__repr__().replace(repr(self.auth_token), "'***'")
-            if self.auth_token
-            else super().__repr__()
-        )
+    def __repr__(self) -> str:  # never print the token (a slots dataclass has no usable super().__repr__)
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if shown["auth_token"]:
+            shown["auth_token"] = "***"
+        return "Config(" + ", ".join(f"{name}={value!r}" for name, value in shown.items()) + ")"
 
     @property
     def heartbeat_interval_s(self) -> float:
         return 1.0 / self.frequency_hz
-
-
-class EnvReader:
-    """Reads typed variables from a mapping, recording a problem instead of raising."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[Problem] = []
-
-    def _get(self, name: str, default: T, parse: Callable[[str], T], fix: str) -> T:
-        raw = self.env.get(name)
-        if raw is None or raw.strip() == "":
-            return default
-        try:
-            return parse(raw.strip())
-        except ValueError:
-            self.problems.append(Problem(name, raw, "is invalid", fix))
-            return default
-
-    def required(self, name: str, fix: str) -> str:
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            self.problems.append(Problem(name, None, "is required", fix))
-        return raw
-
-    def parsed(self, name: str, default: T, parse: Callable[[str], T], fix: str) -> T:
-        """A variable of a type of the caller's: parse() raises ValueError for what it rejects."""
-        return self._get(name, default, parse, fix)
-
-    def text(self, name: str, default: str) -> str:
-        return self._get(name, default, str, "")
-
-    def topic(self, name: str, default: str = "", required: bool = False) -> str:
-        fix = "use 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'"
-        value = (
-            self.required(name, f"set a Kafka topic name ({fix})") if required else self.text(name, default)
-        )
-        if value and (not TOPIC_RE.match(value) or value in {".", ".."}):
-            self.problems.append(Problem(name, value, "is not a legal Kafka topic name", fix))
-        return value
-
-    def number(
-        self, name: str, default: float, low: float, high: float, fix: str, *, zero_ok: bool = False
-    ) -> float:
-        def parse(raw: str) -> float:
-            value = float(raw)
-            if not (low < value <= high or (zero_ok and value == low)):
-                raise ValueError(raw)
-            return value
-
-        return self._get(name, default, parse, fix)
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        def parse(raw: str) -> int:
-            value = int(raw)
-            if not low <= value <= high:
-                raise ValueError(raw)
-            return value
-
-        return self._get(name, default, parse, f"use a whole number from {low} to {high}")
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        def parse(raw: str) -> str:
-            if raw not in choices:
-                raise ValueError(raw)
-            return raw
-
-        return self._get(name, default, parse, f"use one of: {', '.join(choices)}")
-
-    def boolean(self, name: str, default: bool) -> bool:
-        def parse(raw: str) -> bool:
-            lowered = raw.lower()
-            if lowered in {"true", "1", "yes", "on"}:
-                return True
-            if lowered in {"false", "0", "no", "off"}:
-                return False
-            raise ValueError(raw)
-
-        return self._get(name, default, parse, "use true or false")
 
 
 def _check_endpoint(reader: EnvReader, endpoint: str) -> None:
@@ -239,7 +142,25 @@ def load(env: Mapping[str, str]) -> Config:
             "latest" if r.choice(*d["auto_offset_reset"], ("earliest", "latest")) == "latest" else "earliest"
         ),
         auth_token=env.get(d["auth_token"][0], "").strip(),  # free text: a token is never "invalid"
+        auth_token_file=r.text(*d["auth_token_file"]),
+        auth_header=r.text(*d["auth_header"]),
+        tls_ca_file=r.text(*d["tls_ca_file"]),
+        tls_cert_file=r.text(*d["tls_cert_file"]),
+        tls_key_file=r.text(*d["tls_key_file"]),
+        tls_insecure_skip_verify=r.boolean(*d["tls_insecure_skip_verify"]),
+        kafka_security_protocol=r.choice(
+            *d["kafka_security_protocol"], ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        ),
+        kafka_ssl_ca_file=r.text(*d["kafka_ssl_ca_file"]),
+        kafka_ssl_cert_file=r.text(*d["kafka_ssl_cert_file"]),
+        kafka_ssl_key_file=r.text(*d["kafka_ssl_key_file"]),
+        kafka_sasl_mechanism=r.choice(
+            *d["kafka_sasl_mechanism"], ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        ),
+        kafka_sasl_username=r.text(*d["kafka_sasl_username"]),
+        kafka_sasl_password_file=r.text(*d["kafka_sasl_password_file"]),
     )
+    r.problems += security.problems(config)
     if config.heartbeat_interval_ms >= config.session_timeout_ms:
         r.problems.append(
             Problem(

@@ -16,6 +16,7 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from . import security
 from .backoff import Retry
 from .codec import Rejected, now_iso
 from .config import Config
@@ -30,6 +31,7 @@ _RECORD_OVERHEAD = 64 * 1024
 
 def producer(config: Config) -> AIOKafkaProducer:
     return AIOKafkaProducer(
+        **security.kafka(config),
         bootstrap_servers=config.bootstrap_servers,
         client_id=f"resonance-bridge-{config.node}",
         acks="all",
@@ -44,6 +46,7 @@ def producer(config: Config) -> AIOKafkaProducer:
 
 def consumer(config: Config) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
+        **security.kafka(config),
         bootstrap_servers=config.bootstrap_servers,
         client_id=f"resonance-bridge-{config.node}",
         group_id=config.group_id,
@@ -56,7 +59,11 @@ def consumer(config: Config) -> AIOKafkaConsumer:
     )
 
 
-async def start_with_retry(factory: Callable[[], C], retry: Retry) -> C | None:
+async def start_with_retry(
+    factory: Callable[[], C],
+    retry: Retry,
+    diagnose: Callable[[], Awaitable[BaseException | None]] | None = None,
+) -> C | None:
     """Start a new aiokafka client, retrying forever (a stopped client cannot be restarted, so each
     attempt gets a fresh one); None if stopping came first, even mid-attempt (a black-holed broker
     makes one attempt last the whole request timeout)."""
@@ -68,7 +75,7 @@ async def start_with_retry(factory: Callable[[], C], retry: Retry) -> C | None:
                 return client
         except (KafkaError, OSError) as exc:
             await bounded(client.stop(), f"{retry.what} close", 1.0)
-            await retry.failed(exc)
+            await retry.failed((diagnose and await diagnose()) or exc)
             continue
         await bounded(client.stop(), f"{retry.what} close", 1.0)
     return None
@@ -93,12 +100,15 @@ async def unless_stopping(step: Awaitable[None], stopping: asyncio.Event) -> boo
 
 @contextlib.asynccontextmanager
 async def started(
-    factory: Callable[[], C], retry: Retry, time_left: Callable[[], float]
+    factory: Callable[[], C],
+    retry: Retry,
+    time_left: Callable[[], float],
+    diagnose: Callable[[], Awaitable[BaseException | None]] | None = None,
 ) -> AsyncIterator[C | None]:
     """A started client (None if stopping came first), closed on exit within time_left(): the
     consumer's close leaves the group so a successor starts at once, the producer's flushes what
     is still batched."""
-    client = await start_with_retry(factory, retry)
+    client = await start_with_retry(factory, retry, diagnose)
     try:
         yield client
     finally:

@@ -53,6 +53,11 @@ class Metrics:
             ["side", "reason"],
             registry=r,
         )
+        self.tls_insecure = Gauge(
+            "resonance_tls_insecure_skip_verify",
+            "1 while the node's certificate is not verified (RESONANCE_TLS_INSECURE_SKIP_VERIFY)",
+            registry=r,
+        )
         self.websocket_connected = Gauge(
             "resonance_websocket_connected", "1 while the node's WebSocket is connected", registry=r
         )

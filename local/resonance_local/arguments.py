@@ -91,6 +91,16 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token", help="accept only bridges that send 'Authorization: Bearer TOKEN' (others get HTTP 401)"
     )
+    serve.add_argument(
+        "--token-header",
+        default="Authorization",
+        help="where --token goes: Authorization (Bearer) or e.g. X-API-Key",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="serve wss:// with this PEM certificate (and --tls-key)")
+    serve.add_argument("--tls-key", type=Path, help="the certificate's PEM key")
+    serve.add_argument(
+        "--client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)"
+    )
     serve.add_argument("--quiet", action="store_true", help="do not print every message")
     serve.add_argument("--send-file", type=Path, help="send each line of this file once a bridge connects")
     serve.add_argument("--no-stdin", action="store_true", help="do not read lines to send from stdin")

@@ -102,6 +102,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from . import node
 
         lines = args.send_file.read_text().splitlines() if args.send_file else []
+        if (args.tls_cert is None) != (args.tls_key is None) or (args.client_ca and not args.tls_cert):
+            print(
+                "resonance node serve: --tls-cert and --tls-key go together (and --client-ca with them)",
+                file=sys.stderr,
+            )
+            return 2
+        tls = node.server_tls(args.tls_cert, args.tls_key, args.client_ca)
         asyncio.run(
             node.serve_forever(
                 args.name,
@@ -113,6 +120,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 not args.no_stdin,
                 args.send_every,
                 args.token,
+                tls,
+                args.token_header,
             )
         )
         return 0

@@ -13,10 +13,12 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from resonance_bridge import codec
@@ -25,6 +27,18 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 Printer = Callable[[str], None]
+
+
+def server_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> ssl.SSLContext | None:
+    """The node server's TLS: its certificate and key; with client_ca, client certificates required."""
+    if cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _print(line: str) -> None:
@@ -41,10 +55,14 @@ class NodeServer:
         ack: bool = True,
         ack_delay: float = 0.0,
         token: str | None = None,
+        token_header: str = "Authorization",
+        tls: ssl.SSLContext | None = None,
         printer: Printer | None = _print,
     ) -> None:
+        self.tls = tls  # serve wss:// with it (and require client certificates if it says so)
         self.name, self.host, self.port = name, host, port
         self.token = token  # if set, handshakes without "Authorization: Bearer <token>" get 401
+        self.token_header = token_header  # or the token as is in another header, e.g. X-API-Key
         self.refused = 0  # handshakes answered 401
         self.ack, self.ack_delay = ack, ack_delay
         self.printer = printer
@@ -67,11 +85,14 @@ class NodeServer:
             compression=None,
             max_size=None,
             process_request=self._authorize,
+            ssl=self.tls,
         )
         self.port = int(next(iter(self.server.sockets)).getsockname()[1])
 
     def _authorize(self, ws: ServerConnection, request: Request) -> Response | None:
-        if self.token is None or request.headers.get("Authorization") == f"Bearer {self.token}":
+        bearer = self.token_header.lower() == "authorization"
+        expected = f"Bearer {self.token}" if bearer else self.token
+        if self.token is None or request.headers.get(self.token_header) == expected:
             return None
         self.refused += 1
         self._say("refused a bridge: wrong or missing token (HTTP 401)")
@@ -220,13 +241,19 @@ async def serve_forever(
     stdin: bool,
     send_every: float = 0.0,
     token: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    token_header: str = "Authorization",
 ) -> None:
-    node = NodeServer(name, host, port, ack=ack, token=token, printer=None if quiet else _print)
+    printer = None if quiet else _print
+    node = NodeServer(
+        name, host, port, ack=ack, token=token, token_header=token_header, tls=tls, printer=printer
+    )
     await node.start()
     if send_every > 0:
         talker = asyncio.create_task(_send_every(node, send_every))
         node.background = talker
-    _print(f"[{name}] listening on ws://{host}:{node.port}; type JSON lines to send them to the bridge")
+    scheme = "wss" if tls else "ws"
+    _print(f"[{name}] listening on {scheme}://{host}:{node.port}; type JSON lines to send them to the bridge")
     try:
         await _send_lines(node, send_lines, "from file")
         if stdin and _in_background():

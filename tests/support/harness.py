@@ -25,6 +25,19 @@ from resonance_local.node import NodeServer
 from .poll import until
 
 
+class SecureBroker(EmbeddedBroker):
+    """The embedded broker, with the settings the tests' own clients need to reach it (TLS through a
+    proxy: tansu itself speaks no TLS to aiokafka)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.security: dict[str, Any] = {}
+
+
+def security_of(broker: EmbeddedBroker) -> dict[str, Any]:
+    return broker.security if isinstance(broker, SecureBroker) else {}
+
+
 @dataclass(frozen=True)
 class Topics:
     node: str
@@ -47,7 +60,7 @@ class Topics:
 
     async def create(self, broker: EmbeddedBroker) -> None:
         """Single-partition topics: one node's records keep one order, as keying by anchor gives."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap, **security_of(broker))
         await admin.start()
         try:
             await admin.create_topics([NewTopic(t, 1, 1) for t in self.all()])
@@ -106,6 +119,13 @@ class BridgeProcess:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
+
+    def readyz(self) -> str:
+        """What /readyz says; empty while the bridge does not listen (yet)."""
+        try:
+            return self.get("/readyz")[1]
+        except OSError:
+            return ""
 
     def status(self, path: str) -> int:
         """The HTTP status of path; 0 while the bridge does not listen (yet)."""
@@ -168,7 +188,11 @@ def seqs(node: NodeServer) -> list[int]:
 
 async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False, linger_ms=5
+        bootstrap_servers=broker.bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        **security_of(broker),
     )
     await producer.start()
     try:
@@ -187,6 +211,7 @@ async def consume(broker: EmbeddedBroker, topic: str, count: int, timeout: float
         enable_auto_commit=False,
         fetch_max_wait_ms=10,
         auto_offset_reset="earliest",
+        **security_of(broker),
     )
     await consumer.start()
     records: list[Any] = []
@@ -210,7 +235,10 @@ class Committed:
 
     def __init__(self, broker: EmbeddedBroker, topics: Topics) -> None:
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=broker.bootstrap, group_id=topics.group, enable_auto_commit=False
+            bootstrap_servers=broker.bootstrap,
+            group_id=topics.group,
+            enable_auto_commit=False,
+            **security_of(broker),
         )
         self.tp = TopicPartition(topics.node, 0)
 

@@ -3,12 +3,14 @@
   data, as a restarted Kafka does;
 - black_hole(): open connections stop forwarding without closing (a dead NAT entry, a partition),
   while new connections go through;
-- delay: seconds added to every chunk forwarded (a slow broker)."""
+- delay: seconds added to every chunk forwarded (a slow broker);
+- tls: the clients' side is TLS (a broker that speaks TLS, where the broker itself cannot)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -22,16 +24,17 @@ Proxied = Callable[..., Awaitable[tuple[EmbeddedBroker, "Proxy", "Topics"]]]
 
 
 class Proxy:
-    def __init__(self, target_port: int, delay: float = 0.0) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
         self.target_port = target_port
         self.delay = delay
+        self.tls = tls
         self.server: asyncio.Server | None = None
         self.links: set[asyncio.StreamWriter] = set()
         self.holes: set[asyncio.StreamWriter] = set()  # links that forward nothing any more
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port, ssl=self.tls)
 
     async def cut(self) -> None:
         """Refuse new connections and reset the open ones (no FIN: a crash says no goodbye)."""

@@ -1,0 +1,213 @@
+"""TLS and credentials, both sides: checked at start (a bad combination or an unusable file is a
+configuration error, one line each), then turned into what websockets and aiokafka take. Python's
+`ssl` and aiokafka's own settings: nothing reinvented.
+
+Secrets come from files (mounted Secrets): the node's token is read again at every connection, so a
+rotated Secret takes effect without a restart; the Kafka password at every client start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .envvars import Problem
+
+if TYPE_CHECKING:
+    from .config import Config
+
+log = logging.getLogger("resonance.bridge")
+HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+
+
+def _file(problems: list[Problem], variable: str, path: str, what: str) -> bool:
+    if not path:
+        return False
+    if not Path(path).is_file():
+        problems.append(
+            Problem(variable, path, "names no readable file", f"mount {what} there, or fix the path")
+        )
+        return False
+    return True
+
+
+def _ca(problems: list[Problem], variable: str, path: str) -> None:
+    if _file(problems, variable, path, "a PEM bundle of CA certificates"):
+        try:
+            ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            problems.append(
+                Problem(
+                    variable, path, "holds no usable certificate", f"put PEM CA certificates in it ({exc})"
+                )
+            )
+
+
+def _pair(problems: list[Problem], cert_var: str, cert: str, key_var: str, key: str) -> None:
+    if bool(cert) != bool(key):
+        missing = key_var if cert else cert_var
+        problems.append(
+            Problem(missing, None, "is required", f"a client certificate needs both {cert_var} and {key_var}")
+        )
+        return
+    if _file(problems, cert_var, cert, "the client certificate (PEM)") & _file(
+        problems, key_var, key, "its key (PEM)"
+    ):
+        try:
+            ssl.create_default_context().load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(
+                Problem(
+                    cert_var,
+                    cert,
+                    "does not load with its key",
+                    f"use a PEM certificate and its PEM key ({exc})",
+                )
+            )
+
+
+def problems(config: Config) -> list[Problem]:
+    """Every problem with the TLS and credential settings, as configuration problems."""
+    found: list[Problem] = []
+    tls = config.tls_ca_file or config.tls_cert_file or config.tls_key_file or config.tls_insecure_skip_verify
+    if tls and not config.endpoint.startswith("wss://"):
+        found.append(
+            Problem(
+                "RESONANCE_ENDPOINT",
+                config.endpoint,
+                "is not wss://",
+                "the RESONANCE_TLS_* settings need a wss:// endpoint",
+            )
+        )
+    if config.tls_insecure_skip_verify and config.tls_ca_file:
+        found.append(
+            Problem(
+                "RESONANCE_TLS_INSECURE_SKIP_VERIFY",
+                "true",
+                "contradicts RESONANCE_TLS_CA_FILE",
+                "verify with the CA, or skip verifying: not both",
+            )
+        )
+    _ca(found, "RESONANCE_TLS_CA_FILE", config.tls_ca_file)
+    _pair(
+        found, "RESONANCE_TLS_CERT_FILE", config.tls_cert_file, "RESONANCE_TLS_KEY_FILE", config.tls_key_file
+    )
+    if config.auth_token and config.auth_token_file:
+        found.append(
+            Problem("RESONANCE_AUTH_TOKEN", "***", "contradicts RESONANCE_AUTH_TOKEN_FILE", "set one of them")
+        )
+    _file(found, "RESONANCE_AUTH_TOKEN_FILE", config.auth_token_file, "the token")
+    if not HEADER.match(config.auth_header):
+        found.append(
+            Problem(
+                "RESONANCE_AUTH_HEADER",
+                config.auth_header,
+                "is no HTTP header name",
+                "use e.g. Authorization or X-API-Key",
+            )
+        )
+    protocol, sasl = config.kafka_security_protocol, config.kafka_security_protocol.startswith("SASL_")
+    if config.kafka_sasl_mechanism and not sasl:
+        found.append(
+            Problem(
+                "KAFKA_SASL_MECHANISM",
+                config.kafka_sasl_mechanism,
+                f"needs a SASL protocol, not {protocol}",
+                "set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)",
+            )
+        )
+    if sasl:
+        for variable, value in (
+            ("KAFKA_SASL_MECHANISM", config.kafka_sasl_mechanism),
+            ("KAFKA_SASL_USERNAME", config.kafka_sasl_username),
+            ("KAFKA_SASL_PASSWORD_FILE", config.kafka_sasl_password_file),
+        ):
+            if not value:
+                found.append(
+                    Problem(variable, None, "is required", f"KAFKA_SECURITY_PROTOCOL={protocol} needs it")
+                )
+        _file(found, "KAFKA_SASL_PASSWORD_FILE", config.kafka_sasl_password_file, "the password")
+    kafka_tls = config.kafka_ssl_ca_file or config.kafka_ssl_cert_file or config.kafka_ssl_key_file
+    if kafka_tls and not protocol.endswith("SSL"):
+        found.append(
+            Problem(
+                "KAFKA_SECURITY_PROTOCOL",
+                protocol,
+                "does not use TLS",
+                "KAFKA_SSL_* files need SSL or SASL_SSL",
+            )
+        )
+    _ca(found, "KAFKA_SSL_CA_FILE", config.kafka_ssl_ca_file)
+    _pair(
+        found,
+        "KAFKA_SSL_CERT_FILE",
+        config.kafka_ssl_cert_file,
+        "KAFKA_SSL_KEY_FILE",
+        config.kafka_ssl_key_file,
+    )
+    return found
+
+
+def node_tls(config: Config) -> ssl.SSLContext | None:
+    """The TLS context for a wss:// node: the system's CAs, or RESONANCE_TLS_CA_FILE's; a client
+    certificate if given; no verification only if explicitly asked (and then warned about)."""
+    if not config.endpoint.startswith("wss://"):
+        return None
+    context = ssl.create_default_context(cafile=config.tls_ca_file or None)
+    if config.tls_cert_file:
+        context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    if config.tls_insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def node_headers(config: Config) -> dict[str, str] | None:
+    """The token header for this connection, the token file read now (a rotated Secret takes effect
+    at the next connection); OSError if the file cannot be read."""
+    token = Path(config.auth_token_file).read_text().strip() if config.auth_token_file else config.auth_token
+    if not token:
+        return None
+    value = f"Bearer {token}" if config.auth_header.lower() == "authorization" else token
+    return {config.auth_header: value}
+
+
+def token_variable(config: Config) -> str:
+    return "RESONANCE_AUTH_TOKEN_FILE" if config.auth_token_file else "RESONANCE_AUTH_TOKEN"
+
+
+async def tls_trouble(config: Config) -> ssl.SSLError | None:
+    """Why TLS to the first bootstrap server fails, if it does: aiokafka logs the handshake's error but
+    raises only "unable to bootstrap", which would read as an unreachable broker rather than a
+    refused certificate."""
+    if not config.kafka_security_protocol.endswith("SSL"):
+        return None
+    host, _, port = config.bootstrap_servers.split(",")[0].rpartition(":")
+    try:
+        context = kafka(config)["ssl_context"]
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), ssl=context), 5)
+    except ssl.SSLError as exc:
+        return exc
+    except (OSError, TimeoutError, ValueError):
+        return None
+    writer.close()
+    return None
+
+
+def kafka(config: Config) -> dict[str, Any]:
+    """aiokafka's security settings for the producer and the consumer."""
+    settings: dict[str, Any] = {"security_protocol": config.kafka_security_protocol}
+    if config.kafka_security_protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=config.kafka_ssl_ca_file or None)
+        if config.kafka_ssl_cert_file:
+            context.load_cert_chain(config.kafka_ssl_cert_file, config.kafka_ssl_key_file)
+        settings["ssl_context"] = context
+    if config.kafka_security_protocol.startswith("SASL_"):
+        settings["sasl_mechanism"] = config.kafka_sasl_mechanism
+        settings["sasl_plain_username"] = config.kafka_sasl_username
+        settings["sasl_plain_password"] = Path(config.kafka_sasl_password_file).read_text().strip()
+    return settings
