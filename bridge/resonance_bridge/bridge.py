@@ -103,12 +103,12 @@ class Bridge:
         all within the shutdown grace plus CLOSE_BUDGET_S."""
         cfg, (producing, consuming) = self.config, self.kafka_retries
 
-        async def tls() -> BaseException | None:
-            return await security.tls_trouble(cfg)
+        async def refusal() -> BaseException | None:
+            return await security.kafka_trouble(cfg)
 
         async with (
-            kafka.started(lambda: kafka.producer(cfg), producing, self.time_left, tls) as producer,
-            kafka.started(lambda: kafka.consumer(cfg), consuming, self.time_left, tls) as consumer,
+            kafka.started(lambda: kafka.producer(cfg), producing, self.time_left, refusal) as producer,
+            kafka.started(lambda: kafka.consumer(cfg), consuming, self.time_left, refusal) as consumer,
         ):
             if producer is None or consumer is None:
                 return  # stopped before Kafka was reachable

@@ -15,10 +15,14 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError
+
+from . import backoff
 from .envvars import Problem
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config import Config, KafkaSecurity
 
 log = logging.getLogger("resonance.bridge")
 HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
@@ -110,6 +114,12 @@ def problems(config: Config) -> list[Problem]:
                 "use e.g. Authorization or X-API-Key",
             )
         )
+    return found + kafka_problems(config)
+
+
+def kafka_problems(config: KafkaSecurity) -> list[Problem]:
+    """Every problem with the KAFKA_* security settings (the bridge's, and the operator's own)."""
+    found: list[Problem] = []
     protocol, sasl = config.kafka_security_protocol, config.kafka_security_protocol.startswith("SASL_")
     if config.kafka_sasl_mechanism and not sasl:
         found.append(
@@ -180,25 +190,25 @@ def token_variable(config: Config) -> str:
     return "RESONANCE_AUTH_TOKEN_FILE" if config.auth_token_file else "RESONANCE_AUTH_TOKEN"
 
 
-async def tls_trouble(config: Config) -> ssl.SSLError | None:
-    """Why TLS to the first bootstrap server fails, if it does: aiokafka logs the handshake's error but
-    raises only "unable to bootstrap", which would read as an unreachable broker rather than a
-    refused certificate."""
-    if not config.kafka_security_protocol.endswith("SSL"):
+async def kafka_trouble(config: Config) -> BaseException | None:
+    """Why the first bootstrap server refuses the bridge (its certificate, the SASL mechanism or the
+    password), if it does: aiokafka logs that cause but raises only "unable to bootstrap", which
+    would read as an unreachable broker rather than a refusal someone must fix."""
+    if config.kafka_security_protocol == "PLAINTEXT":
         return None
     host, _, port = config.bootstrap_servers.split(",")[0].rpartition(":")
     try:
-        context = kafka(config)["ssl_context"]
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), ssl=context), 5)
-    except ssl.SSLError as exc:
-        return exc
-    except (OSError, TimeoutError, ValueError):
-        return None
-    writer.close()
+        probe = create_conn(
+            host, int(port), client_id="resonance-probe", request_timeout_ms=5000, **kafka(config)
+        )
+        connection = await asyncio.wait_for(probe, 10)
+    except (KafkaError, OSError, TimeoutError, ValueError) as exc:
+        return exc if backoff.classify(exc).kind == "refused" else None
+    connection.close()
     return None
 
 
-def kafka(config: Config) -> dict[str, Any]:
+def kafka(config: KafkaSecurity) -> dict[str, Any]:
     """aiokafka's security settings for the producer and the consumer."""
     settings: dict[str, Any] = {"security_protocol": config.kafka_security_protocol}
     if config.kafka_security_protocol.endswith("SSL"):

@@ -171,6 +171,29 @@ async def test_kafka_over_tls(proxied: Proxied, pki: Authority, workdir: Path) -
         await node.close()
 
 
+async def test_a_broker_refusing_sasl_is_refused_not_unreachable(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """The embedded broker knows no SASL: its refusal reaches /readyz as one (with the broker's cause,
+    not "unable to bootstrap"), retried slowly; the password never reaches the log."""
+    password = workdir / "password"
+    password.write_text("the-sasl-password\n")
+    sasl = {
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "resonance",
+        "KAFKA_SASL_PASSWORD_FILE": str(password),
+    }
+    bridge = BridgeProcess(bridge_env(broker, topics, "ws://127.0.0.1:1", **sasl), workdir / "bridge.log")
+    bridge.start()
+    try:
+        await until(lambda: "kafka refused" in bridge.readyz(), 30, bridge.output)
+        assert "UnsupportedSaslMechanism" in bridge.readyz()
+        assert "the-sasl-password" not in bridge.output()
+    finally:
+        bridge.stop()
+
+
 def test_bad_combinations_are_configuration_errors(tmp_path: Path) -> None:
     (tmp_path / "empty.pem").write_text("not a certificate\n")
     (tmp_path / "password").write_text("s3cret\n")
