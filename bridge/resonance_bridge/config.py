@@ -18,7 +18,18 @@ from urllib.parse import urlsplit
 from . import security
 from .envvars import ConfigError, EnvReader, Problem, declared, var
 
-__all__ = ["CLOSE_BUDGET_S", "Config", "ConfigError", "EnvReader", "Problem", "declared", "load", "var"]
+__all__ = [
+    "CLOSE_BUDGET_S",
+    "Config",
+    "ConfigError",
+    "EnvReader",
+    "KafkaSecurity",
+    "Problem",
+    "declared",
+    "kafka_security",
+    "load",
+    "var",
+]
 
 # After the shutdown grace (waiting for acks), closing takes at most this long: the WebSocket
 # closing handshake, the final offset commit and the Kafka clients' close share it.
@@ -31,8 +42,39 @@ def termination_grace_seconds(shutdown_grace_s: float) -> int:
     return math.ceil(shutdown_grace_s + CLOSE_BUDGET_S) + 2
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaSecurity:
+    """TLS and SASL to Kafka: the bridge's, and the operator's for its own heartbeat consumer."""
+
+    kafka_security_protocol: str = var("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")  # or SSL, SASL_*
+    kafka_ssl_ca_file: str = var("KAFKA_SSL_CA_FILE", "")
+    kafka_ssl_cert_file: str = var("KAFKA_SSL_CERT_FILE", "")
+    kafka_ssl_key_file: str = var("KAFKA_SSL_KEY_FILE", "")
+    kafka_sasl_mechanism: str = var("KAFKA_SASL_MECHANISM", "")
+    kafka_sasl_username: str = var("KAFKA_SASL_USERNAME", "")
+    kafka_sasl_password_file: str = var("KAFKA_SASL_PASSWORD_FILE", "")
+
+
+def kafka_security(r: EnvReader) -> dict[str, str]:
+    """KafkaSecurity's fields read from the environment (checked later, by security.py)."""
+    d = declared(KafkaSecurity)
+    return {
+        "kafka_security_protocol": r.choice(
+            *d["kafka_security_protocol"], ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        ),
+        "kafka_ssl_ca_file": r.text(*d["kafka_ssl_ca_file"]),
+        "kafka_ssl_cert_file": r.text(*d["kafka_ssl_cert_file"]),
+        "kafka_ssl_key_file": r.text(*d["kafka_ssl_key_file"]),
+        "kafka_sasl_mechanism": r.choice(
+            *d["kafka_sasl_mechanism"], ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        ),
+        "kafka_sasl_username": r.text(*d["kafka_sasl_username"]),
+        "kafka_sasl_password_file": r.text(*d["kafka_sasl_password_file"]),
+    }
+
+
 @dataclass(frozen=True, slots=True)
-class Config:
+class Config(KafkaSecurity):
     endpoint: str = var("RESONANCE_ENDPOINT")
     topic: str = var("RESONANCE_TOPIC")
     anchor: str = var("RESONANCE_ANCHOR")
@@ -72,13 +114,6 @@ class Config:
     tls_cert_file: str = var("RESONANCE_TLS_CERT_FILE", "")
     tls_key_file: str = var("RESONANCE_TLS_KEY_FILE", "")
     tls_insecure_skip_verify: bool = var("RESONANCE_TLS_INSECURE_SKIP_VERIFY", False)
-    kafka_security_protocol: str = var("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")  # or SSL, SASL_*
-    kafka_ssl_ca_file: str = var("KAFKA_SSL_CA_FILE", "")
-    kafka_ssl_cert_file: str = var("KAFKA_SSL_CERT_FILE", "")
-    kafka_ssl_key_file: str = var("KAFKA_SSL_KEY_FILE", "")
-    kafka_sasl_mechanism: str = var("KAFKA_SASL_MECHANISM", "")
-    kafka_sasl_username: str = var("KAFKA_SASL_USERNAME", "")
-    kafka_sasl_password_file: str = var("KAFKA_SASL_PASSWORD_FILE", "")
 
     def __repr__(self) -> str:  # never print the token (a slots dataclass has no usable super().__repr__)
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -148,17 +183,7 @@ def load(env: Mapping[str, str]) -> Config:
         tls_cert_file=r.text(*d["tls_cert_file"]),
         tls_key_file=r.text(*d["tls_key_file"]),
         tls_insecure_skip_verify=r.boolean(*d["tls_insecure_skip_verify"]),
-        kafka_security_protocol=r.choice(
-            *d["kafka_security_protocol"], ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-        ),
-        kafka_ssl_ca_file=r.text(*d["kafka_ssl_ca_file"]),
-        kafka_ssl_cert_file=r.text(*d["kafka_ssl_cert_file"]),
-        kafka_ssl_key_file=r.text(*d["kafka_ssl_key_file"]),
-        kafka_sasl_mechanism=r.choice(
-            *d["kafka_sasl_mechanism"], ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-        ),
-        kafka_sasl_username=r.text(*d["kafka_sasl_username"]),
-        kafka_sasl_password_file=r.text(*d["kafka_sasl_password_file"]),
+        **kafka_security(r),
     )
     r.problems += security.problems(config)
     if config.heartbeat_interval_ms >= config.session_timeout_ms:

@@ -12,8 +12,9 @@ from typing import Any
 
 from resonance_bridge.config import termination_grace_seconds
 
-from . import GROUP, KIND, VERSION
+from . import GROUP, KIND, VERSION, mounts
 from .model import Node, NodeSpec, PodTemplate
+from .mounts import Mounts
 from .settings import Settings
 
 HTTP_PORT = 8080
@@ -99,21 +100,13 @@ def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings) ->
     }
 
 
-def _env_list(env: dict[str, str], spec: NodeSpec) -> list[dict[str, Any]]:
+def _env_list(env: dict[str, str], secured: Mounts) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
     # The pod's own namespace (the downward API): in heartbeat records, for the node's status.
     items.append(
         {"name": "RESONANCE_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
     )
-    ref = spec.auth and spec.auth.token_secret_ref
-    if ref:
-        items.append(
-            {
-                "name": "RESONANCE_AUTH_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        )
-    return items
+    return items + secured.env
 
 
 def _resources(spec: NodeSpec, settings: Settings) -> dict[str, Any]:
@@ -141,7 +134,7 @@ def owner_reference(node: Node) -> dict[str, Any]:
     }
 
 
-def container(node: Node, settings: Settings) -> dict[str, Any]:
+def container(node: Node, settings: Settings, secured: Mounts) -> dict[str, Any]:
     probe = {
         "httpGet": {"path": "/healthz", "port": "http"},
         "periodSeconds": 10,
@@ -153,7 +146,7 @@ def container(node: Node, settings: Settings) -> dict[str, Any]:
         "image": settings.bridge_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["resonance", "bridge"],
-        "env": _env_list(bridge_env(node.name, node.namespace, node.spec, settings), node.spec),
+        "env": _env_list(bridge_env(node.name, node.namespace, node.spec, settings), secured),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "livenessProbe": probe,
         "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
@@ -165,6 +158,7 @@ def container(node: Node, settings: Settings) -> dict[str, Any]:
             "privileged": False,
             "capabilities": {"drop": ["ALL"]},
         },
+        **({"volumeMounts": secured.mounts} if secured.mounts else {}),
     }
 
 
@@ -183,8 +177,25 @@ def pod_overrides(node: Node, settings: Settings) -> tuple[dict[str, str], dict[
     return extra_labels, extra_annotations, fields
 
 
+def service_account(node: Node) -> dict[str, Any]:
+    """The bridge's own identity: no token mounted and no RBAC (a bridge never calls the API), yet a
+    name to bind cloud identities (e.g. IRSA, Workload Identity) to, one node at a time."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": deployment_name(node.name),
+            "namespace": node.namespace,
+            "labels": labels(node.name),
+            "ownerReferences": [owner_reference(node)],
+        },
+        "automountServiceAccountToken": False,
+    }
+
+
 def deployment(node: Node, settings: Settings) -> dict[str, Any]:
-    bridge = container(node, settings)
+    secured = mounts.bridge(node.spec, settings.bridge_kafka_security, settings.kafka_bootstrap_servers)
+    bridge = container(node, settings, secured)
     extra_labels, extra_annotations, scheduling = pod_overrides(node, settings)
     digest = config_hash({"container": bridge, "pod": [extra_labels, extra_annotations, scheduling]})
     return {
@@ -214,6 +225,7 @@ def deployment(node: Node, settings: Settings) -> dict[str, Any]:
                     },
                 },
                 "spec": {
+                    "serviceAccountName": deployment_name(node.name),
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     # The bridge's whole shutdown (grace, then closing) fits: it is never SIGKILLed.
@@ -224,9 +236,11 @@ def deployment(node: Node, settings: Settings) -> dict[str, Any]:
                         "runAsNonRoot": True,
                         "runAsUser": BRIDGE_UID,
                         "runAsGroup": BRIDGE_UID,
+                        "fsGroup": BRIDGE_UID,  # the mounted Secrets' group: readable at mode 0440
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [bridge],
+                    **({"volumes": secured.volumes} if secured.volumes else {}),
                     **scheduling,
                 },
             },

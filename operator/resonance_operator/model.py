@@ -33,11 +33,48 @@ class SecretKeyRef(_Model):
     key: str
 
 
+class SecretRef(_Model):
+    """A kubernetes.io/tls Secret: tls.crt and tls.key."""
+
+    name: str
+
+
 class Auth(_Model):
     token_secret_ref: SecretKeyRef | None = None
+    header: str | None = None
 
 
-class Kafka(_Model):
+class NodeTLS(_Model):
+    ca_secret_ref: SecretKeyRef | None = None
+    client_cert_secret_ref: SecretRef | None = None
+    insecure_skip_verify: bool = False
+
+
+class KafkaTLS(_Model):
+    ca_secret_ref: SecretKeyRef | None = None
+    client_cert_secret_ref: SecretRef | None = None
+
+
+class SASL(_Model):
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    password_secret_ref: SecretKeyRef
+    username: str | None = None
+    username_secret_ref: SecretKeyRef | None = None
+
+
+class KafkaSecurityRefs(_Model):
+    """How a bridge authenticates to Kafka: a node's spec.kafka, and the operator's default (the
+    same shape), whose Secret names must exist in each node's namespace."""
+
+    tls: KafkaTLS | None = None
+    sasl: SASL | None = None
+
+    @property
+    def protocol(self) -> str:
+        return ("SASL_" if self.sasl else "") + ("SSL" if self.tls else "PLAINTEXT")
+
+
+class Kafka(KafkaSecurityRefs):
     bootstrap_servers: str | None = None
 
 
@@ -83,6 +120,7 @@ class NodeSpec(_Model):
     paused: bool = crd_default("paused")
     resources: Resources | None = None
     kafka: Kafka | None = None
+    tls: NodeTLS | None = None
     auth: Auth | None = None
     template: PodTemplate | None = None
 

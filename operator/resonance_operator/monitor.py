@@ -20,10 +20,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+from resonance_bridge import security
 
-from . import health, metrics, status
+from . import health, metrics, mounts, status
 from .model import Node
-from .settings import Settings
+from .settings import NO_SECURITY, Settings
 from .storage import Kube, KubeError
 
 log = logging.getLogger("resonance.operator.monitor")
@@ -80,7 +81,11 @@ class Monitor:
         if tracked is None:
             tracked = self.nodes[key] = Tracked(body, node, written=dict(body.get("status") or {}))
         tracked.body, tracked.node, tracked.deployment, tracked.error = body, node, deployment, error
-        self._consume_from((node.spec.kafka and node.spec.kafka.bootstrap_servers) or None)
+        bootstrap = (node.spec.kafka and node.spec.kafka.bootstrap_servers) or None
+        # Another Kafka's TLS or SASL would need the node's Secrets, which the operator never reads.
+        own = mounts.kafka_security(node.spec, NO_SECURITY, "")
+        if own.protocol == "PLAINTEXT" or bootstrap in (None, self.settings.kafka_bootstrap_servers):
+            self._consume_from(bootstrap)
         await self._write(tracked)
         return status.states(tracked.written).get("Ready", ("",))[0] == "True"
 
@@ -176,6 +181,12 @@ class Monitor:
                 enable_auto_commit=False,
                 auto_offset_reset="latest",
                 fetch_max_wait_ms=500,
+                # The default Kafka with the operator's own security; others are plaintext (above).
+                **(
+                    security.kafka(self.settings)
+                    if bootstrap == self.settings.kafka_bootstrap_servers
+                    else {}
+                ),
             )
             try:
                 await consumer.start()

@@ -28,6 +28,7 @@ class Outcome:
 
 async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
     """Raises KubeError when the API server refuses (the caller reports it, kopf retries)."""
+    await kube.ensure_service_account(builders.service_account(node))
     desired = builders.deployment(node, settings)
     name = desired["metadata"]["name"]
     actual = await kube.get_deployment(node.namespace, name)

@@ -4,19 +4,25 @@ Each setting's variable and default are declared once, on its field (the bridge'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
-from pydantic import ValidationError
-from resonance_bridge.config import ConfigError, EnvReader, declared, var
+from pydantic import BaseModel, ValidationError
+from resonance_bridge import security
+from resonance_bridge.config import ConfigError, EnvReader, KafkaSecurity, declared, kafka_security, var
 
-from .model import PodTemplate
+from .model import KafkaSecurityRefs, PodTemplate
 
-NO_TEMPLATE = PodTemplate()  # immutable (a frozen model): safe as a shared default
+NO_TEMPLATE = PodTemplate()  # immutable (frozen models): safe as shared defaults
+NO_SECURITY = KafkaSecurityRefs()
+M = TypeVar("M", bound=BaseModel)
 
 
+# KafkaSecurity (the bridge's KAFKA_SECURITY_PROTOCOL, KAFKA_SSL_*, KAFKA_SASL_*): the operator's own
+# heartbeat consumer on the default Kafka, from files the chart mounts.
 @dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(KafkaSecurity):
     bridge_image: str = var("RESONANCE_BRIDGE_IMAGE", "ghcr.io/resonance-io/resonance:0.1.0")
     kafka_bootstrap_servers: str = var("RESONANCE_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
     watch_namespaces: tuple[str, ...] = var("RESONANCE_WATCH_NAMESPACES", ())  # empty: every namespace
@@ -30,13 +36,18 @@ class Settings:
     bridge_memory_limit: str = var("RESONANCE_BRIDGE_MEMORY_LIMIT", "128Mi")
     # JSON in the shape of a ResonanceNode's spec.template: defaults of every bridge pod.
     bridge_pod_template: PodTemplate = var("RESONANCE_BRIDGE_POD_TEMPLATE", NO_TEMPLATE)
+    # JSON in the shape of spec.kafka's tls and sasl: bridges on the default Kafka that set neither.
+    bridge_kafka_security: KafkaSecurityRefs = var("RESONANCE_BRIDGE_KAFKA_SECURITY", NO_SECURITY)
 
 
-def _pod_template(raw: str) -> PodTemplate:
-    try:
-        return PodTemplate.model_validate_json(raw)
-    except ValidationError as exc:
-        raise ValueError(str(exc)) from exc
+def _json(model: type[M]) -> Callable[[str], M]:
+    def parse(raw: str) -> M:
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from exc
+
+    return parse
 
 
 def load(env: Mapping[str, str]) -> Settings:
@@ -56,11 +67,20 @@ def load(env: Mapping[str, str]) -> Settings:
         bridge_memory_limit=r.text(*d["bridge_memory_limit"]),
         bridge_pod_template=r.parsed(
             *d["bridge_pod_template"],
-            _pod_template,
+            _json(PodTemplate),
             "use JSON in the shape of a ResonanceNode's spec.template, "
             'e.g. {"spec": {"nodeSelector": {"pool": "x"}}}',
         ),
+        bridge_kafka_security=r.parsed(
+            *d["bridge_kafka_security"],
+            _json(KafkaSecurityRefs),
+            "use JSON in the shape of a ResonanceNode's spec.kafka (tls, sasl), "
+            'e.g. {"tls": {}, "sasl": {"mechanism": "SCRAM-SHA-512", "username": "resonance", '
+            '"passwordSecretRef": {"name": "kafka-user", "key": "password"}}}',
+        ),
+        **kafka_security(r),
     )
+    r.problems += security.kafka_problems(settings)
     if r.problems:
         raise ConfigError(r.problems)
     return settings

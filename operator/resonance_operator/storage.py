@@ -35,6 +35,8 @@ API_CALLS = frozenset(
         ("apps", "deployments", "create"),
         ("apps", "deployments", "patch"),
         ("", "events", "create"),
+        ("", "serviceaccounts", "get"),
+        ("", "serviceaccounts", "create"),
     }
 )
 # Cluster-scoped reads of kopf's: it notices CRDs changing, and, when it watches a list of namespaces,
@@ -136,6 +138,28 @@ class Kube:
             missing_ok=False,
         )
         return result
+
+    async def ensure_service_account(self, body: dict[str, Any]) -> bool:
+        """Create the ServiceAccount unless it exists; True if this call created it."""
+        meta = body["metadata"]
+        what = f"ServiceAccount {meta['namespace']}/{meta['name']}"
+        if await self._json(
+            f"get {what}", self.core.read_namespaced_service_account, meta["name"], meta["namespace"]
+        ):
+            return False
+        try:
+            await self._json(
+                f"create {what}",
+                self.core.create_namespaced_service_account,
+                meta["namespace"],
+                body,
+                missing_ok=False,
+            )
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     async def get_node(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._json(

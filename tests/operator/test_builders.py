@@ -26,25 +26,51 @@ def example(name: str, **spec: Any) -> Node:
     return Node.from_body(body)
 
 
-@pytest.mark.parametrize("name", ["lexamoris", "nexus"])
+# Every security field of a node: its Secrets become read-only files and *_FILE variables.
+SECURED = {
+    "endpoint": "wss://lexamoris.example:8766",
+    "tls": {
+        "caSecretRef": {"name": "node-ca", "key": "ca.crt"},
+        "clientCertSecretRef": {"name": "bridge-client"},
+    },
+    "auth": {"tokenSecretRef": {"name": "lexamoris-token", "key": "token"}, "header": "X-API-Key"},
+    "kafka": {
+        "bootstrapServers": "kafka-secure:9093",
+        "tls": {
+            "caSecretRef": {"name": "kafka-ca", "key": "ca.crt"},
+            "clientCertSecretRef": {"name": "kafka-client"},
+        },
+        "sasl": {
+            "mechanism": "SCRAM-SHA-512",
+            "usernameSecretRef": {"name": "kafka-user", "key": "username"},
+            "passwordSecretRef": {"name": "kafka-user", "key": "password"},
+        },
+    },
+}
+NODES = {"lexamoris": {}, "nexus": {}, "secured": SECURED}
+
+
+def built(name: str) -> dict[str, Any]:
+    return builders.deployment(example("nexus" if name == "nexus" else "lexamoris", **NODES[name]), SETTINGS)
+
+
+@pytest.mark.parametrize("name", NODES)
 def test_deployment_matches_golden_yaml(name: str) -> None:
-    built = builders.deployment(example(name), SETTINGS)
     golden = GOLDEN / f"{name}-deployment.yaml"
     if os.environ.get("UPDATE_GOLDEN") == "1":
-        golden.write_text(yaml.safe_dump(built, sort_keys=False))
-    assert built == yaml.safe_load(golden.read_text()), (
+        golden.write_text(yaml.safe_dump(built(name), sort_keys=False))
+    assert built(name) == yaml.safe_load(golden.read_text()), (
         "run with UPDATE_GOLDEN=1 to accept a deliberate change"
     )
 
 
 @pytest.mark.parametrize("version", ["1.30", "1.37"])
-def test_deployment_passes_strict_kubernetes_schemas(version: str) -> None:
-    node = example(
-        "lexamoris",
-        resources={"requests": {"cpu": "100m"}, "limits": {"memory": "96Mi"}},
-        auth={"tokenSecretRef": {"name": "lexamoris-token", "key": "token"}},
-    )
+@pytest.mark.parametrize("name", NODES)
+def test_deployment_passes_strict_kubernetes_schemas(version: str, name: str) -> None:
+    kubernetes_validate.validate(built(name), version, strict=True)
+    node = example("lexamoris", resources={"requests": {"cpu": "100m"}, "limits": {"memory": "96Mi"}})
     kubernetes_validate.validate(builders.deployment(node, SETTINGS), version, strict=True)
+    kubernetes_validate.validate(builders.service_account(node), version, strict=True)
 
 
 def test_pod_template_defaults_and_node_overrides() -> None:

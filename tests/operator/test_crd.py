@@ -25,6 +25,49 @@ from ..support.kube import Cluster, node
             "spec.template.metadata.labels must not set app.kubernetes.io/name or app.kubernetes.io/instance",
         ),
         ({"template": {"spec": {"containers": []}}}, 'unknown field "spec.template.spec.containers"'),
+        ({"tls": {"insecureSkipVerify": True}}, "spec.tls needs a wss:// endpoint"),
+        (
+            {
+                "endpoint": "wss://lexamoris-server:8766",
+                "tls": {"insecureSkipVerify": True, "caSecretRef": {"name": "ca", "key": "ca.crt"}},
+            },
+            "spec.tls: insecureSkipVerify contradicts caSecretRef",
+        ),
+        ({"tls": {"caSecretRef": {"name": "ca"}}}, "spec.tls.caSecretRef.key: Required value"),
+        (
+            {"kafka": {"sasl": {"mechanism": "SCRAM-SHA-512", "username": "u"}}},
+            "spec.kafka.sasl.passwordSecretRef: Required value",
+        ),
+        (
+            {"kafka": {"sasl": {"mechanism": "PLAIN", "passwordSecretRef": {"name": "p", "key": "k"}}}},
+            "spec.kafka.sasl: set username or usernameSecretRef (one of them)",
+        ),
+        (
+            {
+                "kafka": {
+                    "sasl": {
+                        "mechanism": "PLAIN",
+                        "username": "u",
+                        "usernameSecretRef": {"name": "p", "key": "user"},
+                        "passwordSecretRef": {"name": "p", "key": "k"},
+                    }
+                }
+            },
+            "spec.kafka.sasl: set username or usernameSecretRef (one of them)",
+        ),
+        (
+            {
+                "kafka": {
+                    "sasl": {
+                        "mechanism": "GSSAPI",
+                        "username": "u",
+                        "passwordSecretRef": {"name": "p", "key": "k"},
+                    }
+                }
+            },
+            'spec.kafka.sasl.mechanism: Unsupported value: "GSSAPI"',
+        ),
+        ({"auth": {"header": "X API Key"}}, "spec.auth.header in body should match"),
         (
             {"template": {"spec": {"tolerations": [{"operator": "Maybe"}]}}},
             'spec.template.spec.tolerations[0].operator: Unsupported value: "Maybe"',

@@ -6,7 +6,9 @@ that container's readiness probe.
 - each containerPort gets a free local port, and env values naming a container port get that port
   (RESONANCE_HTTP_PORT=8080 becomes RESONANCE_HTTP_PORT=<free>);
 - `hosts` maps Service addresses to local ones in env values (lexamoris-server:8766 -> 127.0.0.1:<port>);
-- downward-API namespaces and Secret keys are resolved as the kubelet would;
+- downward-API namespaces and Secret keys are resolved as the kubelet would; Secret volumes become
+  files in the logs folder (rewritten at every pass, as the kubelet follows a Secret's updates), and
+  env values under a volume's mountPath point at them;
 - a process that dies is restarted, unless the test holds it down (`hold`), as with a crash loop.
 """
 
@@ -50,6 +52,7 @@ class Kubelet:
     pods: dict[str, Pod] = field(default_factory=dict)  # by Deployment name
     held: set[str] = field(default_factory=set)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def run(self) -> None:
         while True:
@@ -80,9 +83,32 @@ class Kubelet:
     # --- one pass ---------------------------------------------------------------------------------
 
     def sync(self) -> None:
-        for deployment in self.cluster.items("deployments", self.namespace):
+        deployments = self.cluster.items("deployments", self.namespace)
+        if any(d["spec"]["template"]["spec"].get("volumes") for d in deployments):
+            self._secrets = {s["metadata"]["name"]: s for s in self.cluster.items("secrets", self.namespace)}
+        for deployment in deployments:
             with contextlib.suppress(Exception):  # an object mid-change: the next pass sees it whole
+                self._mount(deployment["metadata"]["name"], deployment["spec"]["template"])
                 self._sync(deployment)
+
+    def _mount(self, name: str, template: dict[str, Any]) -> dict[str, str]:
+        """Write the template's Secret volumes as files; mountPath -> local folder."""
+        volumes = {v["name"]: v for v in template["spec"].get("volumes", ())}
+        folders: dict[str, str] = {}
+        for mount in template["spec"]["containers"][0].get("volumeMounts", ()):
+            source = volumes[mount["name"]]["secret"]
+            folder = self.logs / name / mount["name"]
+            folder.mkdir(parents=True, exist_ok=True)
+            data = (self._secrets.get(source["secretName"]) or {}).get("data") or {}
+            for item in source.get("items") or [{"key": k, "path": k} for k in data]:
+                if item["key"] in data:
+                    target = folder / item["path"]
+                    fresh = base64.b64decode(data[item["key"]])
+                    if not target.exists() or target.read_bytes() != fresh:
+                        target.with_suffix(".new").write_bytes(fresh)  # swapped in whole, as
+                        target.with_suffix(".new").replace(target)  # the kubelet's atomic writer does
+            folders[mount["mountPath"]] = str(folder)
+        return folders
 
     def _sync(self, deployment: dict[str, Any]) -> None:
         name = deployment["metadata"]["name"]
@@ -113,8 +139,14 @@ class Kubelet:
             if "name" in spec:
                 ports[spec["name"]] = local
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        folders = self._mount(name, template)
         for item in container.get("env", []):
-            env[item["name"]] = self._value(item, ports)
+            value = self._value(item, ports)
+            for mount_path, folder in folders.items():
+                value = (
+                    value.replace(mount_path + "/", folder + "/") if value.startswith(mount_path) else value
+                )
+            env[item["name"]] = value
         command = [*container.get("command", []), *container.get("args", [])]
         if command and command[0] == "resonance":
             command = [sys.executable, "-m", "resonance_local", *command[1:]]
