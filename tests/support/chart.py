@@ -14,7 +14,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "resonance"
-ALL_ON = ["--set", "kafka.dev.enabled=true", "--set", "demo.enabled=true"]
+ALL_ON = [
+    "--set",
+    "kafka.dev.enabled=true",
+    "--set",
+    "demo.enabled=true",
+    "--set",
+    "networkPolicy.enabled=true",
+]
 
 
 def helm_binary() -> str:

@@ -90,6 +90,55 @@ shape of a ResonanceNode's spec.template. */}}
 {{- end }}
 {{- end }}
 
+{{/* The operator's default Kafka security (RESONANCE_BRIDGE_KAFKA_SECURITY): kafka.tls and kafka.sasl
+in the shape of a ResonanceNode's spec.kafka; tls: {} means TLS with the system's CAs. */}}
+{{- define "resonance.kafkaSecurity" -}}
+{{- $k := .Values.kafka }}
+{{- $security := dict }}
+{{- if kindIs "map" $k.tls }}{{ $_ := set $security "tls" $k.tls }}{{ end }}
+{{- if kindIs "map" $k.sasl }}{{ $_ := set $security "sasl" $k.sasl }}{{ end }}
+{{- $security | toJson }}
+{{- end }}
+
+{{/* The same security for the operator's own heartbeat consumer: the bridges' KAFKA_* variables and
+files, from the Secrets in the release's namespace, mounted as resonance_operator.mounts mounts them
+into a bridge (a test compares the two). Output: a dict of env, volumes and volumeMounts, as JSON. */}}
+{{- define "resonance.kafkaFiles" -}}
+{{- $k := .Values.kafka }}
+{{- $env := list }}{{ $volumes := list }}{{ $mounts := list }}
+{{- $tls := kindIs "map" $k.tls }}{{ $sasl := kindIs "map" $k.sasl }}
+{{- if or $tls $sasl }}
+{{- $env = append $env (dict "name" "KAFKA_SECURITY_PROTOCOL" "value" (printf "%s%s" (ternary "SASL_" "" $sasl) (ternary "SSL" "PLAINTEXT" $tls))) }}
+{{- end }}
+{{- if $tls }}
+{{- with $k.tls.caSecretRef }}
+{{- $env = append $env (dict "name" "KAFKA_SSL_CA_FILE" "value" "/etc/resonance/kafka-ca/ca.crt") }}
+{{- $volumes = append $volumes (dict "name" "kafka-ca" "secret" (dict "secretName" .name "items" (list (dict "key" .key "path" "ca.crt")) "defaultMode" 288)) }}
+{{- $mounts = append $mounts (dict "name" "kafka-ca" "mountPath" "/etc/resonance/kafka-ca" "readOnly" true) }}
+{{- end }}
+{{- with $k.tls.clientCertSecretRef }}
+{{- $env = append $env (dict "name" "KAFKA_SSL_CERT_FILE" "value" "/etc/resonance/kafka-cert/tls.crt") }}
+{{- $env = append $env (dict "name" "KAFKA_SSL_KEY_FILE" "value" "/etc/resonance/kafka-cert/tls.key") }}
+{{- $volumes = append $volumes (dict "name" "kafka-cert" "secret" (dict "secretName" .name "items" (list (dict "key" "tls.crt" "path" "tls.crt") (dict "key" "tls.key" "path" "tls.key")) "defaultMode" 288)) }}
+{{- $mounts = append $mounts (dict "name" "kafka-cert" "mountPath" "/etc/resonance/kafka-cert" "readOnly" true) }}
+{{- end }}
+{{- end }}
+{{- if $sasl }}
+{{- $env = append $env (dict "name" "KAFKA_SASL_MECHANISM" "value" $k.sasl.mechanism) }}
+{{- with $k.sasl.usernameSecretRef }}
+{{- $env = append $env (dict "name" "KAFKA_SASL_USERNAME" "valueFrom" (dict "secretKeyRef" (dict "name" .name "key" .key))) }}
+{{- else }}
+{{- $env = append $env (dict "name" "KAFKA_SASL_USERNAME" "value" (default "" $k.sasl.username)) }}
+{{- end }}
+{{- with $k.sasl.passwordSecretRef }}
+{{- $env = append $env (dict "name" "KAFKA_SASL_PASSWORD_FILE" "value" "/etc/resonance/kafka-password/password") }}
+{{- $volumes = append $volumes (dict "name" "kafka-password" "secret" (dict "secretName" .name "items" (list (dict "key" .key "path" "password")) "defaultMode" 288)) }}
+{{- $mounts = append $mounts (dict "name" "kafka-password" "mountPath" "/etc/resonance/kafka-password" "readOnly" true) }}
+{{- end }}
+{{- end }}
+{{- dict "env" $env "volumes" $volumes "volumeMounts" $mounts | toJson }}
+{{- end }}
+
 {{/* A restricted container security context (Pod Security Standards, restricted profile). */}}
 {{- define "resonance.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
