@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 
 import kopf
 from resonance_bridge.config import ConfigError
 
-from . import handlers  # noqa: F401  (registers the handlers)
-from .settings import load
+from . import (
+    handlers,  # noqa: F401  (registers the handlers)
+    leader,
+)
+from .settings import Settings, load
+from .storage import Kube
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -38,14 +43,40 @@ def run() -> int:
     if missing:
         print(f"resonance operator: {missing}", file=sys.stderr)
         return 2
+    return asyncio.run(_main(settings))
+
+
+async def _main(settings: Settings) -> int:
     namespaces = list(settings.watch_namespaces)
-    # One operator at a time, by design: the chart runs a single replica with the Recreate
-    # strategy, so kopf's peering (and its extra CRDs and RBAC) is not needed.
-    kopf.run(
-        memo=kopf.Memo(settings=settings),  # the handlers' state (handlers.py)
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
-    )
+
+    def operator() -> Coroutine[None, None, None]:
+        return kopf.operator(
+            memo=kopf.Memo(settings=settings),  # the handlers' state (handlers.py)
+            standalone=True,  # not kopf's peering: leader.py says why
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+        )
+
+    if not settings.leader_election:
+        await operator()
+        return 0
+    kube = await Kube.connect()
+    election = leader.Election(kube, settings.lease_namespace, settings.lease_name, leader.identity())
+    standby = await leader.standby_health(settings.liveness_port, election)
+    try:
+        await election.acquire()
+    finally:
+        await standby.cleanup()
+    acting, holding = asyncio.ensure_future(operator()), asyncio.ensure_future(election.hold())
+    await asyncio.wait({acting, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if holding.done():
+        # Exit at once, as client-go's elector does: the next leader may start any moment now.
+        os._exit(1)
+    holding.cancel()
+    try:
+        await election.release()  # a clean stop (SIGTERM): the successor takes over at once
+    finally:
+        await kube.close()
+    acting.result()  # kopf's own failure, if it failed
     return 0

@@ -29,6 +29,9 @@ class Settings(KafkaSecurity):
     heartbeat_topic: str = var("RESONANCE_HEARTBEAT_TOPIC", "resonance.heartbeats")
     deadletter_topic: str = var("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter")
     kafka_enable_idempotence: bool = var("RESONANCE_KAFKA_ENABLE_IDEMPOTENCE", True)
+    leader_election: bool = var("RESONANCE_LEADER_ELECTION", True)
+    lease_namespace: str = var("RESONANCE_LEASE_NAMESPACE", "default")  # the chart: its own namespace
+    lease_name: str = var("RESONANCE_LEASE_NAME", "resonance-operator")
     liveness_port: int = var("RESONANCE_OPERATOR_LIVENESS_PORT", 8081)
     metrics_port: int = var("RESONANCE_OPERATOR_METRICS_PORT", 8082)
     bridge_cpu_request: str = var("RESONANCE_BRIDGE_CPU_REQUEST", "50m")
@@ -60,6 +63,9 @@ def load(env: Mapping[str, str]) -> Settings:
         heartbeat_topic=r.topic(*d["heartbeat_topic"]),
         deadletter_topic=r.topic(*d["deadletter_topic"]),
         kafka_enable_idempotence=r.boolean(*d["kafka_enable_idempotence"]),
+        leader_election=r.boolean(*d["leader_election"]),
+        lease_namespace=r.text(*d["lease_namespace"]),
+        lease_name=r.text(*d["lease_name"]),
         liveness_port=r.integer(*d["liveness_port"], 1, 65535),
         metrics_port=r.integer(*d["metrics_port"], 1, 65535),
         bridge_cpu_request=r.text(*d["bridge_cpu_request"]),

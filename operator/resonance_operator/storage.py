@@ -39,6 +39,14 @@ API_CALLS = frozenset(
         ("", "serviceaccounts", "create"),
     }
 )
+# Leader election (leader.py): one Lease, in the operator's own namespace (a Role of its own there).
+LEASE_CALLS = frozenset(
+    {
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+    }
+)
 # Cluster-scoped reads of kopf's: it notices CRDs changing, and, when it watches a list of namespaces,
 # namespaces coming and going. The chart grants these in a ClusterRole of their own.
 CLUSTER_READS = frozenset(
@@ -68,6 +76,7 @@ class Kube:
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
+        self.leases = client.CoordinationV1Api(api)
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -160,6 +169,33 @@ class Kube:
                 return False
             raise
         return True
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._json(
+            f"get Lease {namespace}/{name}", self.leases.read_namespaced_lease, name, namespace
+        )
+        return result
+
+    async def write_lease(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the Lease, or replace it if body carries a resourceVersion; None if another writer
+        got there first (409: the Lease changed since it was read)."""
+        meta = body["metadata"]
+        what = f"write Lease {meta['namespace']}/{meta['name']}"
+        try:
+            if meta.get("resourceVersion"):
+                result: dict[str, Any] = await self._json(
+                    what, self.leases.replace_namespaced_lease, meta["name"], meta["namespace"], body,
+                    missing_ok=False,
+                )  # fmt: skip
+            else:
+                result = await self._json(
+                    what, self.leases.create_namespaced_lease, meta["namespace"], body, missing_ok=False
+                )
+        except KubeError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return result
 
     async def get_node(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._json(

@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from resonance_operator.storage import API_CALLS, CLUSTER_READS
+from resonance_operator.storage import API_CALLS, CLUSTER_READS, LEASE_CALLS
 
 from ..support.chart import ALL_ON, CHART, ROOT, helm, notes, render
 
@@ -67,7 +67,9 @@ def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 def test_rbac_covers_every_api_call_and_no_more(values: list[str]) -> None:
     docs = render(*values)
     kind = "Role" if values else "ClusterRole"
-    roles = [d for d in docs if d["kind"] == kind and not d["metadata"]["name"].endswith("-crds")]
+    roles = [
+        d for d in docs if d["kind"] == kind and not d["metadata"]["name"].endswith(("-crds", "-leader"))
+    ]
     assert roles, f"no {kind}"
     for role in roles:
         granted = _grants(role["rules"])
@@ -77,16 +79,27 @@ def test_rbac_covers_every_api_call_and_no_more(values: list[str]) -> None:
         assert granted - set(API_CALLS) == set(), "grants more than the operator uses"
     if values:
         assert [r["metadata"]["namespace"] for r in roles] == ["team-a"]
+    [lease_role] = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader")]
+    assert lease_role["metadata"]["namespace"] == "resonance"  # its own namespace, nowhere else
+    assert _grants(lease_role["rules"]) == set(LEASE_CALLS)
     reads = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-crds"))
     granted_reads = _grants(reads["rules"])
     namespace_reads = {c for c in CLUSTER_READS if c[1] == "namespaces"}
     assert granted_reads == (set(CLUSTER_READS) if values else set(CLUSTER_READS) - namespace_reads)
 
 
-def test_operator_deployment_is_single_and_restricted() -> None:
-    deployment = next(d for d in render() if d["kind"] == "Deployment")
+def test_operator_replicas_elect_a_leader_and_are_restricted() -> None:
+    docs = render()
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate"
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["RESONANCE_LEADER_ELECTION"]["value"] == "true"
+    assert env["RESONANCE_LEASE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    [pdb] = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    assert not [d for d in render("--set", "operator.replicas=1") if d["kind"] == "PodDisruptionBudget"]
     container = spec["template"]["spec"]["containers"][0]
     assert container["command"] == ["resonance"] and container["args"] == ["operator"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -96,7 +109,7 @@ def test_operator_deployment_is_single_and_restricted() -> None:
         "app.kubernetes.io/instance": "resonance",
         "app.kubernetes.io/component": "operator",
     }
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["RESONANCE_BRIDGE_IMAGE"] == "ghcr.io/resonance-io/resonance:0.1.0"
     devs = {d["kind"]: d for d in render(*ALL_ON) if "kafka" in d["metadata"]["name"]}
     dev_env = next(
@@ -104,7 +117,7 @@ def test_operator_deployment_is_single_and_restricted() -> None:
         for d in render(*ALL_ON)
         if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
     )["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {e["name"]: e["value"] for e in dev_env}["RESONANCE_KAFKA_BOOTSTRAP_SERVERS"] == (
+    assert {e["name"]: e.get("value") for e in dev_env}["RESONANCE_KAFKA_BOOTSTRAP_SERVERS"] == (
         "resonance-kafka.resonance.svc:9092"
     )
     assert set(devs) == {"Service", "Deployment"}

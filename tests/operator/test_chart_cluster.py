@@ -35,9 +35,13 @@ async def test_rendered_chart_applies_and_its_operator_reconciles(
     assert cluster.get("deployment", deployment["metadata"]["name"], namespace) is not None
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     command = [str(Path(sys.executable).parent / container["command"][0]), *container["args"]]
+    downward = {"metadata.namespace": namespace, "metadata.name": "chart-operator-0"}
     env = {
         **os.environ,
-        **{e["name"]: e["value"] for e in container["env"]},
+        **{
+            e["name"]: e.get("value") or downward[e["valueFrom"]["fieldRef"]["fieldPath"]]
+            for e in container["env"]
+        },
         "KUBECONFIG": str(cluster.kubeconfig),
     }
     log = tmp_path / "chart-operator.log"
@@ -54,6 +58,12 @@ async def test_rendered_chart_applies_and_its_operator_reconciles(
             lambda: "resonance-bridge-lexamoris" in log.read_text(), 60, "the chart's operator to act"
         )
         assert f"namespaces {namespace}" in log.read_text()  # it watches what the chart told it to
+        lease = (
+            cluster.get("lease", deployment["metadata"]["name"].removesuffix("-operator"), namespace) or {}
+        )
+        assert lease["spec"]["holderIdentity"].startswith(
+            "chart-operator-0_"
+        )  # it leads, by the chart's Role
     finally:
         operator.kill()
         operator.wait()

@@ -224,7 +224,7 @@ async def test_operator_restart_adopts_what_exists(
     await until(lambda: condition(cluster.get("rn", "lexamoris", namespace), "Ready"), 30, "status")
     await asyncio.sleep(1)
     before = cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or before
-    operator.kill()
+    operator.stop()  # as a rollout restarts it (a SIGKILLed leader: tests/operator/test_failover.py)
     seen = len(operator.output())
     operator.start()
     await until(

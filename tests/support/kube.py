@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,6 +93,8 @@ class Operator:
             "RESONANCE_OPERATOR_METRICS_PORT": str(_free_port()),
             # The tests' namespaces (t-...): a test may run an operator of its own elsewhere.
             "RESONANCE_WATCH_NAMESPACES": "t-*",
+            # A Lease of its own: another test's operators (or a cluster's) elect on theirs.
+            "RESONANCE_LEASE_NAME": f"resonance-operator-{uuid.uuid4().hex[:8]}",
         }
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -109,6 +112,12 @@ class Operator:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM, as a rollout stops a pod: kopf stops, the Lease is handed over."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -141,7 +141,7 @@ class Kubelet:
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
         folders = self._mount(name, template)
         for item in container.get("env", []):
-            value = self._value(item, ports)
+            value = self._value(item, ports, name)
             for mount_path, folder in folders.items():
                 value = (
                     value.replace(mount_path + "/", folder + "/") if value.startswith(mount_path) else value
@@ -154,7 +154,7 @@ class Kubelet:
             process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         return Pod(digest, process, ports, container.get("readinessProbe"), starts)
 
-    def _value(self, item: dict[str, Any], ports: dict[str, int]) -> str:
+    def _value(self, item: dict[str, Any], ports: dict[str, int], name: str) -> str:
         if "value" in item:
             value = str(item["value"])
             if value in ports:
@@ -164,8 +164,9 @@ class Kubelet:
             return value
         source = item["valueFrom"]
         if "fieldRef" in source:
-            assert source["fieldRef"]["fieldPath"] == "metadata.namespace", source
-            return self.namespace
+            path = source["fieldRef"]["fieldPath"]
+            assert path in ("metadata.namespace", "metadata.name"), source
+            return self.namespace if path == "metadata.namespace" else f"{name}-pod"
         ref = source["secretKeyRef"]
         secret = self.cluster.get("secret", ref["name"], self.namespace) or {}
         return base64.b64decode(secret.get("data", {}).get(ref["key"], "")).decode()
