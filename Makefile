@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check bench tools crds image image-push kind-up kind-e2e kind-down clean
+.PHONY: run test lint check bench soak tools crds image image-push kind-up kind-e2e kind-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ check: lint test
 
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py $(BENCH_ARGS)
+
+# The fault tests at their long sizes (20,000 messages each way; SOAK_SECONDS a long fault, default
+# 60), outside CI; prints the README's Guarantees table. Needs RESONANCE_KUBE_LITE for the operator's.
+SOAK_SECONDS ?= 60
+soak: $(STAMP) tools
+	rm -f bench/soak.jsonl
+	RESONANCE_SOAK=long RESONANCE_SOAK_SECONDS=$(SOAK_SECONDS) RESONANCE_SOAK_RESULTS=bench/soak.jsonl \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/bridge/test_soak.py tests/operator/test_faults.py \
+	  tests/operator/test_failover.py
+	$(BIN)/python bench/soak_table.py bench/soak.jsonl
 
 # helm into .tools/bin (hadolint and kubernetes-validate come with the dev extra).
 tools: $(STAMP)

@@ -12,6 +12,7 @@ from resonance_local.embedded import EmbeddedBroker
 
 from ..support.kube import Cluster, Operator, node
 from ..support.poll import until
+from ..support.soak import Tally
 
 ACTED = "created Deployment"  # the reconcile outcome an acting operator logs
 
@@ -57,8 +58,8 @@ async def test_one_leads_and_a_standby_takes_over(
             lambda: cluster.get("deployment", "resonance-bridge-after", namespace), 45, ops[standby].output
         )
         took = time.monotonic() - killed
-        print(f"failover after SIGKILL: {took:.1f}s")
         assert took < 30, took
+        Tally("operator leader SIGKILLed", "nodes", 6, 6, 0, 0, took, "a standby took over").publish()
         assert holder(cluster, lease) == standby
         assert len(cluster.items("deployments", namespace)) == 6  # one each, none twice
 
@@ -71,8 +72,8 @@ async def test_one_leads_and_a_standby_takes_over(
         cluster.apply(node(namespace, "handover"))
         await until(lambda: cluster.get("deployment", "resonance-bridge-handover", namespace), 30, "handover")
         took = time.monotonic() - stopped
-        print(f"hand-over after SIGTERM: {took:.1f}s")
         assert took < 10, took
+        Tally("operator leader SIGTERMed", "nodes", 1, 1, 0, 0, took, "handed the Lease over").publish()
         assert holder(cluster, lease) == leader
         body = cluster.get("lease", lease, "default") or {}
         assert body["spec"]["leaseTransitions"] >= 2

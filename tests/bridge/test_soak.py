@@ -1,0 +1,155 @@
+"""Zero loss under faults, counted both ways (support/soak.py): a flapping node, a slow node, a bridge
+SIGKILLed again and again. Short here; `make soak` runs the long sizes and prints the table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+from pathlib import Path
+
+from resonance_local.embedded import EmbeddedBroker
+from resonance_local.node import NodeServer
+
+from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, state_update
+from ..support.soak import Recovery, Talker, inbound, outbound, rss_kib, seconds, size
+
+
+async def settle(node: NodeServer, talker: Talker, sent: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(set(seqs(node))) < sent or len(talker.acked) < sent:
+        assert time.monotonic() < deadline, f"{len(set(seqs(node)))} out, {len(talker.acked)} in, of {sent}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_flapping_node_loses_nothing_either_way(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """The node restarts every ~2 s (dropping every connection, as a crash does) while messages flow
+    both ways."""
+    sent, window = size(3000, 20000), 200
+    lasting = seconds(10)
+    pace = sent / (lasting * 0.8)  # both ways, so that the flow spans the faults
+    node = NodeServer("flapping", port=0, printer=None, ack_delay=1 / pace)
+    await node.start()
+    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_MAX_IN_FLIGHT=str(window))
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    talker = Talker(node, sent, window=window, rate=pace)
+    talking = asyncio.create_task(talker.run())
+    recovery = Recovery(lambda: len(node.received))
+    flaps = 0
+    try:
+        end = time.monotonic() + lasting
+        while time.monotonic() < end:
+            await asyncio.sleep(random.uniform(1.5, 2.5))
+            await node.kill()
+            await asyncio.sleep(0.1)
+            await node.start()  # the same port
+            flaps += 1
+            recovery.fault_over()
+        await settle(node, talker, sent, 120)
+        assert not talking.done() or talking.exception() is None
+    finally:
+        talking.cancel()
+        if recovery.watch:
+            recovery.watch.cancel()
+        bridge.stop()
+        await node.close()
+    note = f"{flaps} restarts in {lasting:.0f}s"
+    out = outbound("node flapping", node, sent, recover_s=recovery.longest, note=note)
+    into = await inbound("node flapping", broker, topics.inbound, sent, note=note)
+    for result in (out, into):
+        result.publish()
+        assert result.lost == 0
+        assert result.duplicated <= flaps * window, result  # at most what was in flight at each
+
+
+async def test_a_slow_node_bounds_in_flight_and_memory_and_loses_nothing(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """Acks 50-100 ms late: in flight never exceeds the window, the bridge's memory stays flat; once
+    the node speeds up, everything arrives."""
+    sent, lasting, window = size(5000, 50000), seconds(6), 50
+    node = NodeServer("slow", port=0, printer=None, ack=False)
+    await node.start()
+    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_MAX_IN_FLIGHT=str(window))
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    slow = True
+    ack = json.dumps({"type": "ack", "original_type": "state_update"})
+
+    async def acker() -> None:
+        loop, seen = asyncio.get_running_loop(), 0
+        while True:
+            for _ in node.received[seen:]:
+                delay = random.uniform(0.05, 0.1) if slow else 0.0
+                loop.call_later(delay, lambda: asyncio.ensure_future(node.send(ack)))
+            seen = len(node.received)
+            await asyncio.sleep(0.005)
+
+    acking = asyncio.create_task(acker())
+    peak, rss = 0.0, []
+    try:
+        await bridge.wait_ready()
+        end = time.monotonic() + lasting
+        while time.monotonic() < end:
+            peak = max(peak, bridge.metric("resonance_in_flight"))
+            assert bridge.process is not None
+            rss.append(rss_kib(bridge.process.pid))
+            await asyncio.sleep(0.2)
+        slow = False
+        await node.wait_for(lambda: len(set(seqs(node))) == sent, 120)
+    finally:
+        acking.cancel()
+        bridge.stop()
+        await node.close()
+    grew = (max(rss) - rss[len(rss) // 4]) / 1024
+    result = outbound(
+        "slow node", node, sent, note=f"peak in flight {peak:.0f} of {window}, RSS +{grew:.1f} MiB"
+    )
+    result.publish()
+    assert result.lost == 0
+    assert 0 < peak <= window
+    assert grew < 20, f"the bridge's memory grew {grew:.1f} MiB while the node was slow"
+
+
+async def test_a_bridge_killed_again_and_again_loses_nothing(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """SIGKILL at random points, each time replaced by a new process; duplicates per kill stay within
+    the in-flight window (what was sent and not yet acked or committed)."""
+    sent, kills, window = size(3000, 20000), size(3, 10), 200
+    pace = sent / (kills * 1.25 * 1.2)  # both ways, so that the flow spans the kills
+    node = NodeServer("steady", port=0, printer=None, ack_delay=1 / pace)
+    await node.start()
+    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_MAX_IN_FLIGHT=str(window))
+    bridges = [BridgeProcess(env, workdir / "bridge-0.log").start()]
+    talker = Talker(node, sent, window=window, rate=pace)
+    talking = asyncio.create_task(talker.run())
+    recovery = Recovery(lambda: len(node.received))
+    try:
+        for k in range(1, kills + 1):
+            await asyncio.sleep(random.uniform(0.5, 2.0))
+            bridges[-1].signal(signal.SIGKILL)
+            bridges[-1].wait(5)
+            bridges.append(BridgeProcess(env, workdir / f"bridge-{k}.log").start())
+            recovery.fault_over()
+        await settle(node, talker, sent, 120)
+    finally:
+        talking.cancel()
+        if recovery.watch:
+            recovery.watch.cancel()
+        for bridge in bridges:
+            bridge.stop()
+        await node.close()
+    note = f"{kills} kills"
+    out = outbound("bridge SIGKILL", node, sent, recover_s=recovery.longest, note=note)
+    into = await inbound("bridge SIGKILL", broker, topics.inbound, sent, note=note)
+    for result in (out, into):
+        result.publish()
+        assert result.lost == 0
+    assert out.duplicated <= kills * window and into.duplicated <= kills * window, (out, into)

@@ -1,0 +1,164 @@
+"""Faults with exact counts, both ways: what was sent, delivered (each counted once), lost and duplicated,
+and how long the bridge took to recover. CI runs the short sizes; `make soak` (RESONANCE_SOAK=long)
+the long ones, appending one JSON line per fault to RESONANCE_SOAK_RESULTS for bench/soak_table.py.
+
+Inbound, the node keeps the at-least-once contract the README asks of it: it re-sends every message
+the bridge has not acked, after each reconnect, until each one is acked (Talker)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from resonance_local.embedded import EmbeddedBroker
+from resonance_local.node import NodeServer
+from websockets.exceptions import ConnectionClosed
+
+from .harness import consume, seqs
+
+LONG = os.environ.get("RESONANCE_SOAK") == "long"
+SECONDS = float(os.environ.get("RESONANCE_SOAK_SECONDS") or 60)  # a long fault's duration
+
+
+def size(short: int, long: int) -> int:
+    return long if LONG else short
+
+
+def seconds(short: float) -> float:
+    return SECONDS if LONG else short
+
+
+@dataclass
+class Tally:
+    fault: str
+    direction: str  # "to node" or "to Kafka"
+    sent: int
+    delivered: int  # distinct messages that arrived
+    lost: int
+    duplicated: int  # arrivals beyond the first of each
+    recover_s: float | None = None  # longest time from a fault's end to the next delivery
+    note: str = ""
+
+    def publish(self) -> None:
+        print(
+            f"{self.fault} ({self.direction}): sent {self.sent}, delivered {self.delivered}, "
+            f"lost {self.lost}, duplicated {self.duplicated}, "
+            f"recovered in {'-' if self.recover_s is None else f'{self.recover_s:.1f}s'}; {self.note}"
+        )
+        if path := os.environ.get("RESONANCE_SOAK_RESULTS"):
+            with open(path, "a") as out:
+                out.write(json.dumps(asdict(self)) + "\n")
+
+
+def tally(fault: str, direction: str, sent: int, arrivals: list[int], **kw: float | str) -> Tally:
+    counts = collections.Counter(arrivals)
+    lost = len(set(range(sent)) - set(counts))
+    return Tally(fault, direction, sent, len(counts), lost, sum(counts.values()) - len(counts), **kw)  # type: ignore[arg-type]
+
+
+def outbound(fault: str, node: NodeServer, sent: int, **kw: float | str) -> Tally:
+    return tally(fault, "to node", sent, seqs(node), **kw)
+
+
+async def inbound(fault: str, broker: EmbeddedBroker, topic: str, sent: int, **kw: float | str) -> Tally:
+    records = await consume(broker, topic, sent, timeout=60)
+    arrivals = [int(json.loads(r.value)["id"].removeprefix("n")) for r in records]
+    return tally(fault, "to Kafka", sent, arrivals, **kw)
+
+
+@dataclass
+class Talker:
+    """A node that sends `count` messages with ids and re-sends what was not acked: after every
+    reconnect, and after `patience` seconds without an ack. At most `window` unacked at a time."""
+
+    node: NodeServer
+    count: int
+    window: int = 200
+    patience: float = 5.0
+    rate: float = 0.0  # messages a second at most (first sends; re-sends are not held back); 0: any
+    acked: set[int] = field(default_factory=set)
+
+    def _take_acks(self) -> None:
+        for reply in self.node.replies:
+            if reply.get("type") == "ack" and isinstance(reply.get("id"), str):
+                self.acked.add(int(reply["id"].removeprefix("n")))
+        self.node.replies.clear()
+
+    @staticmethod
+    def frame(i: int) -> str:
+        return json.dumps(
+            {
+                "type": "state_update",
+                "id": f"n{i}",
+                "anchor": "BOLZANO_71",
+                "data": {"seq": i, "status": "ok"},
+            }
+        )
+
+    async def run(self) -> None:
+        connection = -1
+        pending: collections.deque[int] = collections.deque()
+        outstanding: dict[int, float] = {}  # sent on this connection, not acked: id -> when
+        started, first_sends = time.monotonic(), 0
+        while len(self.acked) < self.count:
+            self._take_acks()
+            for i in [i for i in outstanding if i in self.acked]:
+                del outstanding[i]
+            if not self.node.connections:
+                await asyncio.sleep(0.05)
+                continue
+            now = time.monotonic()
+            if self.node.connections_seen != connection:  # a new connection: re-send all not acked
+                connection = self.node.connections_seen
+                pending = collections.deque(i for i in range(self.count) if i not in self.acked)
+                outstanding.clear()
+            late = [i for i, at in outstanding.items() if now - at > self.patience]
+            for i in late:
+                del outstanding[i]
+            pending.extendleft(reversed(late))
+            while pending and len(outstanding) < self.window:
+                if self.rate and pending[0] >= first_sends and first_sends > (now - started) * self.rate:
+                    break  # ahead of the pace
+                i = pending.popleft()
+                if i in self.acked:
+                    continue
+                first_sends = max(first_sends, i + 1)
+                with contextlib.suppress(ConnectionClosed):
+                    if not await self.node.send(self.frame(i)):
+                        pending.appendleft(i)
+                        break
+                outstanding[i] = now
+            await asyncio.sleep(0.01)
+
+
+class Recovery:
+    """The longest time from a fault's end to the next delivery, given a delivery counter."""
+
+    def __init__(self, delivered: collections.abc.Callable[[], int]) -> None:
+        self.delivered = delivered
+        self.longest = 0.0
+        self.watch: asyncio.Task[None] | None = None
+
+    def fault_over(self) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+        self.watch = asyncio.create_task(self._time(self.delivered()))
+
+    async def _time(self, before: int) -> None:
+        started = time.monotonic()
+        while self.delivered() == before:
+            await asyncio.sleep(0.02)
+        self.longest = max(self.longest, time.monotonic() - started)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
