@@ -100,6 +100,9 @@ class Config(KafkaSecurity):
     enable_idempotence: bool = var("KAFKA_ENABLE_IDEMPOTENCE", True)
     fetch_max_wait_ms: int = var("KAFKA_FETCH_MAX_WAIT_MS", 100)
     session_timeout_ms: int = var("KAFKA_SESSION_TIMEOUT_MS", 10000)
+    # A connection whose request goes unanswered this long is dropped and made again: the bound on
+    # a broker that black-holes the bridge (aiokafka's 40 s default left a node unserved ~80 s).
+    request_timeout_ms: int = var("KAFKA_REQUEST_TIMEOUT_MS", 15000)
     heartbeat_interval_ms: int = var("KAFKA_HEARTBEAT_INTERVAL_MS", 3000)
     commit_interval_ms: int = var("KAFKA_COMMIT_INTERVAL_MS", 1000)
     linger_ms: int = var("KAFKA_LINGER_MS", 5)
@@ -169,6 +172,7 @@ def load(env: Mapping[str, str]) -> Config:
         enable_idempotence=r.boolean(*d["enable_idempotence"]),
         fetch_max_wait_ms=r.integer(*d["fetch_max_wait_ms"], 0, 60_000),
         session_timeout_ms=r.integer(*d["session_timeout_ms"], 1000, 600_000),
+        request_timeout_ms=r.integer(*d["request_timeout_ms"], 1000, 600_000),
         heartbeat_interval_ms=r.integer(*d["heartbeat_interval_ms"], 100, 600_000),
         commit_interval_ms=r.integer(*d["commit_interval_ms"], 10, 600_000),
         linger_ms=r.integer(*d["linger_ms"], 0, 60_000),
@@ -193,6 +197,15 @@ def load(env: Mapping[str, str]) -> Config:
                 str(config.heartbeat_interval_ms),
                 f"must be lower than KAFKA_SESSION_TIMEOUT_MS={config.session_timeout_ms}",
                 "lower the first or raise the second",
+            )
+        )
+    if config.request_timeout_ms <= config.fetch_max_wait_ms + 1000:
+        r.problems.append(
+            Problem(
+                d["request_timeout_ms"][0],
+                str(config.request_timeout_ms),
+                f"must exceed KAFKA_FETCH_MAX_WAIT_MS={config.fetch_max_wait_ms} by over 1000 (fetches wait)",
+                "raise the first or lower the second",
             )
         )
     if r.problems:

@@ -35,6 +35,7 @@ def producer(config: Config) -> AIOKafkaProducer:
         bootstrap_servers=config.bootstrap_servers,
         client_id=f"resonance-bridge-{config.node}",
         acks="all",
+        request_timeout_ms=config.request_timeout_ms,
         enable_idempotence=config.enable_idempotence,
         linger_ms=config.linger_ms,
         # aiokafka keeps one request in flight per broker; its 16 KiB default batch caps inbound
@@ -55,6 +56,10 @@ def consumer(config: Config) -> AIOKafkaConsumer:
         fetch_max_wait_ms=config.fetch_max_wait_ms,
         session_timeout_ms=config.session_timeout_ms,
         heartbeat_interval_ms=config.heartbeat_interval_ms,
+        request_timeout_ms=config.request_timeout_ms,
+        # aiokafka sends JoinGroup with the request timeout, and the coordinator may hold it for the
+        # rebalance timeout: keep the second inside the first (members rejoin within seconds).
+        rebalance_timeout_ms=max(1000, config.request_timeout_ms - 3000),
         max_partition_fetch_bytes=max(1024 * 1024, config.max_frame_bytes + _RECORD_OVERHEAD),
     )
 

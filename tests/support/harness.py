@@ -209,7 +209,9 @@ async def consume(broker: EmbeddedBroker, topic: str, count: int, timeout: float
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker.bootstrap,
         enable_auto_commit=False,
-        fetch_max_wait_ms=10,
+        # tansu answers a fetch only when the wait expires; on S3 storage it then answers empty if
+        # reading its batches took longer (support/s3.py)
+        fetch_max_wait_ms=getattr(broker, "fetch_max_wait_ms", 10),
         auto_offset_reset="earliest",
         **security_of(broker),
     )

@@ -1,8 +1,8 @@
 """A TCP proxy for faults between the bridge and a server (broker or node):
 - cut(): the server looks crashed (every connection reset, new ones refused) while it keeps its
   data, as a restarted Kafka does;
-- black_hole(): open connections stop forwarding without closing (a dead NAT entry, a partition),
-  while new connections go through;
+- black_hole(): open connections stop forwarding without closing (a dead NAT entry), while new
+  connections go through; black_hole(new=True): new ones too (a partition), until heal();
 - delay: seconds added to every chunk forwarded (a slow broker);
 - tls: the clients' side is TLS (a broker that speaks TLS, where the broker itself cannot)."""
 
@@ -32,6 +32,7 @@ class Proxy:
         self.server: asyncio.Server | None = None
         self.links: set[asyncio.StreamWriter] = set()
         self.holes: set[asyncio.StreamWriter] = set()  # links that forward nothing any more
+        self.swallow_new = False
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port, ssl=self.tls)
@@ -45,9 +46,15 @@ class Proxy:
             writer.transport.abort()
         self.links.clear()
 
-    def black_hole(self) -> None:
-        """Open connections forward nothing from now on, and never close."""
+    def black_hole(self, new: bool = False) -> None:
+        """Open connections forward nothing from now on, and never close; with new, neither do the
+        connections accepted from now on, until heal()."""
         self.holes |= self.links
+        self.swallow_new = new
+
+    def heal(self) -> None:
+        """New connections go through again (the black-holed ones stay dead, as a NAT entry does)."""
+        self.swallow_new = False
 
     async def _link(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
         try:
@@ -56,6 +63,8 @@ class Proxy:
             client_out.transport.abort()
             return
         self.links |= {client_out, server_out}
+        if self.swallow_new:
+            self.holes |= {client_out, server_out}
         await asyncio.gather(self._pump(client_in, server_out), self._pump(server_in, client_out))
         self.links -= {client_out, server_out}
 

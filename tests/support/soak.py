@@ -83,6 +83,7 @@ class Talker:
     patience: float = 5.0
     rate: float = 0.0  # messages a second at most (first sends; re-sends are not held back); 0: any
     acked: set[int] = field(default_factory=set)
+    sends: int = 0  # sends - count = re-sends: duplicates the node itself made
 
     def _take_acks(self) -> None:
         for reply in self.node.replies:
@@ -100,6 +101,10 @@ class Talker:
                 "data": {"seq": i, "status": "ok"},
             }
         )
+
+    @property
+    def resent(self) -> int:
+        return max(0, self.sends - self.count)
 
     async def run(self) -> None:
         connection = -1
@@ -133,6 +138,7 @@ class Talker:
                     if not await self.node.send(self.frame(i)):
                         pending.appendleft(i)
                         break
+                    self.sends += 1
                 outstanding[i] = now
             await asyncio.sleep(0.01)
 

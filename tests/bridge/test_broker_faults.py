@@ -1,0 +1,150 @@
+"""Broker faults with exact counts both ways (support/soak.py): a broker restarted with its data (tansu
+on S3 storage), and a broker that black-holes the bridge's connections without closing them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from resonance_local.node import NodeServer
+
+from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, state_update
+from ..support.poll import until
+from ..support.proxy import Proxied
+from ..support.s3 import S3Server
+from ..support.soak import LONG, Recovery, Talker, inbound, outbound, seconds, size
+
+
+@pytest.fixture
+def s3(workdir: Path) -> Iterator[S3Server]:
+    server = S3Server(workdir / "moto.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def settle(node: NodeServer, talker: Talker, sent: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(set(seqs(node))) < sent or len(talker.acked) < sent:
+        assert time.monotonic() < deadline, f"{len(set(seqs(node)))} out, {len(talker.acked)} in, of {sent}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_restarted_broker_keeps_its_data_and_nothing_is_lost(s3: S3Server, workdir: Path) -> None:
+    """The broker stops (SIGTERM) and starts again on the same port and storage, again and again, while
+    messages flow both ways: topics and committed offsets survive, so the bridge resumes where its
+    node's acks left it. Duplicates are bounded by what was in flight at each restart."""
+    broker = s3.broker(workdir / "broker.log")
+    broker.start()
+    topics = Topics.fresh()
+    await topics.create(broker)
+    sent, window, lasting = size(2000, 20000), 200, seconds(12)
+    pace = sent / (lasting * 0.8)
+    node = NodeServer("steady", port=0, printer=None, ack_delay=1 / pace)
+    await node.start()
+    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
+    env = bridge_env(
+        broker,
+        topics,
+        f"ws://127.0.0.1:{node.port}",
+        RESONANCE_MAX_IN_FLIGHT=str(window),
+        KAFKA_FETCH_MAX_WAIT_MS=str(broker.fetch_max_wait_ms),
+    )
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    talker = Talker(node, sent, window=window, rate=pace)
+    talking = asyncio.create_task(talker.run())
+    recovery = Recovery(lambda: len(talker.acked))  # the node's messages acked: stored by Kafka
+    restarts = 0
+    try:
+        await bridge.wait_ready()
+        end = time.monotonic() + lasting
+        while time.monotonic() < end:
+            await asyncio.sleep(random.uniform(2.0, 4.0))
+            broker.stop()
+            await asyncio.sleep(2)
+            broker.start()
+            restarts += 1
+            recovery.fault_over()
+        await settle(node, talker, sent, 120)
+    finally:
+        talking.cancel()
+        if recovery.watch:
+            recovery.watch.cancel()
+        bridge.stop()
+        await node.close()
+    try:
+        note = f"{restarts} restarts, S3 storage"
+        out = outbound("broker restart", node, sent, note=note)
+        took = recovery.longest
+        into = await inbound("broker restart", broker, topics.inbound, sent, recover_s=took, note=note)
+    finally:
+        broker.stop()
+    for result in (out, into):
+        result.publish()
+        assert result.lost == 0
+    # Outbound, a record is sent again only if it was in flight; inbound, Kafka holds what the node
+    # sent again (its patience ran out while the broker was away) plus what a retried produce stored.
+    assert out.duplicated <= restarts * window, out
+    assert into.duplicated <= talker.resent + restarts * window, (into, talker.resent)
+
+
+@pytest.mark.parametrize("new", [False, True], ids=["open connections", "new connections too"])
+async def test_a_black_holed_broker_is_noticed_and_nothing_is_lost(
+    proxied: Proxied, workdir: Path, new: bool
+) -> None:
+    """The broker's connections stop forwarding without closing (open ones only: a dead NAT entry;
+    new ones too: a partition, healed after a while). /readyz turns 503 within the probe's bound, the
+    bridge drops its dead connections and resumes once the broker is reachable; nothing lost."""
+    broker, proxy, topics = await proxied()
+    sent, window = size(2000, 20000), 200
+    pace = sent / 20
+    node = NodeServer("steady", port=0, printer=None, ack_delay=1 / pace)
+    await node.start()
+    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
+    timeout = 15 if LONG else 5  # KAFKA_REQUEST_TIMEOUT_MS: the default, or shorter in CI
+    env = bridge_env(
+        broker,
+        topics,
+        f"ws://127.0.0.1:{node.port}",
+        RESONANCE_MAX_IN_FLIGHT=str(window),
+        KAFKA_REQUEST_TIMEOUT_MS=str(timeout * 1000),
+    )
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    talker = Talker(node, sent, window=window, rate=pace)
+    talking = asyncio.create_task(talker.run())
+    try:
+        await bridge.wait_ready()
+        await asyncio.sleep(3)
+        proxy.black_hole(new=new)
+        holed = over = time.monotonic()
+        await until(lambda: bridge.status("/readyz") == 503, 60, bridge.output)
+        noticed = time.monotonic() - holed
+        assert bridge.get("/readyz")[1].startswith("kafka disconnected")
+        if new:
+            await asyncio.sleep(5)
+            proxy.heal()
+            over = time.monotonic()
+        await bridge.wait_ready(120)
+        ready = time.monotonic() - holed
+        await settle(node, talker, sent, 120)
+    finally:
+        talking.cancel()
+        bridge.stop()
+        await node.close()
+    recovered = ready - (over - holed)  # from the fault's end: the hole (it never heals) or the heal
+    note = f"/readyz 503 after {noticed:.1f}s, 200 after {ready:.1f}s; request timeout {timeout}s"
+    fault = "broker black hole" + (" (new connections too)" if new else "")
+    out = outbound(fault, node, sent, recover_s=recovered, note=note)
+    into = await inbound(fault, broker, topics.inbound, sent, recover_s=recovered, note=note)
+    for result in (out, into):
+        result.publish()
+        assert result.lost == 0
+    assert out.duplicated <= window and into.duplicated <= talker.resent + window, (out, into, talker.resent)
+    # The README's bounds: /readyz within the probe (every 5 s, 5 s to answer); the dead connections
+    # dropped after the request timeout, twice over when a new one is black-holed as well.
+    assert noticed < 10 + 2, noticed
+    assert ready < (5 if new else 0) + 2 * timeout + 10 + 5, ready
