@@ -16,7 +16,7 @@ from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, 
 from ..support.poll import until
 from ..support.proxy import Proxied
 from ..support.s3 import S3Server
-from ..support.soak import LONG, Recovery, Talker, inbound, outbound, seconds, size
+from ..support.soak import LONG, Recovery, Talker, inbound, outbound, rss_kib, seconds, size
 
 
 @pytest.fixture
@@ -148,3 +148,53 @@ async def test_a_black_holed_broker_is_noticed_and_nothing_is_lost(
     # dropped after the request timeout, twice over when a new one is black-holed as well.
     assert noticed < 10 + 2, noticed
     assert ready < (5 if new else 0) + 2 * timeout + 10 + 5, ready
+
+
+async def test_a_node_sending_faster_than_kafka_takes_is_throttled_not_dropped(
+    proxied: Proxied, node: NodeServer, workdir: Path
+) -> None:
+    """A slow broker (~1 MiB/s) and a node that sends 4 KiB frames as fast as it can, more than the
+    kernel's socket buffers hold: the bridge stops reading (TCP pushes back on the node) instead of
+    buffering them, and its keepalive, deaf meanwhile to the node's pongs queued behind seconds of
+    unread frames, does not take the busy node for a dead one."""
+    broker, _, topics = await proxied(delay=0.05)
+    env = bridge_env(
+        broker,
+        topics,
+        f"ws://127.0.0.1:{node.port}",
+        RESONANCE_WS_PING_INTERVAL_S="1",
+        RESONANCE_WS_PING_TIMEOUT_S="2",
+        RESONANCE_MAX_IN_FLIGHT="100",  # inbound too: frames read and not yet stored
+    )
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    count, pad = size(5000, 20000), "x" * 4096
+    try:
+        await bridge.wait_ready(60)
+        assert bridge.process is not None
+        before = rss_kib(bridge.process.pid)
+        started, peak = time.monotonic(), 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, rss_kib(bridge.process.pid) if bridge.process else 0)
+                await asyncio.sleep(0.1)
+
+        watching = asyncio.create_task(watch())
+        for i in range(count):
+            frame = Talker.frame(i)
+            sent = await node.send(frame[:-1] + f', "pad": "{pad}"}}')
+            assert sent == 1 and node.connections_seen == 1, f"the bridge dropped a busy node at {i}"
+        took = time.monotonic() - started
+        await until(lambda: len({r.get("id") for r in node.replies}) >= count, 120, bridge.output)
+        watching.cancel()
+    finally:
+        bridge.stop()
+    into = await inbound("node faster than Kafka", broker, topics.inbound, count, note=f"sent in {took:.0f}s")
+    into.publish()
+    grew = (peak - before) / 1024
+    print(f"{count * len(pad) / 2**20:.0f} MiB sent in {took:.1f}s; the bridge grew {grew:.1f} MiB")
+    assert into.lost == 0 and into.duplicated == 0, into
+    assert node.connections_seen == 1, "the bridge dropped a busy node"
+    assert took > 1 + 2, "the node was never held back long enough for the keepalive to be tested"
+    assert grew < 0.5 * count * len(pad) / 2**20, f"the bridge buffered {grew:.1f} MiB, not reading less"
