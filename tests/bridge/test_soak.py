@@ -4,6 +4,7 @@ SIGKILLed again and again. Short here; `make soak` runs the long sizes and print
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import signal
@@ -14,7 +15,12 @@ from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
 from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, state_update
+from ..support.proxy import Proxy
 from ..support.soak import Recovery, Talker, inbound, outbound, rss_kib, seconds, size
+
+
+def reconnected(node: NodeServer, seen: int, delivered: int) -> bool:
+    return node.connections_seen > seen and len(node.received) > delivered
 
 
 async def settle(node: NodeServer, talker: Talker, sent: int, timeout: float) -> None:
@@ -39,9 +45,11 @@ async def test_a_flapping_node_loses_nothing_either_way(
     bridge = BridgeProcess(env, workdir / "bridge.log").start()
     talker = Talker(node, sent, window=window, rate=pace)
     talking = asyncio.create_task(talker.run())
-    recovery = Recovery(lambda: len(node.received))
     flaps = 0
     try:
+        await node.wait_for(lambda: len(seqs(node)) > 0, 30)
+        out_stall = Recovery(lambda: len(seqs(node))).start()
+        in_stall = Recovery(lambda: len(talker.acked)).start()
         end = time.monotonic() + lasting
         while time.monotonic() < end:
             await asyncio.sleep(random.uniform(1.5, 2.5))
@@ -49,18 +57,18 @@ async def test_a_flapping_node_loses_nothing_either_way(
             await asyncio.sleep(0.1)
             await node.start()  # the same port
             flaps += 1
-            recovery.fault_over()
         await settle(node, talker, sent, 120)
         assert not talking.done() or talking.exception() is None
     finally:
         talking.cancel()
-        if recovery.watch:
-            recovery.watch.cancel()
         bridge.stop()
         await node.close()
+    out_stall.stop()
+    in_stall.stop()
     note = f"{flaps} restarts in {lasting:.0f}s"
-    out = outbound("node flapping", node, sent, recover_s=recovery.longest, note=note)
-    into = await inbound("node flapping", broker, topics.inbound, sent, note=note)
+    out = outbound("node flapping", node, sent, recover_s=out_stall.longest, note=note)
+    took = in_stall.longest
+    into = await inbound("node flapping", broker, topics.inbound, sent, recover_s=took, note=note)
     for result in (out, into):
         result.publish()
         assert result.lost == 0
@@ -130,26 +138,79 @@ async def test_a_bridge_killed_again_and_again_loses_nothing(
     bridges = [BridgeProcess(env, workdir / "bridge-0.log").start()]
     talker = Talker(node, sent, window=window, rate=pace)
     talking = asyncio.create_task(talker.run())
-    recovery = Recovery(lambda: len(node.received))
     try:
+        await node.wait_for(lambda: len(seqs(node)) > 0, 30)
+        out_stall = Recovery(lambda: len(seqs(node))).start()
+        in_stall = Recovery(lambda: len(talker.acked)).start()
         for k in range(1, kills + 1):
             await asyncio.sleep(random.uniform(0.5, 2.0))
             bridges[-1].signal(signal.SIGKILL)
             bridges[-1].wait(5)
             bridges.append(BridgeProcess(env, workdir / f"bridge-{k}.log").start())
-            recovery.fault_over()
         await settle(node, talker, sent, 120)
     finally:
         talking.cancel()
-        if recovery.watch:
-            recovery.watch.cancel()
         for bridge in bridges:
             bridge.stop()
         await node.close()
+    out_stall.stop()
+    in_stall.stop()
     note = f"{kills} kills"
-    out = outbound("bridge SIGKILL", node, sent, recover_s=recovery.longest, note=note)
-    into = await inbound("bridge SIGKILL", broker, topics.inbound, sent, note=note)
+    out = outbound("bridge SIGKILL", node, sent, recover_s=out_stall.longest, note=note)
+    took = in_stall.longest
+    into = await inbound("bridge SIGKILL", broker, topics.inbound, sent, recover_s=took, note=note)
     for result in (out, into):
         result.publish()
         assert result.lost == 0
     assert out.duplicated <= kills * window and into.duplicated <= kills * window, (out, into)
+
+
+async def test_a_black_holed_node_loses_nothing_either_way(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """The node's connection stops forwarding without closing, again and again, while messages flow
+    both ways: each time the bridge's keepalive gives up on it (ping interval 1 s, timeout 2 s) and
+    connects anew; what was in flight on the dead connection is sent again."""
+    sent, holes, window = size(2000, 20000), size(3, 10), 200
+    pace = sent / (holes * 6)
+    node = NodeServer("holed", port=0, printer=None, ack_delay=1 / pace)
+    await node.start()
+    proxy = Proxy(node.port)
+    await proxy.start()
+    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
+    env = bridge_env(
+        broker,
+        topics,
+        f"ws://127.0.0.1:{proxy.port}",
+        RESONANCE_MAX_IN_FLIGHT=str(window),
+        RESONANCE_WS_PING_INTERVAL_S="1",
+        RESONANCE_WS_PING_TIMEOUT_S="2",
+    )
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    talker = Talker(node, sent, window=window, rate=pace)
+    talking = asyncio.create_task(talker.run())
+    longest = 0.0
+    try:
+        for _ in range(holes):
+            await asyncio.sleep(random.uniform(1.0, 3.0))
+            proxy.black_hole()
+            holed = time.monotonic()
+            replaced = functools.partial(reconnected, node, node.connections_seen, len(node.received))
+            await node.wait_for(replaced, 30)
+            longest = max(longest, time.monotonic() - holed)
+        await settle(node, talker, sent, 120)
+    finally:
+        talking.cancel()
+        bridge.stop()
+        await proxy.cut()
+        await node.close()
+    note = f"{holes} black holes; keepalive 1 s + 2 s"
+    out = outbound("node black hole", node, sent, recover_s=longest, note=note)
+    into = await inbound("node black hole", broker, topics.inbound, sent, recover_s=longest, note=note)
+    for result in (out, into):
+        result.publish()
+        assert result.lost == 0
+    assert out.duplicated <= holes * window and into.duplicated <= talker.resent + holes * window
+    # The keepalive's bound, the reconnect's backoff (up to 10 s: these sessions are too short to
+    # reset it) and a connect.
+    assert longest < 1 + 2 + 10 + 3, longest

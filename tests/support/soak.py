@@ -67,7 +67,7 @@ def outbound(fault: str, node: NodeServer, sent: int, **kw: float | str) -> Tall
 
 
 async def inbound(fault: str, broker: EmbeddedBroker, topic: str, sent: int, **kw: float | str) -> Tally:
-    records = await consume(broker, topic, sent, timeout=60)
+    records = await consume(broker, topic, sent, timeout=max(60, sent / 100))
     arrivals = [int(json.loads(r.value)["id"].removeprefix("n")) for r in records]
     return tally(fault, "to Kafka", sent, arrivals, **kw)
 
@@ -144,23 +144,29 @@ class Talker:
 
 
 class Recovery:
-    """The longest time from a fault's end to the next delivery, given a delivery counter."""
+    """Time to recover, as the longest stretch without a delivery from start() to stop(): each fault's
+    own duration included (a node down, a bridge starting again, a backoff), sampled every 20 ms."""
 
     def __init__(self, delivered: collections.abc.Callable[[], int]) -> None:
         self.delivered = delivered
         self.longest = 0.0
         self.watch: asyncio.Task[None] | None = None
 
-    def fault_over(self) -> None:
+    def start(self) -> Recovery:
+        self.watch = asyncio.create_task(self._sample())
+        return self
+
+    def stop(self) -> None:
         if self.watch is not None:
             self.watch.cancel()
-        self.watch = asyncio.create_task(self._time(self.delivered()))
 
-    async def _time(self, before: int) -> None:
-        started = time.monotonic()
-        while self.delivered() == before:
+    async def _sample(self) -> None:
+        count, since = self.delivered(), time.monotonic()
+        while True:
             await asyncio.sleep(0.02)
-        self.longest = max(self.longest, time.monotonic() - started)
+            if (now := self.delivered()) != count:  # a stretch ends only with a delivery
+                self.longest = max(self.longest, time.monotonic() - since)
+                count, since = now, time.monotonic()
 
 
 def rss_kib(pid: int) -> int:
