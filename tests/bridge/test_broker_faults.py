@@ -102,7 +102,7 @@ async def test_a_black_holed_broker_is_noticed_and_nothing_is_lost(
     bridge drops its dead connections and resumes once the broker is reachable; nothing lost."""
     broker, proxy, topics = await proxied()
     sent, window = size(2000, 20000), 200
-    pace = sent / 20
+    pace = sent / seconds(10)  # spans the fault, paused while it lasts
     node = NodeServer("steady", port=0, printer=None, ack_delay=1 / pace)
     await node.start()
     await produce(broker, topics.node, (state_update(i) for i in range(sent)))

@@ -15,6 +15,7 @@ from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
 from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, state_update
+from ..support.poll import until
 from ..support.proxy import Proxy
 from ..support.soak import Recovery, Talker, inbound, outbound, rss_kib, seconds, size
 
@@ -214,3 +215,55 @@ async def test_a_black_holed_node_loses_nothing_either_way(
     # The keepalive's bound, the reconnect's backoff (up to 10 s: these sessions are too short to
     # reset it) and a connect.
     assert longest < 1 + 2 + 10 + 3, longest
+
+
+async def test_a_partitioned_node_is_reached_again_once_healed(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """A partition: the open connection and every new one black-holed (a connect then hangs in its
+    handshake) for 5 s, then healed. /readyz says so meanwhile; once healed the bridge is back within
+    a handshake timeout (10 s) and a backoff (up to 10 s); nothing lost either way."""
+    sent, window = size(1000, 5000), 200
+    pace = sent / 15
+    node = NodeServer("partitioned", port=0, printer=None, ack_delay=1 / pace)
+    await node.start()
+    proxy = Proxy(node.port)
+    await proxy.start()
+    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
+    env = bridge_env(
+        broker,
+        topics,
+        f"ws://127.0.0.1:{proxy.port}",
+        RESONANCE_MAX_IN_FLIGHT=str(window),
+        RESONANCE_WS_PING_INTERVAL_S="1",
+        RESONANCE_WS_PING_TIMEOUT_S="2",
+    )
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    talker = Talker(node, sent, window=window, rate=pace)
+    talking = asyncio.create_task(talker.run())
+    try:
+        await node.wait_for(lambda: len(seqs(node)) > 0, 30)
+        await asyncio.sleep(2)
+        proxy.black_hole(new=True)
+        await until(lambda: bridge.status("/readyz") == 503, 10, bridge.output)
+        assert "websocket" in bridge.get("/readyz")[1]
+        await asyncio.sleep(5)
+        proxy.heal()
+        healed = time.monotonic()
+        back = functools.partial(reconnected, node, node.connections_seen, len(node.received))
+        await node.wait_for(back, 40)
+        took = time.monotonic() - healed
+        await settle(node, talker, sent, 120)
+    finally:
+        talking.cancel()
+        bridge.stop()
+        await proxy.cut()
+        await node.close()
+    note = "5 s, the open connection and new ones; keepalive 1 s + 2 s"
+    out = outbound("node partition", node, sent, recover_s=took, note=note)
+    into = await inbound("node partition", broker, topics.inbound, sent, recover_s=took, note=note)
+    for result in (out, into):
+        result.publish()
+        assert result.lost == 0
+    assert out.duplicated <= window and into.duplicated <= talker.resent + window, (out, into)
+    assert took < 10 + 10 + 2, took
