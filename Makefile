@@ -31,7 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/relay.py $(BENCH_ARGS)
 
 # The fault tests at their long sizes (20,000 messages each way; SOAK_SECONDS a long fault, default
-# 60), outside CI; prints the README's Guarantees table. Needs RESONANCE_KUBE_LITE for the operator's.
+# 60; about 15 minutes in all), outside CI; prints the README's Guarantees table. Needs
+# RESONANCE_KUBE_LITE for the operator's.
 SOAK_SECONDS ?= 60
 soak: $(STAMP) tools
 	rm -f bench/soak.jsonl
