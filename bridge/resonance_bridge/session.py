@@ -4,7 +4,7 @@
   inbound:    frames -> codec -> acks (relay.on_ack) or Kafka records (writer.request)
   replies:    in frame order, waits for Kafka to store each inbound record, then answers the node
   watchdog:   a node that acks nothing for the ack timeout gets a new connection
-  keepalive:  pings; no pong within the timeout means a dead connection (a black hole, say)
+  keepalive:  pings; no pong and nothing else within the timeout: a dead connection (a black hole)
   drain:      on stop, waits for acks both ways for up to the grace period, then closes
 
 When one of them ends, all do; the relay then forgets what was in flight and the reader fetches it
@@ -194,18 +194,21 @@ class Session:
                 raise NodeSilent(f"the node acked nothing for {timeout:g}s; reconnecting to redeliver")
 
     async def _keepalive(self) -> None:
-        """Ping every interval; a pong missing for the timeout, while the bridge was reading, means the
-        connection is dead even if TCP has not noticed (a black hole): end it."""
+        """Ping every interval; no pong for the timeout while the bridge was reading, and nothing else
+        either, means a dead connection TCP has not noticed (a black hole): end it. A node that still
+        answers is alive, its pong queued behind frames of ours it is working through."""
         cfg, relay = self.s.config, self.s.relay
         while True:
             await asyncio.sleep(cfg.ws_ping_interval_s)
-            pong = await self.ws.ping()
+            pinged, pong = self.ws.loop.time(), await self.ws.ping()
             listened = relay.listening(time.monotonic())
             try:
                 async with asyncio.timeout(cfg.ws_ping_timeout_s):
                     await pong
             except TimeoutError:
                 heard = relay.listening(time.monotonic()) - listened
+                if self.ws.last_heard > pinged:  # a busy node, not a dead one
+                    continue
                 if heard >= cfg.ws_ping_timeout_s * 0.9:  # not conclusive while the bridge was deaf
                     self.ws.transport.abort()  # no closing handshake with a peer that does not answer
                     raise NodeSilent(f"no pong within {cfg.ws_ping_timeout_s:g}s") from None
