@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from resonance_local.node import NodeServer
 
-from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, state_update
+from ..support.harness import BridgeProcess, Topics, bridge_env, seqs
 from ..support.poll import until
 from ..support.proxy import Proxied
 from ..support.s3 import S3Server
-from ..support.soak import LONG, Recovery, Talker, inbound, outbound, rss_kib, seconds, size
+from ..support.soak import LONG, Recovery, Talker, inbound, outbound, rss_kib, seconds, settle, size, two_way
 
 
 @pytest.fixture
@@ -25,13 +25,6 @@ def s3(workdir: Path) -> Iterator[S3Server]:
     server.start()
     yield server
     server.stop()
-
-
-async def settle(node: NodeServer, talker: Talker, sent: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while len(set(seqs(node))) < sent or len(talker.acked) < sent:
-        assert time.monotonic() < deadline, f"{len(set(seqs(node)))} out, {len(talker.acked)} in, of {sent}"
-        await asyncio.sleep(0.1)
 
 
 async def test_a_restarted_broker_keeps_its_data_and_nothing_is_lost(s3: S3Server, workdir: Path) -> None:
@@ -46,34 +39,32 @@ async def test_a_restarted_broker_keeps_its_data_and_nothing_is_lost(s3: S3Serve
     pace = sent / (lasting * 0.8)
     node = NodeServer("steady", port=0, printer=None, ack_delay=1 / pace)
     await node.start()
-    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
-    env = bridge_env(
-        broker,
-        topics,
-        f"ws://127.0.0.1:{node.port}",
-        RESONANCE_MAX_IN_FLIGHT=str(window),
-        KAFKA_FETCH_MAX_WAIT_MS=str(broker.fetch_max_wait_ms),
-    )
-    bridge = BridgeProcess(env, workdir / "bridge.log").start()
-    talker = Talker(node, sent, window=window, rate=pace)
-    talking = asyncio.create_task(talker.run())
     restarts = 0
     try:
-        await bridge.wait_ready()
-        await node.wait_for(lambda: len(seqs(node)) > 0, 30)
-        out_stall = Recovery(lambda: len(seqs(node))).start()
-        in_stall = Recovery(lambda: len(talker.acked)).start()  # acked: stored by Kafka
-        end = time.monotonic() + lasting
-        while time.monotonic() < end:
-            await asyncio.sleep(random.uniform(2.0, 4.0))
-            broker.stop()
-            await asyncio.sleep(2)
-            broker.start()
-            restarts += 1
-        await settle(node, talker, sent, 120)
+        async with two_way(
+            broker,
+            topics,
+            node,
+            workdir / "bridge.log",
+            sent,
+            window,
+            pace,
+            KAFKA_FETCH_MAX_WAIT_MS=str(broker.fetch_max_wait_ms),
+        ) as flow:
+            bridge, talker = flow.bridge, flow.talker
+            await bridge.wait_ready()
+            await node.wait_for(lambda: len(seqs(node)) > 0, 30)
+            out_stall = Recovery(lambda: len(seqs(node))).start()
+            in_stall = Recovery(lambda: len(talker.acked)).start()  # acked: stored by Kafka
+            end = time.monotonic() + lasting
+            while time.monotonic() < end:
+                await asyncio.sleep(random.uniform(2.0, 4.0))
+                broker.stop()
+                await asyncio.sleep(2)
+                broker.start()
+                restarts += 1
+            await settle(node, talker, 120)
     finally:
-        talking.cancel()
-        bridge.stop()
         await node.close()
     out_stall.stop()
     in_stall.stop()
@@ -103,38 +94,36 @@ async def test_a_black_holed_broker_is_noticed_and_nothing_is_lost(
     broker, proxy, topics = await proxied()
     sent, window = size(2000, 20000), 200
     pace = sent / seconds(10)  # spans the fault, paused while it lasts
+    timeout = 15 if LONG else 5  # KAFKA_REQUEST_TIMEOUT_MS: the default, or shorter in CI
     node = NodeServer("steady", port=0, printer=None, ack_delay=1 / pace)
     await node.start()
-    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
-    timeout = 15 if LONG else 5  # KAFKA_REQUEST_TIMEOUT_MS: the default, or shorter in CI
-    env = bridge_env(
-        broker,
-        topics,
-        f"ws://127.0.0.1:{node.port}",
-        RESONANCE_MAX_IN_FLIGHT=str(window),
-        KAFKA_REQUEST_TIMEOUT_MS=str(timeout * 1000),
-    )
-    bridge = BridgeProcess(env, workdir / "bridge.log").start()
-    talker = Talker(node, sent, window=window, rate=pace)
-    talking = asyncio.create_task(talker.run())
     try:
-        await bridge.wait_ready()
-        await asyncio.sleep(3)
-        proxy.black_hole(new=new)
-        holed = over = time.monotonic()
-        await until(lambda: bridge.status("/readyz") == 503, 60, bridge.output)
-        noticed = time.monotonic() - holed
-        assert bridge.get("/readyz")[1].startswith("kafka disconnected")
-        if new:
-            await asyncio.sleep(5)
-            proxy.heal()
-            over = time.monotonic()
-        await bridge.wait_ready(120)
-        ready = time.monotonic() - holed
-        await settle(node, talker, sent, 120)
+        async with two_way(
+            broker,
+            topics,
+            node,
+            workdir / "bridge.log",
+            sent,
+            window,
+            pace,
+            KAFKA_REQUEST_TIMEOUT_MS=str(timeout * 1000),
+        ) as flow:
+            bridge, talker = flow.bridge, flow.talker
+            await bridge.wait_ready()
+            await asyncio.sleep(3)
+            proxy.black_hole(new=new)
+            holed = over = time.monotonic()
+            await until(lambda: bridge.status("/readyz") == 503, 60, bridge.output)
+            noticed = time.monotonic() - holed
+            assert bridge.get("/readyz")[1].startswith("kafka disconnected")
+            if new:
+                await asyncio.sleep(5)
+                proxy.heal()
+                over = time.monotonic()
+            await bridge.wait_ready(120)
+            ready = time.monotonic() - holed
+            await settle(node, talker, 120)
     finally:
-        talking.cancel()
-        bridge.stop()
         await node.close()
     recovered = ready - (over - holed)  # from the fault's end: the hole (it never heals) or the heal
     note = f"/readyz 503 after {noticed:.1f}s, 200 after {ready:.1f}s; request timeout {timeout}s"

@@ -17,18 +17,13 @@ from resonance_local.node import NodeServer
 from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, state_update
 from ..support.poll import until
 from ..support.proxy import Proxy
-from ..support.soak import Recovery, Talker, inbound, outbound, rss_kib, seconds, size
+from ..support.soak import Recovery, Talker, inbound, outbound, rss_kib, seconds, settle, size, two_way
+
+KEEPALIVE = {"RESONANCE_WS_PING_INTERVAL_S": "1", "RESONANCE_WS_PING_TIMEOUT_S": "2"}
 
 
 def reconnected(node: NodeServer, seen: int, delivered: int) -> bool:
     return node.connections_seen > seen and len(node.received) > delivered
-
-
-async def settle(node: NodeServer, talker: Talker, sent: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while len(set(seqs(node))) < sent or len(talker.acked) < sent:
-        assert time.monotonic() < deadline, f"{len(set(seqs(node)))} out, {len(talker.acked)} in, of {sent}"
-        await asyncio.sleep(0.1)
 
 
 async def test_a_flapping_node_loses_nothing_either_way(
@@ -41,28 +36,23 @@ async def test_a_flapping_node_loses_nothing_either_way(
     pace = sent / (lasting * 0.8)  # both ways, so that the flow spans the faults
     node = NodeServer("flapping", port=0, printer=None, ack_delay=1 / pace)
     await node.start()
-    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
-    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_MAX_IN_FLIGHT=str(window))
-    bridge = BridgeProcess(env, workdir / "bridge.log").start()
-    talker = Talker(node, sent, window=window, rate=pace)
-    talking = asyncio.create_task(talker.run())
     flaps = 0
     try:
-        await node.wait_for(lambda: len(seqs(node)) > 0, 30)
-        out_stall = Recovery(lambda: len(seqs(node))).start()
-        in_stall = Recovery(lambda: len(talker.acked)).start()
-        end = time.monotonic() + lasting
-        while time.monotonic() < end:
-            await asyncio.sleep(random.uniform(1.5, 2.5))
-            await node.kill()
-            await asyncio.sleep(0.1)
-            await node.start()  # the same port
-            flaps += 1
-        await settle(node, talker, sent, 120)
-        assert not talking.done() or talking.exception() is None
+        async with two_way(broker, topics, node, workdir / "bridge.log", sent, window, pace) as flow:
+            talker = flow.talker
+            await node.wait_for(lambda: len(seqs(node)) > 0, 30)
+            out_stall = Recovery(lambda: len(seqs(node))).start()
+            in_stall = Recovery(lambda: len(talker.acked)).start()
+            end = time.monotonic() + lasting
+            while time.monotonic() < end:
+                await asyncio.sleep(random.uniform(1.5, 2.5))
+                await node.kill()
+                await asyncio.sleep(0.1)
+                await node.start()  # the same port
+                flaps += 1
+            await settle(node, talker, 120)
+            assert not flow.talking.done() or flow.talking.exception() is None
     finally:
-        talking.cancel()
-        bridge.stop()
         await node.close()
     out_stall.stop()
     in_stall.stop()
@@ -148,7 +138,7 @@ async def test_a_bridge_killed_again_and_again_loses_nothing(
             bridges[-1].signal(signal.SIGKILL)
             bridges[-1].wait(5)
             bridges.append(BridgeProcess(env, workdir / f"bridge-{k}.log").start())
-        await settle(node, talker, sent, 120)
+        await settle(node, talker, 120)
     finally:
         talking.cancel()
         for bridge in bridges:
@@ -178,31 +168,21 @@ async def test_a_black_holed_node_loses_nothing_either_way(
     await node.start()
     proxy = Proxy(node.port)
     await proxy.start()
-    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
-    env = bridge_env(
-        broker,
-        topics,
-        f"ws://127.0.0.1:{proxy.port}",
-        RESONANCE_MAX_IN_FLIGHT=str(window),
-        RESONANCE_WS_PING_INTERVAL_S="1",
-        RESONANCE_WS_PING_TIMEOUT_S="2",
-    )
-    bridge = BridgeProcess(env, workdir / "bridge.log").start()
-    talker = Talker(node, sent, window=window, rate=pace)
-    talking = asyncio.create_task(talker.run())
     longest = 0.0
     try:
-        for _ in range(holes):
-            await asyncio.sleep(random.uniform(1.0, 3.0))
-            proxy.black_hole()
-            holed = time.monotonic()
-            replaced = functools.partial(reconnected, node, node.connections_seen, len(node.received))
-            await node.wait_for(replaced, 30)
-            longest = max(longest, time.monotonic() - holed)
-        await settle(node, talker, sent, 120)
+        async with two_way(
+            broker, topics, node, workdir / "bridge.log", sent, window, pace, proxy.port, **KEEPALIVE
+        ) as flow:
+            talker = flow.talker
+            for _ in range(holes):
+                await asyncio.sleep(random.uniform(1.0, 3.0))
+                proxy.black_hole()
+                holed = time.monotonic()
+                replaced = functools.partial(reconnected, node, node.connections_seen, len(node.received))
+                await node.wait_for(replaced, 30)
+                longest = max(longest, time.monotonic() - holed)
+            await settle(node, talker, 120)
     finally:
-        talking.cancel()
-        bridge.stop()
         await proxy.cut()
         await node.close()
     note = f"{holes} black holes; keepalive 1 s + 2 s"
@@ -229,34 +209,24 @@ async def test_a_partitioned_node_is_reached_again_once_healed(
     await node.start()
     proxy = Proxy(node.port)
     await proxy.start()
-    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
-    env = bridge_env(
-        broker,
-        topics,
-        f"ws://127.0.0.1:{proxy.port}",
-        RESONANCE_MAX_IN_FLIGHT=str(window),
-        RESONANCE_WS_PING_INTERVAL_S="1",
-        RESONANCE_WS_PING_TIMEOUT_S="2",
-    )
-    bridge = BridgeProcess(env, workdir / "bridge.log").start()
-    talker = Talker(node, sent, window=window, rate=pace)
-    talking = asyncio.create_task(talker.run())
     try:
-        await node.wait_for(lambda: len(seqs(node)) > 0, 30)
-        await asyncio.sleep(2)
-        proxy.black_hole(new=True)
-        await until(lambda: bridge.status("/readyz") == 503, 10, bridge.output)
-        assert "websocket" in bridge.get("/readyz")[1]
-        await asyncio.sleep(5)
-        proxy.heal()
-        healed = time.monotonic()
-        back = functools.partial(reconnected, node, node.connections_seen, len(node.received))
-        await node.wait_for(back, 40)
-        took = time.monotonic() - healed
-        await settle(node, talker, sent, 120)
+        async with two_way(
+            broker, topics, node, workdir / "bridge.log", sent, window, pace, proxy.port, **KEEPALIVE
+        ) as flow:
+            bridge, talker = flow.bridge, flow.talker
+            await node.wait_for(lambda: len(seqs(node)) > 0, 30)
+            await asyncio.sleep(2)
+            proxy.black_hole(new=True)
+            await until(lambda: bridge.status("/readyz") == 503, 10, bridge.output)
+            assert "websocket" in bridge.get("/readyz")[1]
+            await asyncio.sleep(5)
+            proxy.heal()
+            healed = time.monotonic()
+            back = functools.partial(reconnected, node, node.connections_seen, len(node.received))
+            await node.wait_for(back, 40)
+            took = time.monotonic() - healed
+            await settle(node, talker, 120)
     finally:
-        talking.cancel()
-        bridge.stop()
         await proxy.cut()
         await node.close()
     lost_sessions = node.connections_seen - 1

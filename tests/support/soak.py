@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 from websockets.exceptions import ConnectionClosed
 
-from .harness import consume, seqs
+from .harness import BridgeProcess, Topics, bridge_env, consume, produce, seqs, state_update
 
 LONG = os.environ.get("RESONANCE_SOAK") == "long"
 SECONDS = float(os.environ.get("RESONANCE_SOAK_SECONDS") or 60)  # a long fault's duration
@@ -141,6 +142,51 @@ class Talker:
                     self.sends += 1
                 outstanding[i] = now
             await asyncio.sleep(0.01)
+
+
+async def settle(node: NodeServer, talker: Talker, timeout: float) -> None:
+    """Until every message arrived both ways: each record at the node, each of its messages acked."""
+    deadline, sent = time.monotonic() + timeout, talker.count
+    while len(set(seqs(node))) < sent or len(talker.acked) < sent:
+        assert time.monotonic() < deadline, f"{len(set(seqs(node)))} out, {len(talker.acked)} in, of {sent}"
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class Flow:
+    bridge: BridgeProcess
+    talker: Talker
+    talking: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def two_way(
+    broker: EmbeddedBroker,
+    topics: Topics,
+    node: NodeServer,
+    log: Path,
+    sent: int,
+    window: int,
+    pace: float,
+    port: int | None = None,
+    **env: str,
+) -> AsyncIterator[Flow]:
+    """`sent` records in the node's topic and a Talker sending as many back at `pace`, through one
+    bridge with `window` in flight (to the node, or to `port`: a proxy in front of it). The Talker
+    and the bridge are stopped on exit."""
+    await produce(broker, topics.node, (state_update(i) for i in range(sent)))
+    endpoint = f"ws://127.0.0.1:{port or node.port}"
+    bridge = BridgeProcess(
+        bridge_env(broker, topics, endpoint, RESONANCE_MAX_IN_FLIGHT=str(window), **env), log
+    )
+    talker = Talker(node, sent, window=window, rate=pace)
+    talking = asyncio.create_task(talker.run())
+    bridge.start()
+    try:
+        yield Flow(bridge, talker, talking)
+    finally:
+        talking.cancel()
+        bridge.stop()
 
 
 class Recovery:
