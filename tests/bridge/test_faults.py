@@ -8,6 +8,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.node import NodeServer
@@ -82,7 +83,7 @@ async def test_broker_outage_mid_stream_loses_nothing_either_way(
         await produce(broker, topics.node, (state_update(i) for i in range(1000, 1500)))  # fetching resumed
         await node.wait_for(lambda: set(seqs(node)) == set(range(1500)), 120)
         await node.wait_for(lambda: sum(r["type"] == "ack" for r in node.replies) == 1000, 120)
-        stored = [json.loads(r.value)["data"]["seq"] for r in await consume(broker, topics.inbound, 1000)]
+        stored = [inbound_seq(r) for r in await consume(broker, topics.inbound, 1000, key=inbound_seq)]
         assert set(stored) == set(range(1000))
         async with Committed(broker, topics) as committed:
             await committed.settles_at(1500)
@@ -171,3 +172,7 @@ async def test_a_refused_token_is_retried_slowly_named_and_recovered_from(
         bridge.stop()
         await guarded.close()
         await accepting.close()
+
+
+def inbound_seq(record: Any) -> int:
+    return int(json.loads(record.value)["data"]["seq"])

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,10 +202,18 @@ async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -
         await producer.stop()
 
 
-async def consume(broker: EmbeddedBroker, topic: str, count: int, timeout: float = 30) -> list[Any]:
+async def consume(
+    broker: EmbeddedBroker,
+    topic: str,
+    count: int,
+    timeout: float = 30,
+    key: Callable[[Any], object] | None = None,
+) -> list[Any]:
     """Read `count` records of a topic from the beginning, partition by partition (fails if fewer
     arrive). Tests make single-partition topics, so order is the topic's; all partitions are read
-    because a broker may have auto-created the topic with more before the test created it."""
+    because a broker may have auto-created the topic with more before the test created it.
+    With `key`, `count` distinct keys: duplicates early in the log must not end the read before
+    the last distinct record is reached."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker.bootstrap,
         enable_auto_commit=False,
@@ -222,13 +230,17 @@ async def consume(broker: EmbeddedBroker, topic: str, count: int, timeout: float
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        seen: set[object] = set()
         deadline = time.monotonic() + timeout
-        while len(records) < count and time.monotonic() < deadline:
+        while (len(seen) if key else len(records)) < count and time.monotonic() < deadline:
             for batch in (await consumer.getmany(timeout_ms=200)).values():
                 records.extend(batch)
+                if key:
+                    seen.update(key(record) for record in batch)
     finally:
         await consumer.stop()
-    assert len(records) >= count, f"{topic}: expected {count} records, got {len(records)}"
+    if key is None:
+        assert len(records) >= count, f"{topic}: expected {count} records, got {len(records)}"
     return records
 
 

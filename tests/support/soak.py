@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
@@ -68,8 +69,12 @@ def outbound(fault: str, node: NodeServer, sent: int, **kw: float | str) -> Tall
 
 
 async def inbound(fault: str, broker: EmbeddedBroker, topic: str, sent: int, **kw: float | str) -> Tally:
-    records = await consume(broker, topic, sent, timeout=max(60, sent / 100))
-    arrivals = [int(json.loads(r.value)["id"].removeprefix("n")) for r in records]
+    def number(record: Any) -> int:
+        return int(json.loads(record.value)["id"].removeprefix("n"))
+
+    # every distinct id, however many duplicates come first; what never comes is counted as lost
+    records = await consume(broker, topic, sent, timeout=max(60, sent / 100), key=number)
+    arrivals = [number(r) for r in records]
     return tally(fault, "to Kafka", sent, arrivals, **kw)
 
 
