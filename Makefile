@@ -27,7 +27,10 @@ lint: $(STAMP)
 
 check: lint test
 
+# The relay benchmark (~10 minutes; BENCH_ARGS=--quick: a one-minute smoke run, results to /tmp),
+# with the bench extra: mq-bridge as a contender and the plot.
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/relay.py $(BENCH_ARGS)
 
 # The fault tests at their long sizes (20,000 messages each way; SOAK_SECONDS a long fault, default

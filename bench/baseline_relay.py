@@ -3,8 +3,8 @@
   out: consumer.getmany -> `await ws.send` per record; no decoding, no acks awaited, no commits
   in:  WebSocket frames -> producer.send, never waiting for Kafka to store them; no acks to the node
 
-It uses the same Kafka client settings as the bridge (acks=all, linger 5 ms, the same fetch sizes
-and waits), so what differs in the comparison is only what the bridge does per message.
+It uses the same Kafka client settings as the bridge (bench/kafka_side.py: acks=all, linger 5 ms,
+256 KiB batches, the same fetch sizes and waits), so what differs is only the bridge's work per message.
 
     python bench/baseline_relay.py out --bootstrap HOST:PORT --topic T --group G --endpoint ws://...
     python bench/baseline_relay.py in --bootstrap HOST:PORT --topic T --endpoint ws://...
@@ -18,10 +18,8 @@ import contextlib
 import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from kafka_side import CONSUMER, MAX_FRAME, PRODUCER
 from websockets.asyncio.client import ClientConnection, connect
-
-MAX_FRAME = 1024 * 1024  # the bridge's default RESONANCE_MAX_FRAME_BYTES
-OVERHEAD = 64 * 1024  # and its slack for keys, headers and batch framing
 
 
 async def _ignore(ws: ClientConnection) -> None:
@@ -31,17 +29,7 @@ async def _ignore(ws: ClientConnection) -> None:
 
 
 async def outbound(args: argparse.Namespace) -> None:
-    consumer = AIOKafkaConsumer(
-        args.topic,
-        bootstrap_servers=args.bootstrap,
-        group_id=args.group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=args.fetch_max_wait_ms,
-        session_timeout_ms=1000,
-        heartbeat_interval_ms=200,
-        max_partition_fetch_bytes=MAX_FRAME + OVERHEAD,
-    )
+    consumer = AIOKafkaConsumer(args.topic, bootstrap_servers=args.bootstrap, group_id=args.group, **CONSUMER)
     await consumer.start()
     try:
         async with connect(args.endpoint, compression=None, max_size=8 * MAX_FRAME) as ws:
@@ -59,13 +47,7 @@ async def outbound(args: argparse.Namespace) -> None:
 
 
 async def inbound(args: argparse.Namespace) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=args.bootstrap,
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=5,
-        max_request_size=MAX_FRAME + OVERHEAD,
-    )
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, **PRODUCER)
     await producer.start()
     key = args.anchor.encode()
     try:
@@ -96,7 +78,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--group", default="resonance-bench-baseline")
     parser.add_argument("--anchor", default="BOLZANO_71")
-    parser.add_argument("--fetch-max-wait-ms", type=int, default=10)
     return parser.parse_args(argv)
 
 

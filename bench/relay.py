@@ -1,259 +1,366 @@
-"""Relay benchmark: the bridge against a minimal no-guarantee relay (bench/baseline_relay.py).
+"""Relay benchmark: the bridge against a minimal no-guarantee relay and mq-bridge, with its own ceilings.
 
-Both relays run as child processes against one embedded broker (tansu, in memory) and the same
-WebSocket peers (bench/peers.py), alternating, for --rounds rounds, in both directions:
-  outbound: a fresh topic pre-filled with --records ~1 KB state_update records -> the relay ->
-            a receiver that acks every message; timed from the first record received to the last
-  inbound:  a sender that writes --records frames as fast as the relay reads them -> the relay ->
-            a fresh topic; timed from the connection until the topic holds every record (and, for
-            the bridge, until the sender also got every ack: the bridge acks only what Kafka stored)
-CPU seconds (utime+stime from /proc/<pid>/stat) are over the same window; peak RSS is VmHWM.
-Results go to bench/RESULTS.md (a "## Notes" section already there is kept).
+Every process is separate: the broker (tansu, in memory), the relay, and the harness's peers, each
+doing the least per message (bench/wire.py, bench/kafka_side.py). Per round, alternating the order,
+on a fresh topic and group per run, with the same Kafka client settings for every contender:
+  outbound: a topic pre-filled with --records ~1 KB records -> relay -> a node that acks every message;
+            from the first record at the node to the last
+  inbound:  a node sending --records frames as fast as the relay reads them -> relay -> a topic; from
+            the connection until the topic holds them all (and, for the bridge, every ack came back)
+  ceilings: the same peers with no relay between (feeder -> receiver, sender -> drain) and Kafka
+            alone (a consumer reading, a producer writing): what the harness can measure at most
+Then: latency at --rate msg/s against Kafka alone, time to the first message after a restart with
+committed offsets, and the bridge idle. Results: bench/RESULTS.md (a "## Notes" section is kept)
+and bench/results.png (with matplotlib, the `bench` extra).
 
-    .venv/bin/python bench/relay.py                              # 200,000 records, 3 rounds
-    .venv/bin/python bench/relay.py --records 5000 --rounds 1 --results /tmp/smoke.md
+    make bench                                   # 100,000 records, 3 rounds (~10 minutes)
+    make bench BENCH_ARGS=--quick                # a one-minute smoke run, to /tmp
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
+import importlib.util
 import sys
 import tempfile
 import time
 import uuid
-from itertools import chain
 from pathlib import Path
+from typing import Any
 
-import peers
+import clock
 import report
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from report import Run
+from kafka_side import prefill
+from procs import BENCH, Proc, script
+from report import Latency, Run
 from resonance_local.embedded import EMBEDDED_CLIENT_ENV, EmbeddedBroker, free_port
 
-BENCH = Path(__file__).resolve().parent
-RELAYS = ("bridge", "baseline")
-CONTROL_TOPICS = ("bench.heartbeats", "bench.deadletter")
+CONTROL = ("bench.heartbeats", "bench.deadletter")
 
 
 class Bench:
-    def __init__(
-        self,
-        broker: EmbeddedBroker,
-        records: int,
-        logs: Path,
-        py_spy: str | None = None,
-        bridge_env: dict[str, str] | None = None,
-    ) -> None:
-        self.broker, self.records, self.logs, self.py_spy = broker, records, logs, py_spy
-        self.bridge_env = bridge_env or {}
-        self.profilers: list[subprocess.Popen[bytes]] = []
-        self.receiver, self.sender = peers.Receiver(), peers.Sender()
+    def __init__(self, broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) -> None:
+        self.broker, self.args, self.logs = broker, args, logs
         self.admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        self.broker_pid = broker.process.pid if broker.process else 0
 
-    async def __aenter__(self) -> Bench:
-        await self.receiver.start()
-        await self.sender.start()
-        await self.admin.start()
-        await self.admin.create_topics([NewTopic(t, 1, 1) for t in CONTROL_TOPICS])
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        for profiler in self.profilers:
-            await asyncio.to_thread(profiler.wait)
-        await self.admin.close()
-        await self.receiver.close()
-        await self.sender.close()
-
-    def spawn(
-        self,
-        relay: str,
-        direction: str,
-        node_topic: str,
-        inbound_topic: str,
-        group: str,
-        endpoint: str,
-        log: Path,
-    ) -> subprocess.Popen[bytes]:
-        bootstrap = self.broker.bootstrap
-        if relay == "bridge":
-            command = [sys.executable, "-m", "resonance_bridge"]
-            env = {
-                "RESONANCE_NODE": "bench",
-                "RESONANCE_ENDPOINT": endpoint,
-                "RESONANCE_TOPIC": node_topic,
-                "RESONANCE_ANCHOR": peers.ANCHOR,
-                "RESONANCE_INBOUND_TOPIC": inbound_topic,
-                "RESONANCE_HEARTBEAT_TOPIC": CONTROL_TOPICS[0],
-                "RESONANCE_DEADLETTER_TOPIC": CONTROL_TOPICS[1],
-                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "KAFKA_GROUP_ID": group,
-                "RESONANCE_HTTP_PORT": str(free_port()),
-                **EMBEDDED_CLIENT_ENV,  # what the embedded broker needs; all else the defaults
-                **self.bridge_env,
-            }
-        else:
-            topic = node_topic if direction == "outbound" else inbound_topic
-            flags = {"--bootstrap": bootstrap, "--topic": topic, "--group": group, "--endpoint": endpoint}
-            mode = "out" if direction == "outbound" else "in"
-            command = [sys.executable, str(BENCH / "baseline_relay.py"), mode, *chain(*flags.items())]
-            env = {}
-        with open(log, "ab") as out:
-            process = subprocess.Popen(
-                command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+    def relay(
+        self, who: str, direction: str, topic: str, group: str, endpoint: str, env: dict[str, str]
+    ) -> list[str]:
+        """The command of a contender; `env` is filled with the bridge's environment."""
+        if who.startswith("bridge"):
+            env.update(
+                RESONANCE_NODE="bench",
+                RESONANCE_ENDPOINT=endpoint,
+                RESONANCE_ANCHOR=clock.ANCHOR,
+                RESONANCE_TOPIC=topic if direction == "outbound" else f"{topic}.unused",
+                RESONANCE_INBOUND_TOPIC=topic if direction == "inbound" else f"{topic}.unused",
+                RESONANCE_HEARTBEAT_TOPIC=CONTROL[0],
+                RESONANCE_DEADLETTER_TOPIC=CONTROL[1],
+                KAFKA_BOOTSTRAP_SERVERS=self.broker.bootstrap,
+                KAFKA_GROUP_ID=group,
+                RESONANCE_HTTP_PORT=str(free_port()),
+                RESONANCE_ACK_MODE=who.partition("-")[2] or "ack",
             )
-        if self.py_spy:  # sample the relay for the whole run; py-spy exits with it
-            self.profilers.append(
-                subprocess.Popen(
-                    [
-                        self.py_spy,
-                        "record",
-                        "--pid",
-                        str(process.pid),
-                        "--nonblocking",
-                        "--format",
-                        "raw",
-                        "--rate",
-                        "250",
-                        "-o",
-                        str(log.with_suffix(".stacks")),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        return process
-
-    async def run(self, round_no: int, direction: str, relay: str) -> Run:
-        suffix = f"{round_no}.{relay}.{direction}.{uuid.uuid4().hex[:6]}"
-        node_topic, inbound_topic = f"bench.node.{suffix}", f"bench.inbound.{suffix}"
-        group = f"bench-{suffix}"
-        await self.admin.create_topics([NewTopic(t, 1, 1) for t in (node_topic, inbound_topic)])
-        if direction == "outbound":
-            await peers.prefill(self.broker.bootstrap, node_topic, self.records)
-        peer: peers.Receiver | peers.Sender = self.receiver if direction == "outbound" else self.sender
-        log = self.logs / f"{suffix}.log"
-        spawned = time.monotonic()
-        process = self.spawn(relay, direction, node_topic, inbound_topic, group, peer.endpoint, log)
-        try:
-            probe = peers.prober(process.pid, self.broker.process.pid if self.broker.process else 0)
-            peer.arm(self.records, probe)
-            waits = []
-            if direction == "inbound":
-                waits.append(asyncio.create_task(self._stored(inbound_topic, probe)))
-            if direction == "outbound" or relay == "bridge":
-                waits.append(asyncio.create_task(self._done(peer)))
-            ends = await self._watch(process, waits, log)
-            first = peer.first
-            assert first is not None
-            last = max(ends, key=lambda snapshot: snapshot.at)
-            rss = peers.peak_rss_mb(process.pid)
-        finally:
-            await _stop(process)
-            await self.admin.delete_topics([node_topic, inbound_topic])
-        trouble = [
-            line
-            for line in log.read_text(errors="replace").splitlines()
-            if any(word in line for word in ("WARNING", "ERROR", "Traceback"))
+            return [sys.executable, "-m", "resonance_bridge"]
+        flags = [
+            "--bootstrap",
+            self.broker.bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--endpoint",
+            endpoint,
         ]
-        if trouble:  # e.g. a reconnect: the run is then no clean measurement
-            print(f"  {relay} logged {len(trouble)} warnings/errors, first: {trouble[0]} (log {log})")
+        mode = "out" if direction == "outbound" else "in"
+        if who == "mq-bridge":
+            return [self.args.mq_python, str(BENCH / "mq_bridge_relay.py"), mode, *flags]
+        return script("baseline_relay.py", mode, *flags)
+
+    async def topics(self, *names: str) -> None:
+        await self.admin.create_topics([NewTopic(name, 1, 1) for name in names])
+
+    def proc(self, name: str, tag: str) -> Proc:
+        return Proc(name, self.logs / f"{tag}.{name}.log")
+
+    def watching(self, tag: str, *procs: Proc) -> str:
+        path = self.logs / f"{tag}.watch"
+        path.write_text(" ".join(str(p.pid) for p in procs) + f" {self.broker_pid}")
+        return f"@{path}"
+
+    # --- throughput -----------------------------------------------------------------------------
+
+    async def run(self, round_no: int, direction: str, who: str) -> Run:
+        n, tag = self.args.records, f"{round_no}.{direction}.{who}.{uuid.uuid4().hex[:6]}"
+        topic, group, watch = f"bench.{tag}", f"bench-{tag}", self.logs / f"{tag}.watch"
+        await self.topics(topic)
+        limit = 60 + n / 2000
+        procs: list[Proc] = []
+        try:
+            if direction == "outbound":
+                await prefill(self.broker.bootstrap, topic, n)
+                ender = starter = await self.peer(
+                    procs, "wire.py", tag, "receiver", "--expect", str(n), "--watch", f"@{watch}"
+                )
+                relayed = await self.spawn_relay(procs, tag, who, direction, topic, group, ender)
+                firsts, ends = [await starter.wait("first", limit)], [await ender.wait("done", limit)]
+            else:
+                counter = await self.peer(
+                    procs,
+                    "kafka_side.py",
+                    tag,
+                    "counter",
+                    "--bootstrap",
+                    self.broker.bootstrap,
+                    "--topic",
+                    topic,
+                    "--expect",
+                    str(n),
+                    "--watch",
+                    f"@{watch}",
+                )
+                await counter.wait("ready", 30)
+                acks = [] if who.startswith("bridge") else ["--no-acks"]
+                starter = await self.peer(
+                    procs, "wire.py", tag, "sender", "--count", str(n), *acks, "--watch", f"@{watch}"
+                )
+                relayed = await self.spawn_relay(procs, tag, who, direction, topic, group, starter)
+                firsts = [await starter.wait("first", limit)]
+                ends = [await starter.wait("done", limit), await counter.wait("done", limit)]
+            rss = clock.memory_mb(relayed.pid)
+        finally:
+            for proc in reversed(procs):
+                await proc.stop()
+            await self.admin.delete_topics([topic])
+        return self.measured(
+            round_no, direction, who, procs, relayed, firsts[0], max(ends, key=lambda e: e["t"]), rss
+        )
+
+    async def ceiling(self, round_no: int, direction: str, who: str) -> Run:
+        """The harness alone: its peers fed directly, or Kafka alone, as fast as they go."""
+        n, tag = self.args.records, f"{round_no}.{direction}.{who}.{uuid.uuid4().hex[:6]}"
+        topic, watch, limit = f"bench.{tag}", self.logs / f"{tag}.watch", 60 + n / 2000
+        await self.topics(topic)
+        kafka = ["--bootstrap", self.broker.bootstrap, "--topic", topic, "--watch", f"@{watch}"]
+        procs: list[Proc] = []
+        try:
+            if who == "kafka alone" and direction == "outbound":
+                await prefill(self.broker.bootstrap, topic, n)
+                ender = await self.peer(
+                    procs, "kafka_side.py", tag, "reader", *kafka, "--expect", str(n), "--group", f"g-{tag}"
+                )
+            elif who == "kafka alone":
+                ender = await self.peer(procs, "kafka_side.py", tag, "writer", *kafka, "--count", str(n))
+            else:
+                server = "receiver" if direction == "outbound" else "sender"
+                count = ["--expect" if server == "receiver" else "--count", str(n)]
+                listening = await self.peer(procs, "wire.py", tag, server, *count, "--watch", f"@{watch}")
+                url = f"ws://127.0.0.1:{(await listening.wait('port', 30))['port']}"
+                client = "feeder" if direction == "outbound" else "drain"
+                await self.peer(procs, "wire.py", tag, client, "--endpoint", url, "--count", str(n))
+                ender = listening
+            first, done = await ender.wait("first", limit), await ender.wait("done", limit)
+        finally:
+            for proc in reversed(procs):
+                await proc.stop()
+            await self.admin.delete_topics([topic])
+        return self.measured(round_no, direction, who, procs, procs[-1], first, done, 0.0)
+
+    async def peer(self, procs: list[Proc], module: str, tag: str, *args: str) -> Proc:
+        proc = await self.proc(args[0], tag).start(script(module, *args))
+        procs.append(proc)
+        self.watching(tag, *procs)  # before its first event, which snapshots them all
+        return proc
+
+    async def spawn_relay(
+        self, procs: list[Proc], tag: str, who: str, direction: str, topic: str, group: str, node: Proc
+    ) -> Proc:
+        env = {**EMBEDDED_CLIENT_ENV, **dict(s.split("=", 1) for s in self.args.bridge_env)}
+        port = (await node.wait("port", 30))["port"]
+        command = self.relay(who, direction, topic, group, f"ws://127.0.0.1:{port}", env)
+        relayed = await self.proc("relay", tag).start(command, env)
+        procs.append(relayed)
+        self.watching(tag, *procs)
+        for proc in procs:
+            proc.needs.append(relayed)
+        return relayed
+
+    def measured(
+        self,
+        round_no: int,
+        direction: str,
+        who: str,
+        procs: list[Proc],
+        relayed: Proc,
+        first: dict[str, Any],
+        end: dict[str, Any],
+        rss: float,
+    ) -> Run:
+        def cpu(pid: int) -> float:
+            return float(end["cpu"].get(str(pid), 0.0) - first["cpu"].get(str(pid), 0.0))
+
+        peers = sum(cpu(p.pid) for p in procs if p is not relayed)
         return Run(
             round_no,
             direction,
-            relay,
-            self.records,
-            seconds=last.at - first.at,
-            relay_cpu=last.relay_cpu - first.relay_cpu,
+            who,
+            self.args.records,
+            seconds=end["t"] - first["t"],
+            relay_cpu=cpu(relayed.pid),
             rss_mb=rss,
-            broker_cpu=last.broker_cpu - first.broker_cpu,
-            peers_cpu=last.peers_cpu - first.peers_cpu,
-            startup_s=first.at - spawned,
+            broker_cpu=cpu(self.broker_pid),
+            peers_cpu=peers,
+            startup_s=first["t"] - relayed.spawned,
         )
 
-    async def _stored(self, topic: str, probe: peers.Probe) -> peers.Snapshot:
-        await self.sender.sent.wait()
-        return await peers.kafka_watch(self.broker.bootstrap, topic, self.records, probe)
+    # --- latency, start, idle --------------------------------------------------------------------
 
-    @staticmethod
-    async def _done(peer: peers.Receiver | peers.Sender) -> peers.Snapshot:
-        await peer.done.wait()
-        end = peer.last if isinstance(peer, peers.Receiver) else peer.acked
-        assert end is not None
-        return end
-
-    async def _watch(
-        self, process: subprocess.Popen[bytes], waits: list[asyncio.Task[peers.Snapshot]], log: Path
-    ) -> list[peers.Snapshot]:
-        """Wait for the run's end conditions, failing fast if the relay dies or stalls."""
-        deadline = time.monotonic() + 60 + self.records / 1000
+    async def latency(self, who: str) -> Latency:
+        """Stamped records at --rate a second for --latency-seconds, produced once the relay delivered
+        a first record: the delay from the producer's send to the node (or to a consumer alone)."""
+        tag = f"latency.{who}.{uuid.uuid4().hex[:6]}"
+        topic, group, n = f"bench.{tag}", f"bench-{tag}", int(self.args.rate * self.args.latency_seconds)
+        await self.topics(topic)
+        procs: list[Proc] = []
         try:
-            while not all(task.done() for task in waits):
-                await asyncio.wait(waits, timeout=1)
-                if process.poll() is not None:
-                    raise RuntimeError(f"relay exited with {process.returncode}; log {log}:\n{_tail(log)}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"relay stalled ({self._progress()}); log {log}:\n{_tail(log)}")
-            return [task.result() for task in waits]
+            if who == "kafka alone":
+                ender = await self.peer(
+                    procs,
+                    "kafka_side.py",
+                    tag,
+                    "reader",
+                    "--bootstrap",
+                    self.broker.bootstrap,
+                    "--topic",
+                    topic,
+                    "--group",
+                    group,
+                    "--expect",
+                    str(n + 1),
+                    "--latency",
+                )
+                await ender.wait("ready", 30)
+            else:
+                ender = await self.peer(
+                    procs, "wire.py", tag, "receiver", "--expect", str(n + 1), "--latency"
+                )
+                await self.spawn_relay(procs, tag, who, "outbound", topic, group, ender)
+            await prefill(self.broker.bootstrap, topic, 1)  # the warm-up record: the relay is up
+            await ender.wait("first", 60)
+            paced = ["--bootstrap", self.broker.bootstrap, "--topic", topic, "--rate", str(self.args.rate)]
+            await self.peer(
+                procs, "kafka_side.py", tag, "paced", *paced, "--seconds", str(self.args.latency_seconds)
+            )
+            done = await ender.wait("done", self.args.latency_seconds + 60)
         finally:
-            for task in waits:
-                task.cancel()
+            for proc in reversed(procs):
+                await proc.stop()
+            await self.admin.delete_topics([topic])
+        return Latency(who, self.args.rate, done["samples"], done["p50_ms"], done["p99_ms"], done["max_ms"])
 
-    def _progress(self) -> str:
-        return f"receiver {self.receiver.count}, sender acks {self.sender.acks}"
+    async def first_message(self, who: str) -> float:
+        """Seconds from starting the relay to the first record at the node, its group having committed
+        offsets: relay 100 records, stop it, add one, start it again."""
+        tag = f"start.{who}.{uuid.uuid4().hex[:6]}"
+        topic, group = f"bench.{tag}", f"bench-{tag}"
+        await self.topics(topic)
+        procs: list[Proc] = []
+        try:
+            await prefill(self.broker.bootstrap, topic, 100)
+            node = await self.peer(procs, "wire.py", tag, "receiver", "--expect", "100")
+            relayed = await self.spawn_relay(procs, tag, who, "outbound", topic, group, node)
+            await node.wait("done", 60)
+            await asyncio.sleep(2)  # past the bridge's 1 s commit interval
+            await relayed.stop()
+            await prefill(self.broker.bootstrap, topic, 1, first=100)
+            node = await self.peer(procs, "wire.py", tag + ".again", "receiver", "--expect", "1")
+            relayed = await self.spawn_relay(procs, tag + ".again", who, "outbound", topic, group, node)
+            return float((await node.wait("first", 60))["t"] - relayed.spawned)
+        finally:
+            for proc in reversed(procs):
+                await proc.stop()
+            await self.admin.delete_topics([topic])
+
+    async def idle(self) -> dict[str, float]:
+        """The bridge with its default settings (but idempotence: tansu lacks it) and its node connected,
+        once its one record was delivered: CPU and memory with nothing to do."""
+        tag = f"idle.{uuid.uuid4().hex[:6]}"
+        topic = f"bench.{tag}"
+        await self.topics(topic)
+        procs: list[Proc] = []
+        try:
+            await prefill(self.broker.bootstrap, topic, 1)
+            node = await self.peer(procs, "wire.py", tag, "receiver", "--expect", "1")
+            port = (await node.wait("port", 30))["port"]
+            env = {"KAFKA_ENABLE_IDEMPOTENCE": "false"}
+            command = self.relay("bridge", "outbound", topic, f"g-{tag}", f"ws://127.0.0.1:{port}", env)
+            relayed = await self.proc("relay", tag).start(command, env)
+            procs.append(relayed)
+            await node.wait("first", 60)
+            await asyncio.sleep(3)
+            cpu, broker, at = (
+                clock.cpu_seconds(relayed.pid),
+                clock.cpu_seconds(self.broker_pid),
+                time.monotonic(),
+            )
+            await asyncio.sleep(self.args.idle_seconds)
+            took = time.monotonic() - at
+            return {
+                "cpu_percent": (clock.cpu_seconds(relayed.pid) - cpu) / took * 100,
+                "broker_cpu_percent": (clock.cpu_seconds(self.broker_pid) - broker) / took * 100,
+                "rss_mb": clock.memory_mb(relayed.pid, "VmRSS"),
+                "seconds": took,
+            }
+        finally:
+            for proc in reversed(procs):
+                await proc.stop()
+            await self.admin.delete_topics([topic])
 
 
-def _tail(log: Path, lines: int = 20) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-async def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) -> report.Results:
+    results = report.Results()
+    b = Bench(broker, args, logs)
+    await b.admin.start()
     try:
-        await asyncio.to_thread(process.wait, 15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) -> list[Run]:
-    records, rounds = args.records, args.rounds
-    runs: list[Run] = []
-    bridge_env = dict(setting.split("=", 1) for setting in args.bridge_env)
-    async with Bench(broker, records, logs, args.py_spy, bridge_env) as b:
-        for round_no in range(1, rounds + 1):
-            order = RELAYS if round_no % 2 else RELAYS[::-1]  # who goes first alternates, too
+        await b.topics(*CONTROL)
+        contenders = ["bridge-ack", "bridge-send", "minimal"] + (["mq-bridge"] if args.mq_python else [])
+        for round_no in range(1, args.rounds + 1):
+            order = contenders if round_no % 2 else contenders[::-1]
             for direction in args.directions:
-                for relay in order:
-                    run = await b.run(round_no, direction, relay)
-                    runs.append(run)
-                    print(
-                        f"round {round_no} {direction:8} {relay:8} {run.rate:9,.0f} msg/s  "
-                        f"cpu {run.relay_cpu:6.2f} s  rss {run.rss_mb:6.1f} MB  "
-                        f"(broker cpu {run.broker_cpu:.2f} s, peers cpu {run.peers_cpu:.2f} s)",
-                        flush=True,
-                    )
-    return runs
+                for who in ["harness", "kafka alone"]:
+                    results.add(await b.ceiling(round_no, direction, who))
+                for who in order:
+                    if direction == "inbound" and who in ("bridge-send", "mq-bridge"):
+                        continue  # send mode is outbound only; mq-bridge cannot connect out for inbound
+                    results.add(await b.run(round_no, direction, who))
+        for who in ["kafka alone", *[c for c in contenders if c != "bridge-send"]]:
+            results.latencies.append(await b.latency(who))
+            print(results.latencies[-1].line(), flush=True)
+        for who in [c for c in contenders if c != "bridge-send"]:
+            results.first[who] = await b.first_message(who)
+            print(f"first message after a restart, {who}: {results.first[who]:.2f} s", flush=True)
+        results.idle = await b.idle()
+        print(f"idle bridge: {results.idle}", flush=True)
+    finally:
+        await b.admin.close()
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--quick", action="store_true", help="a one-minute smoke run, results to /tmp")
+    parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md", help="markdown file to write")
-    parser.add_argument(
-        "--direction",
-        dest="directions",
-        action="append",
-        choices=("outbound", "inbound"),
-        help="only this direction (repeatable; default both)",
-    )
+    parser.add_argument("--rate", type=float, default=1000, help="latency runs: msg/s")
+    parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
+    parser.add_argument("--direction", dest="directions", action="append", choices=("outbound", "inbound"))
     parser.add_argument(
         "--bridge-env",
         action="append",
@@ -261,14 +368,18 @@ def main() -> int:
         metavar="NAME=VALUE",
         help="extra environment for the bridge, e.g. KAFKA_LINGER_MS=20 (repeatable)",
     )
+    default_mq = sys.executable if importlib.util.find_spec("mq_bridge") else None
     parser.add_argument(
-        "--py-spy",
-        metavar="PATH",
-        help="profile each relay with this py-spy binary: "
-        "collapsed stacks land next to the logs (and the CPU numbers include its overhead)",
+        "--mq-python",
+        default=default_mq,
+        help="a python with mq-bridge installed (default: this one, if it has it)",
     )
     args = parser.parse_args()
     args.directions = args.directions or ["outbound", "inbound"]
+    if args.quick:
+        args.records, args.rounds, args.latency_seconds, args.idle_seconds = 20_000, 1, 3, 5
+        if args.results == BENCH / "RESULTS.md":
+            args.results = Path(tempfile.gettempdir()) / "resonance-bench-quick.md"
     logs = Path(tempfile.mkdtemp(prefix="resonance-bench-"))
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"logs in {logs}; load average {' '.join(load)}", flush=True)
@@ -276,14 +387,14 @@ def main() -> int:
     broker.start()
     try:
         started = time.monotonic()
-        runs = asyncio.run(bench(broker, args, logs))
+        results = asyncio.run(bench(broker, args, logs))
         took = time.monotonic() - started
     finally:
         broker.stop()
     command = " ".join(["python", "bench/relay.py", *sys.argv[1:]])
-    text = report.render(runs, args.records, args.rounds, command, took, args.results, load)
-    args.results.write_text(text)
-    print(f"\n{report.tables(runs)}\nwritten to {args.results} in {took:.0f} s")
+    args.results.write_text(report.render(results, args, command, took, load))
+    report.plot(results, args.results.with_name(args.results.stem.replace("RESULTS", "results") + ".png"))
+    print(f"\n{report.summary(results)}\nwritten to {args.results} in {took:.0f} s")
     return 0
 
 

@@ -1,0 +1,361 @@
+"""Operator at scale: N ResonanceNodes created at once against kube-lite, then spec changes one by one.
+
+Measures the time from the first create until every node has its one Deployment, the operator's RSS
+and CPU, the latency of a spec change (patch -> its Deployment carries it, seen on a watch), and every
+API call the operator made, from the API server's audit log (as tests/operator/test_rbac_audit.py reads
+it). The operator runs as the operator tests run it (tests/support/kube.py): its own process, an
+embedded broker for heartbeats, leader election on (the default), watching the bench's namespace.
+
+    .venv/bin/python bench/operator_scale.py --kube-lite PATH/kube-lite          # or RESONANCE_KUBE_LITE
+    .venv/bin/python bench/operator_scale.py --nodes 100 --changes 20 --json /tmp/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from resonance_local.embedded import EmbeddedBroker, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = "scale"
+NODES = f"/apis/resonance.io/v1alpha1/namespaces/{NS}/resonancenodes"
+OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")  # kopf's own client, and kubernetes_asyncio's
+# One audit event per request: RequestReceived omitted (a watch still has two stages: deduped by ID).
+AUDIT_POLICY = (
+    "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules: [{level: Metadata}]"
+)
+
+
+def node(i: int) -> dict[str, Any]:
+    name = f"node-{i:04d}"
+    spec = {"endpoint": f"ws://{name}:8766", "topic": f"resonance.{name}", "anchor": "BOLZANO_71"}
+    meta = {"name": name, "namespace": NS}
+    return {"apiVersion": "resonance.io/v1alpha1", "kind": "ResonanceNode", "metadata": meta, "spec": spec}
+
+
+def endpoint_of(deployment: dict[str, Any]) -> str | None:
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        for var in container.get("env") or ():
+            if var["name"] == "RESONANCE_ENDPOINT":
+                return str(var.get("value"))
+    return None
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """CPU seconds (utime+stime, /proc/PID/stat); peak and current RSS in MB (VmHWM, VmRSS)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    out = {"cpu_s": (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+class Audit:
+    """The operator's requests ("verb resource[/subresource]"), read incrementally from the audit log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.seen = path, 0, set[str]()
+        self.calls: Counter[str] = Counter()
+
+    def read(self) -> Counter[str]:
+        chunk = b""
+        with contextlib.suppress(FileNotFoundError), open(self.path, "rb") as log:
+            log.seek(self.offset)
+            chunk = log.read()
+            chunk = chunk[: chunk.rfind(b"\n") + 1]  # a line half written waits for the next read
+            self.offset += len(chunk)
+        for line in chunk.splitlines():
+            event = json.loads(line)
+            ref = event.get("objectRef")
+            if not ref or not event.get("userAgent", "").startswith(OPERATOR_AGENTS):
+                continue  # the bench's own requests, or a non-resource URL (/version, discovery)
+            if event["auditID"] not in self.seen:
+                self.seen.add(event["auditID"])
+                sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+                self.calls[f"{event['verb']} {ref['resource']}{sub}"] += 1
+        return Counter(self.calls)
+
+    async def settle(self, quiet: float = 3.0, limit: float = 120.0) -> Counter[str]:
+        """The counts once the operator has made no call (but Lease renewals) for `quiet` seconds: it
+        is done with the phase, status patches and Events included."""
+        last, since = Counter[str](), time.monotonic()
+        for _ in range(int(limit / 0.5)):
+            busy = Counter(
+                {k: v for k, v in (await asyncio.to_thread(self.read)).items() if "leases" not in k}
+            )
+            if busy != last:
+                last, since = busy, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+            await asyncio.sleep(0.5)
+        return Counter(self.calls)
+
+
+class Kube:
+    """Raw JSON over aiohttp with the kubeconfig's client certificate: the least client overhead."""
+
+    def __init__(self, kubeconfig: Path, connections: int) -> None:
+        config = yaml.safe_load(kubeconfig.read_text())
+        user = config["users"][0]["user"]
+        self.base = config["clusters"][0]["cluster"]["server"]
+        tls = ssl.create_default_context()
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE  # kube-lite's self-signed server
+        tls.load_cert_chain(user["client-certificate"], user["client-key"])
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=connections + 4))
+        self.slots = asyncio.Semaphore(connections)
+        self.uids: dict[str, set[str]] = {}  # node -> the uids its Deployment had: one, or it was recreated
+        self.waiters: dict[str, tuple[str, asyncio.Event]] = {}  # node -> (endpoint awaited, set when seen)
+        self.complete, self.watching = asyncio.Event(), asyncio.Event()
+        self.expected = 0
+        self.watcher = asyncio.create_task(self.watch())
+
+    async def call(self, method: str, path: str, body: Any = None, content: str = "application/json") -> Any:
+        headers = {"Content-Type": content}
+        async with self.slots, self.http.request(method, self.base + path, json=body, headers=headers) as r:
+            if r.status >= 300:
+                raise RuntimeError(f"{method} {path}: {r.status} {await r.text()}")
+            return await r.json()
+
+    async def watch(self) -> None:
+        """The namespace's Deployment events: convergence and spec-change latency from one stream."""
+        version = ""
+        while True:  # resumed where it stopped when the server ends it
+            url = f"{self.base}/apis/apps/v1/namespaces/{NS}/deployments?watch=1&resourceVersion={version}"
+            async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=None)) as response:
+                if response.status != 200:  # 429 while the server's watch cache starts
+                    await asyncio.sleep(0.5)
+                    continue
+                self.watching.set()
+                async for line in response.content:
+                    event = json.loads(line)
+                    obj = event["object"]
+                    if event["type"] == "ERROR":  # 410 Gone: from the start again (ADDED for each)
+                        version = ""
+                        break
+                    version = obj["metadata"]["resourceVersion"]
+                    if event["type"] not in ("ADDED", "MODIFIED"):
+                        continue
+                    name = obj["metadata"]["name"].removeprefix("resonance-bridge-")
+                    self.uids.setdefault(name, set()).add(obj["metadata"]["uid"])
+                    if len(self.uids) >= self.expected > 0:
+                        self.complete.set()
+                    awaited = self.waiters.get(name)
+                    if awaited and endpoint_of(obj) == awaited[0]:
+                        awaited[1].set()
+
+    async def until(self, event: asyncio.Event, timeout: float) -> None:
+        """The event, unless the watch that sets it failed first (its error is raised)."""
+        waiting = asyncio.ensure_future(event.wait())
+        done, _ = await asyncio.wait({waiting, self.watcher}, timeout=timeout, return_when="FIRST_COMPLETED")
+        waiting.cancel()
+        if self.watcher in done:
+            self.watcher.result()
+        if waiting not in done:
+            raise TimeoutError(f"waited {timeout:g} s for the watch to see it")
+
+    async def metrics(self, port: int) -> Counter[str]:
+        """The operator's own counters: reconciles by handler, status patches by trigger."""
+        async with self.http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            lines = (await response.text()).splitlines()
+        wanted = ("resonance_operator_reconciles_total", "resonance_operator_status_patches_total")
+        return Counter(
+            {k: float(v) for k, _, v in (s.rpartition(" ") for s in lines) if k.startswith(wanted)}
+        )
+
+
+def per(after: Counter[str], before: Counter[str], count: int) -> dict[str, float]:
+    return {k: round((after[k] - before[k]) / count, 3) for k in sorted(after) if after[k] != before[k]}
+
+
+async def bench(kube: Kube, audit: Audit, pids: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+    for _ in range(600):  # kopf serves /healthz once leading (the Lease taken) and its probes pass
+        with contextlib.suppress(aiohttp.ClientError):
+            async with kube.http.get(f"http://127.0.0.1:{args.ports['liveness']}/healthz") as response:
+                if response.status == 200:
+                    break
+        await asyncio.sleep(0.1)
+    else:
+        raise RuntimeError("the operator did not come up in 60 s")
+    await kube.until(kube.watching, 60)
+    calls0, metrics0 = await audit.settle(quiet=1.0), await kube.metrics(args.ports["metrics"])
+    n, idle = args.nodes, {k: proc_stats(pid) for k, pid in pids.items()}
+    cpu0 = {k: v["cpu_s"] for k, v in idle.items()}
+    kube.expected, start = n, time.monotonic()
+    await asyncio.gather(*(kube.call("POST", NODES, node(i)) for i in range(n)))
+    created = time.monotonic() - start
+    await kube.until(kube.complete, args.timeout)
+    took = time.monotonic() - start
+    at_all = {k: proc_stats(pid) for k, pid in pids.items()}
+    listed = await kube.call("GET", f"/apis/apps/v1/namespaces/{NS}/deployments")  # the watch, checked
+    names = sorted(d["metadata"]["name"].removeprefix("resonance-bridge-") for d in listed["items"])
+    if names != [node(i)["metadata"]["name"] for i in range(n)] or any(
+        len(u) > 1 for u in kube.uids.values()
+    ):
+        raise RuntimeError(f"{len(names)} Deployments for {n} nodes, or one was created twice")
+    calls1, metrics1 = await audit.settle(), await kube.metrics(args.ports["metrics"])
+    settled = proc_stats(pids["operator"])["cpu_s"]
+
+    latencies: list[float] = []
+    for i in range(0, n, max(1, n // args.changes))[: args.changes]:
+        name = node(i)["metadata"]["name"]
+        target = f"ws://{name}-v2:8766"  # RESONANCE_ENDPOINT: a new config hash, a new pod template
+        kube.waiters[name] = (target, asyncio.Event())
+        begun = time.monotonic()
+        await kube.call(
+            "PATCH", f"{NODES}/{name}", {"spec": {"endpoint": target}}, "application/merge-patch+json"
+        )
+        await kube.until(kube.waiters[name][1], 30)
+        latencies.append((time.monotonic() - begun) * 1000)
+    calls2, metrics2 = await audit.settle(), await kube.metrics(args.ports["metrics"])
+    end = proc_stats(pids["operator"])
+    q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    return {
+        "nodes": n,
+        "seconds_to_all_deployments": round(took, 2),
+        "creates_per_s": round(n / took, 1),
+        "seconds_to_send_creates": round(created, 2),
+        "operator_peak_rss_mb": round(end["VmHWM"], 1),
+        "operator_rss_mb_idle": round(idle["operator"]["VmRSS"], 1),
+        "operator_rss_mb_converged": round(at_all["operator"]["VmRSS"], 1),
+        "operator_rss_mb_end": round(end["VmRSS"], 1),
+        "operator_cpu_s_converge": round(at_all["operator"]["cpu_s"] - cpu0["operator"], 2),
+        "operator_cpu_s_settle": round(settled - cpu0["operator"], 2),
+        "apiserver_cpu_s_converge": round(at_all["apiserver"]["cpu_s"] - cpu0["apiserver"], 2),
+        "changes": len(latencies),
+        "change_ms": {"p50": round(q[49], 1), "p99": round(q[98], 1), "max": round(max(latencies), 1)},
+        "api_calls_per_create": per(calls1, calls0, n),
+        "api_calls_per_change": per(calls2, calls1, len(latencies)),
+        "lease_calls_total": sum(v for k, v in calls2.items() if "leases" in k),
+        "operator_counters_per_create": per(metrics1, metrics0, n),
+        "operator_counters_per_change": per(metrics2, metrics1, len(latencies)),
+    }
+
+
+def markdown(r: dict[str, Any]) -> str:
+    def listed(calls: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:g}" for k, v in calls.items() if "leases" not in k) or "none"
+
+    lists = {k: v for k, v in (r["api_calls_per_create"] | r["api_calls_per_change"]).items() if "list " in k}
+    ms = r["change_ms"]
+    rows = [
+        ("nodes", f"{r['nodes']:,}"),
+        ("time to all Deployments (creates sent in)", f"{r['seconds_to_all_deployments']} s "
+                                                      f"({r['seconds_to_send_creates']} s)"),
+        ("creates/s (first create to last Deployment)", r["creates_per_s"]),
+        ("operator peak RSS (VmHWM)", f"{r['operator_peak_rss_mb']} MB"),
+        ("operator RSS before / converged / end", " / ".join(str(r[f"operator_rss_mb_{k}"])
+                                                             for k in ("idle", "converged", "end")) + " MB"),
+        ("operator CPU to converge / until idle", f"{r['operator_cpu_s_converge']} / "
+                                                  f"{r['operator_cpu_s_settle']} s"),
+        ("API server CPU to converge", f"{r['apiserver_cpu_s_converge']} s"),
+        (f"spec change, {r['changes']} one by one", f"p50 {ms['p50']}, p99 {ms['p99']}, max {ms['max']} ms"),
+        ("API calls per create", listed(r["api_calls_per_create"])),
+        ("API calls per change", listed(r["api_calls_per_change"])),
+        ("LIST calls per create, per change", listed(lists)),
+        ("operator counters per create", listed(r["operator_counters_per_create"])),
+        ("operator counters per change", listed(r["operator_counters_per_change"])),
+    ]  # fmt: skip
+    return "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--kube-lite", default=os.environ.get("RESONANCE_KUBE_LITE"), help="kube-lite script")
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--changes", type=int, default=100, help="spec changes, one at a time")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent create requests")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for all Deployments")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, audit log)")
+    args = parser.parse_args()
+    if not args.kube_lite:
+        parser.error("name the kube-lite script: --kube-lite PATH or RESONANCE_KUBE_LITE")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds like Ctrl-C, through the cleanups
+    run = Path(tempfile.mkdtemp(prefix="operator-scale-"))
+    keep = [args.keep]  # and on failure: the logs say why
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(lambda: None if keep[0] else shutil.rmtree(run, ignore_errors=True))
+        (run / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        audit = f"--audit-log-path={run / 'audit.log'} --audit-policy-file={run / 'audit-policy.yaml'}"
+        cleanup.callback(subprocess.run, [args.kube_lite, "down", str(run)], capture_output=True)
+        # Sessions of their own: Ctrl-C reaches only this script, which then stops them in order.
+        up_env = {**os.environ, "KUBE_LITE_APISERVER_ARGS": audit}
+        up = [args.kube_lite, "up", str(run)]
+        subprocess.run(up, env=up_env, check=True, capture_output=True, timeout=120, start_new_session=True)
+        kubectl = ["kubectl", "--kubeconfig", str(run / "kubeconfig")]
+        namespace = json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        for command, stdin in (
+            (["apply", "-f", str(ROOT / "crds")], None),
+            (["wait", "--for=condition=Established", "crd/resonancenodes.resonance.io"], None),
+            (["apply", "-f", "-"], namespace),
+        ):
+            subprocess.run([*kubectl, *command], input=stdin, text=True, check=True, capture_output=True)
+        broker = EmbeddedBroker(log_path=run / "tansu.log")
+        broker.start(preexec_fn=os.setsid)
+        cleanup.callback(broker.stop)
+        args.ports = {"liveness": free_port(), "metrics": free_port()}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(run / "kubeconfig"),
+            "RESONANCE_BRIDGE_IMAGE": "resonance:test",
+            "RESONANCE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "RESONANCE_KAFKA_ENABLE_IDEMPOTENCE": "false",  # the embedded broker's
+            "RESONANCE_OPERATOR_LIVENESS_PORT": str(args.ports["liveness"]),
+            "RESONANCE_OPERATOR_METRICS_PORT": str(args.ports["metrics"]),
+            "RESONANCE_WATCH_NAMESPACES": NS,
+        }
+        with open(run / "operator.log", "wb") as log:
+            command = [sys.executable, "-m", "resonance_local", "operator"]
+            operator = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+
+        @cleanup.callback
+        def stop() -> None:  # SIGTERM, as a rollout stops it: it releases its Lease
+            operator.terminate()
+            try:
+                operator.wait(30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+                operator.wait()
+
+        async def session() -> dict[str, Any]:
+            kube = Kube(run / "kubeconfig", args.connections)
+            pids = {"operator": operator.pid, "apiserver": int((run / "apiserver.pid").read_text())}
+            try:
+                return await bench(kube, Audit(run / "audit.log"), pids, args)
+            finally:
+                kube.watcher.cancel()
+                await kube.http.close()
+
+        try:
+            result = asyncio.run(session())
+        except BaseException:
+            keep[0] = True
+            print(f"failed; logs kept in {run}", file=sys.stderr)
+            raise
+    print(markdown(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
