@@ -184,6 +184,20 @@ class Bench:
         relayed = await self.proc("relay", tag).start(command, env)
         procs.append(relayed)
         self.watching(tag, *procs)
+        if self.args.py_spy:  # sampled for its whole life; the stacks land next to its log
+            out = str(relayed.log.with_suffix(".stacks"))
+            spy = [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(relayed.pid),
+                "--nonblocking",
+                "--format",
+                "raw",
+                "-o",
+                out,
+            ]
+            await self.proc("py-spy", tag).start(spy)
         for proc in procs:
             proc.needs.append(relayed)
         return relayed
@@ -327,6 +341,7 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
     try:
         await b.topics(*CONTROL)
         contenders = ["bridge-ack", "bridge-send", "minimal"] + (["mq-bridge"] if args.mq_python else [])
+        contenders = [c for c in contenders if c in (args.contenders or contenders)]
         for round_no in range(1, args.rounds + 1):
             order = contenders if round_no % 2 else contenders[::-1]
             for direction in args.directions:
@@ -360,6 +375,16 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=10)
     parser.add_argument("--idle-seconds", type=float, default=20)
     parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
+    parser.add_argument(
+        "--contender",
+        dest="contenders",
+        action="append",
+        choices=("bridge-ack", "bridge-send", "minimal", "mq-bridge"),
+        help="only these",
+    )
+    parser.add_argument(
+        "--py-spy", action="store_true", help="profile each relay (py-spy raw stacks in the logs)"
+    )
     parser.add_argument("--direction", dest="directions", action="append", choices=("outbound", "inbound"))
     parser.add_argument(
         "--bridge-env",

@@ -8,13 +8,24 @@ sockets (tests/test_relay_rules.py) and no cancellation can fall between two of 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import codec
 from .codec import Message, Rejected
 from .window import Entry, Partition, Window
+
+# What the log says of an ack that settles nothing, by reason (resonance_ack_mismatches_total).
+MISMATCH_LOG = {
+    "no_original_type": "an ack without original_type or id cannot be attributed; nothing committed",
+    "unknown_id": "an ack's id matches no message in flight; nothing committed",
+    "type_mismatch": "an ack's id and original_type name different messages; nothing committed",
+    "not_in_flight": "an ack's original_type matches no message in flight; nothing committed",
+}
+# A fetched batch goes to the node in writes of about this many bytes: one system call each, and
+# the socket's flow control between them.
+WRITE_BYTES = 256 * 1024
 
 
 class Record(Protocol):
@@ -159,3 +170,19 @@ class Relay:
 
     def revoke(self, partitions: set[Partition]) -> None:
         self.window.revoke(partitions)
+
+
+def chunks(
+    frames: list[tuple[bytes, Entry]], limit: int = WRITE_BYTES
+) -> Iterator[list[tuple[bytes, Entry]]]:
+    """The frames in order, in runs of about `limit` bytes (at least one frame each)."""
+    run: list[tuple[bytes, Entry]] = []
+    size = 0
+    for item in frames:
+        run.append(item)
+        size += len(item[0])
+        if size >= limit:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run

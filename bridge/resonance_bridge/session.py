@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,10 @@ from websockets.frames import CloseCode
 from . import codec, kafka
 from .codec import Message, Rejected
 from .config import Config
-from .connection import NodeConnection
+from .connection import NodeConnection, why_closed
 from .metrics import Metrics
 from .reader import KafkaReader
-from .relay import Relay
+from .relay import MISMATCH_LOG, Relay, chunks
 from .window import Entry
 from .writer import KafkaWriter, Reply, Stopping
 
@@ -39,12 +40,6 @@ dead_log = logging.getLogger("resonance.deadletters")  # likewise
 
 # Inbound records waiting for Kafka hold their bytes until stored: past this the bridge stops reading.
 INBOUND_BYTES = 16 * 1024 * 1024
-MISMATCH_LOG = {
-    "no_original_type": "an ack without original_type or id cannot be attributed; nothing committed",
-    "unknown_id": "an ack's id matches no message in flight; nothing committed",
-    "type_mismatch": "an ack's id and original_type name different messages; nothing committed",
-    "not_in_flight": "an ack's original_type matches no message in flight; nothing committed",
-}
 
 
 class NodeSilent(Exception):
@@ -68,7 +63,8 @@ class Session:
         self.s = shared
         self.ws = ws
         ws.max_unsent = 4 * shared.config.max_frame_bytes + 1024 * 1024
-        self.replies: asyncio.Queue[Reply] = asyncio.Queue()
+        self.replies: deque[Reply] = deque()  # in the node's order
+        self.queued = asyncio.Event()  # set when a reply is added
         self.unanswered = 0  # inbound frames read and not yet answered
         self.unanswered_bytes = 0
         self.changed = asyncio.Event()  # set whenever the window or the reply queue shrinks
@@ -116,7 +112,7 @@ class Session:
 
     def _ended(self, why: BaseException | None) -> None:
         level = logging.INFO if self.s.stopping.is_set() else logging.WARNING
-        log.log(level, "session with %s ended: %s", self.s.config.endpoint, _why(why))
+        log.log(level, "session with %s ended: %s", self.s.config.endpoint, why_closed(why))
 
     async def _close(self) -> None:
         """The closing handshake, unless the connection is already gone or evidently dead."""
@@ -160,9 +156,10 @@ class Session:
                 worker = asyncio.create_task(self._dead_letter_record(rejected, entry, source))
                 self.workers.add(worker)
                 worker.add_done_callback(self.workers.discard)
-            for raw, entry in out.frames:
-                await self.ws.send(raw, text=True)
-                relay.written(entry)
+            for chunk in chunks(out.frames):  # one write each, with flow control between them
+                await self.ws.send_texts([raw for raw, _ in chunk])
+                for _, entry in chunk:
+                    relay.written(entry)
             metrics.relayed_out.inc(len(out.frames))
             metrics.unknown_out.inc(out.unknown)
             self._changed()
@@ -237,7 +234,8 @@ class Session:
                 relay.hearing(time.monotonic())
                 self.unanswered += 1
                 self.unanswered_bytes += len(data)
-                self.replies.put_nowait(reply)
+                self.replies.append(reply)
+                self.queued.set()
         except ConnectionClosedError as exc:
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 rejected = codec.unread_frame(exc.sent.reason, cfg.max_frame_bytes)
@@ -259,27 +257,34 @@ class Session:
             self._changed()
 
     async def _replies(self) -> None:
-        """Answer the node in the order it sent, each once Kafka stored the record."""
+        """Answer the node in the order it sent, each once Kafka stored the record; the answers that
+        are ready together go out in one write."""
         metrics = self.s.metrics
         while True:
-            reply = await self.replies.get()
-            await self.s.writer.settle(reply)
-            await self.ws.send(reply.answer, text=True)
-            self.unanswered -= 1
-            self.unanswered_bytes -= reply.size
+            while not self.replies:
+                self.queued.clear()
+                await self.queued.wait()
+            await self.s.writer.settle(self.replies[0])
+            ready = [self.replies.popleft()]
+            while self.replies and self.replies[0].stored:  # nothing to settle: answered with it
+                ready.append(self.replies.popleft())
+            await self.ws.send_texts([reply.answer for reply in ready])
+            self.unanswered -= len(ready)
+            self.unanswered_bytes -= sum(reply.size for reply in ready)
             self._changed()
-            if reply.error is None:
-                metrics.relayed_in.inc()
-                metrics.acks_to_node.inc()
-            else:
-                metrics.dead_letters.labels("inbound", reply.error).inc()
-                detail = reply.rejected.detail if reply.rejected else ""
-                dead_log.warning(
-                    "frame from the node dead-lettered (%s): %s",
-                    reply.error,
-                    detail,
-                    extra={"direction": "inbound"},
-                )
+            relayed = sum(reply.error is None for reply in ready)
+            metrics.relayed_in.inc(relayed)
+            metrics.acks_to_node.inc(relayed)
+            for reply in ready:
+                if reply.error is not None:
+                    metrics.dead_letters.labels("inbound", reply.error).inc()
+                    detail = reply.rejected.detail if reply.rejected else ""
+                    dead_log.warning(
+                        "frame from the node dead-lettered (%s): %s",
+                        reply.error,
+                        detail,
+                        extra={"direction": "inbound"},
+                    )
 
     # --- stopping -------------------------------------------------------------------------------
 
@@ -291,10 +296,3 @@ class Session:
             async with asyncio.timeout(self.s.config.shutdown_grace_s):
                 await self._until(lambda: not self.s.relay.pending and not self.unanswered)
         await self.ws.close(1001, "bridge shutting down")
-
-
-def _why(exc: BaseException | None) -> str:
-    if isinstance(exc, ConnectionClosed):
-        frame = exc.rcvd or exc.sent
-        return f"connection closed ({frame.code} {frame.reason})".strip() if frame else "connection lost"
-    return str(exc) or repr(exc)

@@ -41,6 +41,11 @@ class Reply:
     rejected: Rejected | None = None  # why the frame is a dead letter, when it is one
 
     @property
+    def stored(self) -> bool:
+        """Kafka has the record: nothing is left to settle."""
+        return self.future.done() and not self.future.cancelled() and self.future.exception() is None
+
+    @property
     def error(self) -> str | None:
         return self.rejected.reason if self.rejected else None
 

@@ -9,7 +9,9 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -104,6 +106,36 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
     max_leaves=30,
 )
+
+
+def by_json_only(raw: bytes) -> Message | Rejected:
+    """The codec's reference path: json alone, orjson's fast path refused."""
+
+    def refuse(_: bytes) -> None:
+        raise orjson.JSONDecodeError("refused", "", 0)
+
+    with mock.patch.object(orjson, "loads", refuse):  # the module codec calls
+        return codec.decode(raw, 1 << 20)
+
+
+@pytest.mark.parametrize(
+    "payload", [*NASTY, b'{"type": "state_update", "data": {"x": 1e400}}', b"\xef\xbb\xbf{}"]
+)
+def test_the_fast_path_decides_as_json_does_on_hostile_payloads(payload: bytes) -> None:
+    assert codec.decode(payload, 1 << 20) == by_json_only(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["type", "id", "data", "original_type", "x"]), json_values) | st.binary()
+)
+def test_the_fast_path_decides_as_json_does(body: dict[str, Any] | bytes) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    fast, reference = codec.decode(raw, 1 << 20), by_json_only(raw)
+    if isinstance(reference, Message) and reference.body != reference.body:  # NaN inside: never equal
+        assert isinstance(fast, Message) and (fast.type, fast.id) == (reference.type, reference.id)
+    else:
+        assert fast == reference
 
 
 @settings(max_examples=300, deadline=None)
