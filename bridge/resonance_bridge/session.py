@@ -227,9 +227,10 @@ class Session:
                 # Waiting for room or for Kafka to take the record, the bridge reads no acks: the
                 # watchdog's clock stops meanwhile, so a slow broker never makes the node look stuck.
                 relay.deaf(time.monotonic())
-                await self._until(
-                    lambda: self.unanswered < cfg.max_in_flight and self.unanswered_bytes < INBOUND_BYTES
-                )
+                if self.unanswered >= cfg.max_in_flight or self.unanswered_bytes >= INBOUND_BYTES:
+                    await self._until(
+                        lambda: self.unanswered < cfg.max_in_flight and self.unanswered_bytes < INBOUND_BYTES
+                    )
                 reply = await self.s.writer.request(decoded)
                 relay.hearing(time.monotonic())
                 self.unanswered += 1
