@@ -112,7 +112,8 @@ class Bridge:
         ):
             if producer is None or consumer is None:
                 return  # stopped before Kafka was reachable
-            reader = KafkaReader(consumer, self.relay.window, cfg.topic, self.kafka_retries[1])
+            direct = cfg.assignment == "direct"
+            reader = KafkaReader(consumer, self.relay.window, cfg.topic, self.kafka_retries[1], direct)
             writer = KafkaWriter(cfg, producer, self.stopping)
             shared = Shared(cfg, self.metrics, self.relay, reader, writer, self.stopping)
             self.kafka_ok = True

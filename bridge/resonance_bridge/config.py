@@ -108,6 +108,9 @@ class Config(KafkaSecurity):
     linger_ms: int = var("KAFKA_LINGER_MS", 5)
     batch_size: int = var("KAFKA_BATCH_SIZE", 256 * 1024)
     auto_offset_reset: Literal["earliest", "latest"] = var("KAFKA_AUTO_OFFSET_RESET", "earliest")
+    # group: replicas share the partitions (a join, seconds on Kafka); direct: one replica takes them
+    # all at once, committing to the group as well (reader.py).
+    assignment: Literal["group", "direct"] = var("KAFKA_ASSIGNMENT", "group")
     # Sent as "Authorization: Bearer <token>" when connecting to the node.
     auth_token: str = var("RESONANCE_AUTH_TOKEN", "")
     # Security (security.py checks the files and the combinations; README, "Security").
@@ -180,6 +183,7 @@ def load(env: Mapping[str, str]) -> Config:
         auto_offset_reset=(
             "latest" if r.choice(*d["auto_offset_reset"], ("earliest", "latest")) == "latest" else "earliest"
         ),
+        assignment="direct" if r.choice(*d["assignment"], ("group", "direct")) == "direct" else "group",
         auth_token=env.get(d["auth_token"][0], "").strip(),  # free text: a token is never "invalid"
         auth_token_file=r.text(*d["auth_token_file"]),
         auth_header=r.text(*d["auth_header"]),

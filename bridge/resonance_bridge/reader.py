@@ -20,15 +20,46 @@ REVOKE_COMMIT_S = 5.0
 
 
 class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: AIOKafkaConsumer, window: Window, topic: str, retry: Retry) -> None:
+    """Subscribed as a member of the group (KAFKA_ASSIGNMENT=group: replicas share the partitions),
+    or assigned every partition of the topic at once (direct: one replica; no join, which takes
+    seconds on Kafka). Both commit to the group, so a restart resumes where the acks left off."""
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, window: Window, topic: str, retry: Retry, direct: bool = False
+    ) -> None:
         self.consumer = consumer
         self.window = window
+        self.topic = topic
         self.retry = retry  # the consumer's: a failing fetch shows in /readyz like a failing start
-        consumer.subscribe([topic], listener=self)
+        self.direct = direct
+        if not direct:
+            consumer.subscribe([topic], listener=self)
+
+    async def assign(self) -> None:
+        """Direct: take every partition the metadata knows, those already held kept at their
+        positions (a topic given more partitions gets them read without a restart)."""
+        # Tracked by aiokafka's client as a subscription would (consumer.topics() leaves its
+        # metadata as it was), and asked for now: one topic's metadata, every probe.
+        client = self.consumer._client
+        await client.add_topic(self.topic)
+        await client.force_metadata_update()
+        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        held = self.consumer.assignment()
+        wanted = {TopicPartition(self.topic, p) for p in partitions}
+        if not wanted or wanted <= held:
+            return
+        positions = {tp: await self.consumer.position(tp) for tp in held}
+        self.consumer.assign(sorted(wanted | held))
+        for tp, offset in positions.items():
+            self.consumer.seek(tp, offset)
+        if held:
+            log.info("topic %s has %d partitions now: reading them all", self.topic, len(wanted))
 
     async def fetch(self, max_records: int) -> dict[Any, list[Any]]:
         """The next batch; a broker error is retried here, not a reason to drop the node."""
         try:
+            if self.direct and not self.consumer.assignment():
+                await self.assign()
             batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=500, max_records=max_records)
         except KafkaError as exc:
             await self.retry.failed(exc)
@@ -72,7 +103,10 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def reachable(self) -> bool:
         try:
-            await asyncio.wait_for(self.consumer.topics(), 5)  # a metadata request: a real round trip
+            if self.direct:  # a metadata request: a real round trip
+                await asyncio.wait_for(self.assign(), 5)
+            else:
+                await asyncio.wait_for(self.consumer.topics(), 5)
             return True
         except (KafkaError, OSError, TimeoutError):
             return False

@@ -97,6 +97,9 @@ def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings) ->
         # Namespaced, so that nodes of the same name in two namespaces never share offsets.
         "KAFKA_GROUP_ID": f"resonance-bridge.{namespace}.{name}",
         "KAFKA_ENABLE_IDEMPOTENCE": "true" if settings.kafka_enable_idempotence else "false",
+        # One replica takes every partition at once (no group join: seconds on Kafka); several share
+        # them through the group.
+        "KAFKA_ASSIGNMENT": "direct" if spec.replicas == 1 else "group",
     }
 
 
@@ -193,6 +196,15 @@ def service_account(node: Node) -> dict[str, Any]:
     }
 
 
+def strategy(replicas: int) -> dict[str, Any]:
+    """One bridge (direct assignment) is replaced, not overlapped: two would both read every
+    partition, each sending the node the same records. Several share the group, so in a rollout a
+    record is acked by one of them and committed once; nothing is lost either way."""
+    if replicas == 1:
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
 def deployment(node: Node, settings: Settings) -> dict[str, Any]:
     secured = mounts.bridge(node.spec, settings.bridge_kafka_security, settings.kafka_bootstrap_servers)
     bridge = container(node, settings, secured)
@@ -211,9 +223,7 @@ def deployment(node: Node, settings: Settings) -> dict[str, Any]:
         "spec": {
             "replicas": 0 if node.spec.paused else node.spec.replicas,
             "selector": {"matchLabels": selector_labels(node.name)},
-            # Old and new bridges may overlap in a rollout: they share the consumer group, so a
-            # record is acked by one of them and committed once; nothing is lost either way.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": strategy(node.spec.replicas),
             "template": {
                 "metadata": {
                     "labels": {**extra_labels, **labels(node.name)},  # ours win: the selector needs them
