@@ -54,6 +54,12 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     # Our Events (storage.post_event) say what happened; kopf's own, for every handler run, add noise.
     settings.posting.level = logging.WARNING
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    # kopf runs a worker per object, without limit: 1,000 nodes created at once meant ~2,000
+    # workers and ~160 API connections (RSS 250 MB). 50 keep the API server as busy as it can be
+    # here; an idle worker frees its slot after 0.5 s, not kopf's 5 s, or creates crawl at ~6/s
+    # (bench/RESULTS.md, "Operator at scale").
+    settings.queueing.worker_limit = 50
+    settings.queueing.idle_timeout = 0.5
     logger.info(
         "bridge image %s, default Kafka %s, namespaces %s",
         ours.bridge_image,

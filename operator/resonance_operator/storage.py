@@ -85,7 +85,11 @@ class Kube:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         else:
             await config.load_kube_config()
-        return cls(client.ApiClient())
+        configuration = client.Configuration.get_default_copy()
+        # Reconciles run 50 at a time (handlers.startup_fn): the default pool of 100 connections,
+        # each with its TLS buffers, is memory spent on nothing.
+        configuration.connection_pool_maxsize = 16
+        return cls(client.ApiClient(configuration))
 
     async def close(self) -> None:
         await self.api.close()
