@@ -27,11 +27,15 @@ lint: $(STAMP)
 
 check: lint test
 
-# The relay benchmark (~10 minutes; BENCH_ARGS=--quick: a one-minute smoke run, results to /tmp),
-# with the bench extra: mq-bridge as a contender and the plot.
+# The relay benchmark (~5 minutes; BENCH_ARGS=--quick: a one-minute smoke run, results to /tmp),
+# with the bench extra: mq-bridge as a contender and the plot. Then, with RESONANCE_KUBE_LITE (a
+# kube-lite script), the operator with 1,000 nodes (~2 minutes), also into bench/RESULTS.md.
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/relay.py $(BENCH_ARGS)
+	@if [ -n "$$RESONANCE_KUBE_LITE" ] && [ -z "$(findstring --quick,$(BENCH_ARGS))" ]; then \
+	  $(BIN)/python bench/operator_scale.py --results bench/RESULTS.md; \
+	else echo "operator at scale: skipped (set RESONANCE_KUBE_LITE, and no --quick)"; fi
 
 # The fault tests at their long sizes (20,000 messages each way; SOAK_SECONDS a long fault, default
 # 60; about 15 minutes in all), outside CI; prints the README's Guarantees table. Needs

@@ -13,7 +13,9 @@ from statistics import median
 
 from resonance_local.embedded import EMBEDDED_CLIENT_ENV
 
-NOTES = "\n## Notes"  # a section of the results file kept when the file is written again
+# Sections of the results file that other runs write (bench/operator_scale.py) or people do: kept
+# when relay.py writes the file again, in this order, at its end.
+KEPT = ("## Operator at scale", "## Notes")
 NAMES = {
     "harness": "ceiling: the peers alone",
     "kafka alone": "ceiling: Kafka alone",
@@ -181,9 +183,7 @@ def _runs(results: Results) -> list[str]:
 
 def render(results: Results, args: argparse.Namespace, command: str, took: float, load: list[str]) -> str:
     """The whole results file; the "## Notes" section of the existing file, if any, is carried over."""
-    notes = ""
-    if args.results.exists() and NOTES in (old := args.results.read_text()):
-        notes = old[old.index(NOTES) :]
+    old = args.results.read_text() if args.results.exists() else ""
     idle = results.idle
     embedded = ", ".join(f"{k}={v}" for k, v in EMBEDDED_CLIENT_ENV.items())
     text = [
@@ -243,7 +243,29 @@ def render(results: Results, args: argparse.Namespace, command: str, took: float
         *_runs(results),
         "",
     ]
-    return "\n".join(text) + notes
+    return "\n".join(text) + "".join(section(old, heading) for heading in KEPT)
+
+
+def section(text: str, heading: str) -> str:
+    """A `## ` section of a markdown text, from its heading up to the next one; "" if none."""
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + 1)
+    return text[start : len(text) if end < 0 else end]
+
+
+def put_section(path: Path, heading: str, body: str) -> None:
+    """Write one section of the results file, keeping the rest: where it was, else before Notes."""
+    text = path.read_text() if path.exists() else ""
+    new = f"\n{heading}\n\n{body.strip()}\n"
+    if old := section(text, heading):
+        text = text.replace(old, new)
+    elif notes := section(text, KEPT[-1]):
+        text = text.replace(notes, new + notes)
+    else:
+        text = text.rstrip("\n") + "\n" + new
+    path.write_text(text)
 
 
 def plot(results: Results, path: Path) -> None:
