@@ -130,6 +130,7 @@ class Bridge:
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
+                await writer.close()
                 await kafka.bounded(reader.commit(), "final commit", self.time_left(2.0))
 
     async def _connections(self, shared: Shared) -> None:

@@ -18,12 +18,15 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLarge
 
 from . import codec, kafka
 from .backoff import Retry
+from .batcher import Batcher
 from .codec import Rejected
 from .config import Config
 
 log = logging.getLogger("resonance.writer")
 
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+# Frames up to this size go to Kafka in batches (batcher.py); larger ones alone, as few as they are.
+BATCHED_BYTES = 64 * 1024
 # Dead-letter payload cuts tried in turn when Kafka refuses one for its size: the frame limit, 64 KiB, none.
 _CUTS = (None, 64 * 1024, 0)
 
@@ -39,6 +42,7 @@ class Reply:
     answer: bytes  # the frame to send the node: an ack, or an error
     size: int  # bytes of the node's frame, held until the answer is sent
     rejected: Rejected | None = None  # why the frame is a dead letter, when it is one
+    batched: bool = False  # stored with others (batcher.py): a refusal may be another record's
 
     @property
     def stored(self) -> bool:
@@ -62,6 +66,10 @@ class KafkaWriter:
         self.key = config.node.encode()
         # Headers and ack per known message type, built once: the inbound hot path only looks them up.
         self._per_type: dict[str, tuple[kafka.Headers, bytes]] = {}
+        self.batcher = Batcher(producer, config.inbound_topic, self.key)
+
+    async def close(self) -> None:
+        await self.batcher.close()
 
     async def send(self, topic: str, value: bytes, headers: kafka.Headers) -> asyncio.Future[Any]:
         """Start producing a record; a failure to even enqueue it becomes the future's outcome."""
@@ -114,8 +122,12 @@ class KafkaWriter:
         if frame.id is not None:
             answer = codec.encode(codec.ack(frame.type, frame.id))
         topic = self.config.inbound_topic
-        future = await self.send(topic, frame.raw, headers)
-        return Reply(future, topic, frame.raw, headers, answer, len(frame.raw))
+        if len(frame.raw) <= BATCHED_BYTES and (batched := self.batcher.add(frame.raw, headers)) is not None:
+            return Reply(batched, topic, frame.raw, headers, answer, len(frame.raw), batched=True)
+        # Large: alone (the producer's size checks apply), after what came before it.
+        await self.batcher.flushed()
+        alone = await self.send(topic, frame.raw, headers)
+        return Reply(alone, topic, frame.raw, headers, answer, len(frame.raw))
 
     def _build(self, mtype: str, known: bool) -> tuple[kafka.Headers, bytes]:
         built = kafka.headers(self.config, **{"resonance-type": mtype}), codec.encode(codec.ack(mtype))
@@ -130,7 +142,10 @@ class KafkaWriter:
             try:
                 await reply.future
             except TOO_LARGE:
-                raise
+                if not reply.batched:
+                    raise
+                # The batch was refused, maybe for another record of it: this one alone decides.
+                await self.store(reply.topic, reply.value, reply.headers)
             except KafkaError:
                 await self.store(reply.topic, reply.value, reply.headers)
         except TOO_LARGE as exc:

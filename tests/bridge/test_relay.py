@@ -146,3 +146,22 @@ async def test_bridge_sigkill_loses_nothing(
     finally:
         first.stop()
         second.stop()
+
+
+async def test_inbound_keeps_the_nodes_order_across_batched_and_large_frames(
+    broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
+) -> None:
+    """Small frames go to Kafka in batches, large ones (over 64 KiB) alone: the topic still holds
+    them in the order the node sent them, each once, and each ack follows its record's storing."""
+    bridge = BridgeProcess(bridge_env(broker, topics, endpoint(node)), workdir / "bridge.log").start()
+    try:
+        await bridge.wait_ready()
+        sizes = {i: (100_000 if i % 97 == 13 else 10) for i in range(600)}
+        for i, size in sizes.items():
+            body = {"type": "state_update", "data": {"seq": i, "pad": "x" * size}}
+            await node.send(json.dumps(body))
+        await node.wait_for(lambda: sum(r["type"] == "ack" for r in node.replies) == 600, 60)
+        records = await consume(broker, topics.inbound, 600)
+        assert [json.loads(r.value)["data"]["seq"] for r in records] == list(range(600))
+    finally:
+        bridge.stop()
