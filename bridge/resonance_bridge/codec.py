@@ -134,7 +134,7 @@ def _check(body: Any, raw: bytes) -> Message | Rejected:
                 "missing_field", f"{mtype} needs field '{name}' as {what}: add it to the message", raw, mtype
             )
     mid = body.get("id")
-    msg_id = str(mid) if isinstance(mid, str | int) and not isinstance(mid, bool) else None
+    msg_id = str(mid) if isinstance(mid, (str, int)) and not isinstance(mid, bool) else None
     return Message(mtype, msg_id, body, raw, required is not None)
 
 
