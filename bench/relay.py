@@ -62,7 +62,9 @@ class Bench:
                 KAFKA_BOOTSTRAP_SERVERS=self.broker.bootstrap,
                 KAFKA_GROUP_ID=group,
                 RESONANCE_HTTP_PORT=str(free_port()),
-                RESONANCE_ACK_MODE=who.partition("-")[2] or "ack",
+                RESONANCE_ACK_MODE="send" if who == "bridge-send" else "ack",
+                # bridge-direct: as the operator runs a node with one replica
+                KAFKA_ASSIGNMENT="direct" if who == "bridge-direct" else "group",
             )
             return [sys.executable, "-m", "resonance_bridge"]
         flags = [
@@ -354,7 +356,7 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
         for who in ["kafka alone", *[c for c in contenders if c != "bridge-send"]]:
             results.latencies.append(await b.latency(who))
             print(results.latencies[-1].line(), flush=True)
-        for who in [c for c in contenders if c != "bridge-send"]:
+        for who in ["bridge-direct", *[c for c in contenders if c != "bridge-send"]]:
             results.first[who] = await b.first_message(who)
             print(f"first message after a restart, {who}: {results.first[who]:.2f} s", flush=True)
         results.idle = await b.idle()

@@ -21,6 +21,7 @@ NAMES = {
     "kafka alone": "ceiling: Kafka alone",
     "bridge-ack": "bridge, ack mode `ack`",
     "bridge-send": "bridge, ack mode `send`",
+    "bridge-direct": "bridge, KAFKA_ASSIGNMENT=direct (the operator's, for one replica)",
     "minimal": "minimal relay",
     "mq-bridge": "mq-bridge 1.2.0 (Rust)",
 }
