@@ -67,20 +67,15 @@ class Bench:
                 KAFKA_ASSIGNMENT="direct" if who == "bridge-direct" else "group",
             )
             return [sys.executable, "-m", "resonance_bridge"]
-        flags = [
-            "--bootstrap",
-            self.broker.bootstrap,
-            "--topic",
-            topic,
-            "--group",
-            group,
-            "--endpoint",
-            endpoint,
-        ]
+        flags = [*self.kafka(topic, "--group", group), "--endpoint", endpoint]
         mode = "out" if direction == "outbound" else "in"
         if who == "mq-bridge":
             return [self.args.mq_python, str(BENCH / "mq_bridge_relay.py"), mode, *flags]
         return script("baseline_relay.py", mode, *flags)
+
+    def kafka(self, topic: str, *more: str) -> list[str]:
+        """The flags of a Kafka-side process (or a relay) for one topic."""
+        return ["--bootstrap", self.broker.bootstrap, "--topic", topic, *more]
 
     async def topics(self, *names: str) -> None:
         await self.admin.create_topics([NewTopic(name, 1, 1) for name in names])
@@ -110,20 +105,8 @@ class Bench:
                 relayed = await self.spawn_relay(procs, tag, who, direction, topic, group, ender)
                 firsts, ends = [await starter.wait("first", limit)], [await ender.wait("done", limit)]
             else:
-                counter = await self.peer(
-                    procs,
-                    "kafka_side.py",
-                    tag,
-                    "counter",
-                    "--bootstrap",
-                    self.broker.bootstrap,
-                    "--topic",
-                    topic,
-                    "--expect",
-                    str(n),
-                    "--watch",
-                    f"@{watch}",
-                )
+                counting = self.kafka(topic, "--expect", str(n), "--watch", f"@{watch}")
+                counter = await self.peer(procs, "kafka_side.py", tag, "counter", *counting)
                 await counter.wait("ready", 30)
                 acks = [] if who.startswith("bridge") else ["--no-acks"]
                 starter = await self.peer(
@@ -146,7 +129,7 @@ class Bench:
         n, tag = self.args.records, f"{round_no}.{direction}.{who}.{uuid.uuid4().hex[:6]}"
         topic, watch, limit = f"bench.{tag}", self.logs / f"{tag}.watch", 60 + n / 2000
         await self.topics(topic)
-        kafka = ["--bootstrap", self.broker.bootstrap, "--topic", topic, "--watch", f"@{watch}"]
+        kafka = self.kafka(topic, "--watch", f"@{watch}")
         procs: list[Proc] = []
         try:
             if who == "kafka alone" and direction == "outbound":
@@ -243,21 +226,8 @@ class Bench:
         procs: list[Proc] = []
         try:
             if who == "kafka alone":
-                ender = await self.peer(
-                    procs,
-                    "kafka_side.py",
-                    tag,
-                    "reader",
-                    "--bootstrap",
-                    self.broker.bootstrap,
-                    "--topic",
-                    topic,
-                    "--group",
-                    group,
-                    "--expect",
-                    str(n + 1),
-                    "--latency",
-                )
+                reading = self.kafka(topic, "--group", group, "--expect", str(n + 1), "--latency")
+                ender = await self.peer(procs, "kafka_side.py", tag, "reader", *reading)
                 await ender.wait("ready", 30)
             else:
                 ender = await self.peer(
@@ -266,7 +236,7 @@ class Bench:
                 await self.spawn_relay(procs, tag, who, "outbound", topic, group, ender)
             await prefill(self.broker.bootstrap, topic, 1)  # the warm-up record: the relay is up
             await ender.wait("first", 60)
-            paced = ["--bootstrap", self.broker.bootstrap, "--topic", topic, "--rate", str(self.args.rate)]
+            paced = self.kafka(topic, "--rate", str(self.args.rate))
             await self.peer(
                 procs, "kafka_side.py", tag, "paced", *paced, "--seconds", str(self.args.latency_seconds)
             )
