@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,19 @@ class Bench:
         """The flags of a Kafka-side process (or a relay) for one topic."""
         return ["--bootstrap", self.broker.bootstrap, "--topic", topic, *more]
 
+    @contextlib.asynccontextmanager
+    async def scoped(self, topic: str) -> AsyncIterator[list[Proc]]:
+        """A fresh topic, and a list for the run's processes: however the run ends, they are stopped
+        and the topic deleted."""
+        await self.topics(topic)
+        procs: list[Proc] = []
+        try:
+            yield procs
+        finally:
+            for proc in reversed(procs):
+                await proc.stop()
+            await self.admin.delete_topics([topic])
+
     async def topics(self, *names: str) -> None:
         await self.admin.create_topics([NewTopic(name, 1, 1) for name in names])
 
@@ -93,10 +108,8 @@ class Bench:
     async def run(self, round_no: int, direction: str, who: str) -> Run:
         n, tag = self.args.records, f"{round_no}.{direction}.{who}.{uuid.uuid4().hex[:6]}"
         topic, group, watch = f"bench.{tag}", f"bench-{tag}", self.logs / f"{tag}.watch"
-        await self.topics(topic)
         limit = 60 + n / 2000
-        procs: list[Proc] = []
-        try:
+        async with self.scoped(topic) as procs:
             if direction == "outbound":
                 await prefill(self.broker.bootstrap, topic, n)
                 ender = starter = await self.peer(
@@ -116,10 +129,6 @@ class Bench:
                 firsts = [await starter.wait("first", limit)]
                 ends = [await starter.wait("done", limit), await counter.wait("done", limit)]
             rss = clock.memory_mb(relayed.pid)
-        finally:
-            for proc in reversed(procs):
-                await proc.stop()
-            await self.admin.delete_topics([topic])
         return self.measured(
             round_no, direction, who, procs, relayed, firsts[0], max(ends, key=lambda e: e["t"]), rss
         )
@@ -128,10 +137,8 @@ class Bench:
         """The harness alone: its peers fed directly, or Kafka alone, as fast as they go."""
         n, tag = self.args.records, f"{round_no}.{direction}.{who}.{uuid.uuid4().hex[:6]}"
         topic, watch, limit = f"bench.{tag}", self.logs / f"{tag}.watch", 60 + n / 2000
-        await self.topics(topic)
         kafka = self.kafka(topic, "--watch", f"@{watch}")
-        procs: list[Proc] = []
-        try:
+        async with self.scoped(topic) as procs:
             if who == "kafka alone" and direction == "outbound":
                 await prefill(self.broker.bootstrap, topic, n)
                 ender = await self.peer(
@@ -148,10 +155,6 @@ class Bench:
                 await self.peer(procs, "wire.py", tag, client, "--endpoint", url, "--count", str(n))
                 ender = listening
             first, done = await ender.wait("first", limit), await ender.wait("done", limit)
-        finally:
-            for proc in reversed(procs):
-                await proc.stop()
-            await self.admin.delete_topics([topic])
         return self.measured(round_no, direction, who, procs, procs[-1], first, done, 0.0)
 
     async def peer(self, procs: list[Proc], module: str, tag: str, *args: str) -> Proc:
@@ -222,9 +225,7 @@ class Bench:
         a first record: the delay from the producer's send to the node (or to a consumer alone)."""
         tag = f"latency.{who}.{uuid.uuid4().hex[:6]}"
         topic, group, n = f"bench.{tag}", f"bench-{tag}", int(self.args.rate * self.args.latency_seconds)
-        await self.topics(topic)
-        procs: list[Proc] = []
-        try:
+        async with self.scoped(topic) as procs:
             if who == "kafka alone":
                 reading = self.kafka(topic, "--group", group, "--expect", str(n + 1), "--latency")
                 ender = await self.peer(procs, "kafka_side.py", tag, "reader", *reading)
@@ -241,10 +242,6 @@ class Bench:
                 procs, "kafka_side.py", tag, "paced", *paced, "--seconds", str(self.args.latency_seconds)
             )
             done = await ender.wait("done", self.args.latency_seconds + 60)
-        finally:
-            for proc in reversed(procs):
-                await proc.stop()
-            await self.admin.delete_topics([topic])
         return Latency(who, self.args.rate, done["samples"], done["p50_ms"], done["p99_ms"], done["max_ms"])
 
     async def first_message(self, who: str) -> float:
@@ -252,9 +249,7 @@ class Bench:
         offsets: relay 100 records, stop it, add one, start it again."""
         tag = f"start.{who}.{uuid.uuid4().hex[:6]}"
         topic, group = f"bench.{tag}", f"bench-{tag}"
-        await self.topics(topic)
-        procs: list[Proc] = []
-        try:
+        async with self.scoped(topic) as procs:
             await prefill(self.broker.bootstrap, topic, 100)
             node = await self.peer(procs, "wire.py", tag, "receiver", "--expect", "100")
             relayed = await self.spawn_relay(procs, tag, who, "outbound", topic, group, node)
@@ -265,19 +260,13 @@ class Bench:
             node = await self.peer(procs, "wire.py", tag + ".again", "receiver", "--expect", "1")
             relayed = await self.spawn_relay(procs, tag + ".again", who, "outbound", topic, group, node)
             return float((await node.wait("first", 60))["t"] - relayed.spawned)
-        finally:
-            for proc in reversed(procs):
-                await proc.stop()
-            await self.admin.delete_topics([topic])
 
     async def idle(self) -> dict[str, float]:
         """The bridge with its default settings (but idempotence: tansu lacks it) and its node connected,
         once its one record was delivered: CPU and memory with nothing to do."""
         tag = f"idle.{uuid.uuid4().hex[:6]}"
         topic = f"bench.{tag}"
-        await self.topics(topic)
-        procs: list[Proc] = []
-        try:
+        async with self.scoped(topic) as procs:
             await prefill(self.broker.bootstrap, topic, 1)
             node = await self.peer(procs, "wire.py", tag, "receiver", "--expect", "1")
             port = (await node.wait("port", 30))["port"]
@@ -300,10 +289,6 @@ class Bench:
                 "rss_mb": clock.memory_mb(relayed.pid, "VmRSS"),
                 "seconds": took,
             }
-        finally:
-            for proc in reversed(procs):
-                await proc.stop()
-            await self.admin.delete_topics([topic])
 
 
 async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) -> report.Results:
