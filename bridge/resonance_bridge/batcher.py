@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-Headers = list[tuple[str, bytes]]
+from .kafka import Headers
 
 
 class Batcher:

@@ -209,6 +209,10 @@ class Session:
 
     # --- inbound: node -> Kafka -------------------------------------------------------------------
 
+    def _room(self) -> bool:
+        """Room for another inbound frame: answers pending, in number and in bytes, under the bounds."""
+        return self.unanswered < self.s.config.max_in_flight and self.unanswered_bytes < INBOUND_BYTES
+
     async def _inbound(self) -> None:
         cfg, relay, metrics = self.s.config, self.s.relay, self.s.metrics
         try:
@@ -224,10 +228,8 @@ class Session:
                 # Waiting for room or for Kafka to take the record, the bridge reads no acks: the
                 # watchdog's clock stops meanwhile, so a slow broker never makes the node look stuck.
                 relay.deaf(time.monotonic())
-                if self.unanswered >= cfg.max_in_flight or self.unanswered_bytes >= INBOUND_BYTES:
-                    await self._until(
-                        lambda: self.unanswered < cfg.max_in_flight and self.unanswered_bytes < INBOUND_BYTES
-                    )
+                if not self._room():
+                    await self._until(self._room)
                 reply = await self.s.writer.request(decoded)
                 relay.hearing(time.monotonic())
                 self.unanswered += 1
