@@ -16,7 +16,19 @@ from ..support.harness import BridgeProcess, Topics, bridge_env, seqs
 from ..support.poll import until
 from ..support.proxy import Proxied
 from ..support.s3 import S3Server
-from ..support.soak import LONG, Recovery, Talker, inbound, outbound, rss_kib, seconds, settle, size, two_way
+from ..support.soak import (
+    LONG,
+    Recovery,
+    Talker,
+    inbound,
+    no_loss,
+    outbound,
+    rss_kib,
+    seconds,
+    settle,
+    size,
+    two_way,
+)
 
 
 @pytest.fixture
@@ -75,9 +87,7 @@ async def test_a_restarted_broker_keeps_its_data_and_nothing_is_lost(s3: S3Serve
         into = await inbound("broker restart", broker, topics.inbound, sent, recover_s=took, note=note)
     finally:
         broker.stop()
-    for result in (out, into):
-        result.publish()
-        assert result.lost == 0
+    no_loss(out, into)
     # Outbound, a record is sent again only if it was in flight; inbound, Kafka holds what the node
     # sent again (its patience ran out while the broker was away) plus what a retried produce stored.
     assert out.duplicated <= restarts * window, out
@@ -130,9 +140,7 @@ async def test_a_black_holed_broker_is_noticed_and_nothing_is_lost(
     fault = "broker black hole" + (" (new connections too)" if new else "")
     out = outbound(fault, node, sent, recover_s=recovered, note=note)
     into = await inbound(fault, broker, topics.inbound, sent, recover_s=recovered, note=note)
-    for result in (out, into):
-        result.publish()
-        assert result.lost == 0
+    no_loss(out, into)
     assert out.duplicated <= window and into.duplicated <= talker.resent + window, (out, into, talker.resent)
     # The README's bounds: /readyz within the probe (every 5 s, 5 s to answer); the dead connections
     # dropped after the request timeout, twice over when a new one is black-holed as well.
@@ -183,8 +191,8 @@ async def test_a_node_sending_faster_than_kafka_takes_is_throttled_not_dropped(
     grew, mib = (peak - before) / 1024, count * len(pad) / 2**20
     note = f"{mib:.0f} MiB pushed in {took:.0f}s over one connection; bridge RSS +{grew:.1f} MiB"
     into = await inbound("node faster than Kafka", broker, topics.inbound, count, note=note)
-    into.publish()
-    assert into.lost == 0 and into.duplicated == 0, into
+    no_loss(into)
+    assert into.duplicated == 0, into
     assert node.connections_seen == 1, "the bridge dropped a busy node"
     assert took > 1 + 2, "the node was never held back long enough for the keepalive to be tested"
     assert grew < 0.5 * count * len(pad) / 2**20, f"the bridge buffered {grew:.1f} MiB, not reading less"

@@ -17,7 +17,18 @@ from resonance_local.node import NodeServer
 from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, state_update
 from ..support.poll import until
 from ..support.proxy import Proxy
-from ..support.soak import Recovery, Talker, inbound, outbound, rss_kib, seconds, settle, size, two_way
+from ..support.soak import (
+    Recovery,
+    Talker,
+    inbound,
+    no_loss,
+    outbound,
+    rss_kib,
+    seconds,
+    settle,
+    size,
+    two_way,
+)
 
 KEEPALIVE = {"RESONANCE_WS_PING_INTERVAL_S": "1", "RESONANCE_WS_PING_TIMEOUT_S": "2"}
 
@@ -60,9 +71,8 @@ async def test_a_flapping_node_loses_nothing_either_way(
     out = outbound("node flapping", node, sent, recover_s=out_stall.longest, note=note)
     took = in_stall.longest
     into = await inbound("node flapping", broker, topics.inbound, sent, recover_s=took, note=note)
+    no_loss(out, into)
     for result in (out, into):
-        result.publish()
-        assert result.lost == 0
         assert result.duplicated <= flaps * window, result  # at most what was in flight at each
 
 
@@ -109,8 +119,7 @@ async def test_a_slow_node_bounds_in_flight_and_memory_and_loses_nothing(
     result = outbound(
         "slow node", node, sent, note=f"peak in flight {peak:.0f} of {window}, RSS +{grew:.1f} MiB"
     )
-    result.publish()
-    assert result.lost == 0
+    no_loss(result)
     assert 0 < peak <= window
     assert grew < 20, f"the bridge's memory grew {grew:.1f} MiB while the node was slow"
 
@@ -150,9 +159,7 @@ async def test_a_bridge_killed_again_and_again_loses_nothing(
     out = outbound("bridge SIGKILL", node, sent, recover_s=out_stall.longest, note=note)
     took = in_stall.longest
     into = await inbound("bridge SIGKILL", broker, topics.inbound, sent, recover_s=took, note=note)
-    for result in (out, into):
-        result.publish()
-        assert result.lost == 0
+    no_loss(out, into)
     assert out.duplicated <= kills * window and into.duplicated <= kills * window, (out, into)
 
 
@@ -188,9 +195,7 @@ async def test_a_black_holed_node_loses_nothing_either_way(
     note = f"{holes} black holes; keepalive 1 s + 2 s"
     out = outbound("node black hole", node, sent, recover_s=longest, note=note)
     into = await inbound("node black hole", broker, topics.inbound, sent, recover_s=longest, note=note)
-    for result in (out, into):
-        result.publish()
-        assert result.lost == 0
+    no_loss(out, into)
     assert out.duplicated <= holes * window and into.duplicated <= talker.resent + holes * window
     # The keepalive's bound (twice over if data arrived just after a ping), the reconnect's backoff
     # (up to 10 s: these sessions are too short to reset it) and a connect.
@@ -233,9 +238,7 @@ async def test_a_partitioned_node_is_reached_again_once_healed(
     note = f"5 s, the open connection and new ones; keepalive 1 s + 2 s; {lost_sessions} sessions lost"
     out = outbound("node partition", node, sent, recover_s=took, note=note)
     into = await inbound("node partition", broker, topics.inbound, sent, recover_s=took, note=note)
-    for result in (out, into):
-        result.publish()
-        assert result.lost == 0
+    no_loss(out, into)
     # One session lost to the partition; the next one kept, though the node, working through the
     # window sent again at once, answers pings late (it acks meanwhile: it is busy, not dead).
     assert lost_sessions == 1, f"{lost_sessions} sessions lost: a busy node was cut off after the heal"

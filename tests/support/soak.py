@@ -64,6 +64,14 @@ def tally(fault: str, direction: str, sent: int, arrivals: list[int], **kw: floa
     return Tally(fault, direction, sent, len(counts), lost, sum(counts.values()) - len(counts), **kw)  # type: ignore[arg-type]
 
 
+def no_loss(*results: Tally) -> None:
+    """Publish each tally (printed, and to the soak table), then hold the promise: nothing lost."""
+    for result in results:
+        result.publish()
+    for result in results:
+        assert result.lost == 0, result
+
+
 def outbound(fault: str, node: NodeServer, sent: int, **kw: float | str) -> Tally:
     return tally(fault, "to node", sent, seqs(node), **kw)
 
