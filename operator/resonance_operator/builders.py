@@ -137,6 +137,14 @@ def owner_reference(node: Node) -> dict[str, Any]:
     }
 
 
+def owned_by(body: dict[str, Any], uid: str) -> bool:
+    """Whether an object's controller is the node with this uid."""
+    return any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in body.get("metadata", {}).get("ownerReferences") or ()
+    )
+
+
 def container(node: Node, settings: Settings, secured: Mounts) -> dict[str, Any]:
     probe = {
         "httpGet": {"path": "/healthz", "port": "http"},

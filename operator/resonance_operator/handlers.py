@@ -81,6 +81,16 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, handler: str) -> 
     try:
         outcome = await service.reconcile(kube, Node.from_body(node), memo.settings)
         metrics.RECONCILES.labels(handler, "ok").inc()
+    except service.Refused as exc:
+        metrics.RECONCILES.labels(handler, "refused").inc()
+        known = monitor.nodes.get((node["metadata"]["namespace"], node["metadata"]["name"]))
+        if known is None or known.error != str(exc):  # said once, not at every retry
+            with contextlib.suppress(KubeError):
+                await kube.post_event(node, "Warning", exc.reason, str(exc))
+        await monitor.observe(node, None, str(exc), exc.reason)
+        if exc.reason == "Conflict":  # the object in the way may go (garbage collection, a person)
+            raise kopf.TemporaryError(str(exc), delay=30) from exc
+        raise kopf.PermanentError(str(exc)) from exc  # a spec change is what can fix it
     except KubeError as exc:
         metrics.RECONCILES.labels(handler, "error").inc()
         await monitor.observe(node, None, str(exc))
@@ -123,7 +133,7 @@ async def deployment_event_fn(body: kopf.Body, memo: kopf.Memo, logger: kopf.Log
         return  # the node is gone: garbage collection takes the Deployment
     try:
         outcome = await _reconcile(node, memo, "deployment")
-    except kopf.TemporaryError as exc:
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:  # said on the node (status, Event)
         logger.warning("reconcile of %s/%s failed: %s", namespace, owner, exc)
         return
     if outcome.action != "unchanged":

@@ -43,6 +43,7 @@ class Tracked:
     node: Node
     deployment: dict[str, Any] | None = None
     error: str | None = None
+    reason: str = "ReconcileFailed"  # the error's kind (status.NEXT)
     written: dict[str, Any] = field(default_factory=dict)  # the status as last patched (or found)
     patched_at: float = float("-inf")
     ever_ready: bool = False  # a node that never was Ready is starting, not failing
@@ -75,7 +76,11 @@ class Monitor:
     # --- inputs -----------------------------------------------------------------------------------
 
     async def observe(
-        self, body: dict[str, Any], deployment: dict[str, Any] | None, error: str | None = None
+        self,
+        body: dict[str, Any],
+        deployment: dict[str, Any] | None,
+        error: str | None = None,
+        reason: str = "ReconcileFailed",
     ) -> bool:
         """After a reconcile: the node's spec and Deployment (or the error); True if it is Ready."""
         node = Node.from_body(body)
@@ -91,11 +96,14 @@ class Monitor:
         if deployment is not None:
             generation = deployment["metadata"].get("generation", 1)
             deployment = {"metadata": {"generation": generation}, "status": deployment.get("status") or {}}
-        tracked.body, tracked.node, tracked.deployment, tracked.error = body, node, deployment, error
+        tracked.body, tracked.node, tracked.deployment = body, node, deployment
+        tracked.error, tracked.reason = error, reason
         bootstrap = (node.spec.kafka and node.spec.kafka.bootstrap_servers) or None
         # Another Kafka's TLS or SASL would need the node's Secrets, which the operator never reads.
         own = mounts.kafka_security(node.spec, NO_SECURITY, "")
-        if own.protocol == "PLAINTEXT" or bootstrap in (None, self.settings.kafka_bootstrap_servers):
+        # A refused node's Kafka may be one the operator must not dial (policy.py): no consumer for it.
+        plain = own.protocol == "PLAINTEXT" or bootstrap in (None, self.settings.kafka_bootstrap_servers)
+        if plain and error is None:
             self._consume_from(bootstrap)
         await self._write(tracked)
         return status.states(tracked.written).get("Ready", ("",))[0] == "True"
@@ -121,7 +129,14 @@ class Monitor:
             node, clock = tracked.node, time.monotonic()
             beat = self.beats.get((node.namespace, node.name))
             new = status.node_status(
-                node, tracked.deployment, tracked.written, _iso(time.time()), tracked.error, beat, clock
+                node,
+                tracked.deployment,
+                tracked.written,
+                _iso(time.time()),
+                tracked.error,
+                beat,
+                clock,
+                tracked.reason,
             )
             old = tracked.written
             if status.same(new, old) and set(old) <= set(new):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import builders
+from . import builders, policy
 from .model import Node
 from .settings import Settings
 from .storage import Kube
@@ -26,18 +26,49 @@ class Outcome:
     message: str
 
 
+class Refused(Exception):
+    """The node is not acted on, and nothing of it was written: `reason` is Ready's (NotAllowed: the
+    spec breaks the operator's policy, fixed by a spec change; Conflict: an object of the bridge's
+    name belongs to someone else, retried in case it goes)."""
+
+    def __init__(self, reason: Literal["NotAllowed", "Conflict"], message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _check_owner(node: Node, kind: str, actual: dict[str, Any] | None) -> None:
+    """Only objects this node owns (by uid) are written: a node's author must not be able to take
+    over a workload someone else made, by naming a node after it."""
+    if actual is None or builders.owned_by(actual, node.uid):
+        return
+    meta = actual["metadata"]
+    owners = [f"{o.get('kind')} {o.get('name')}" for o in meta.get("ownerReferences") or ()]
+    raise Refused(
+        "Conflict",
+        f"{kind} {meta['namespace']}/{meta['name']} exists and is not this node's (owned by "
+        f"{', '.join(owners) or 'nobody'}): the operator leaves it alone; delete or rename it, or "
+        "give the node another name",
+    )
+
+
 async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
-    """Raises KubeError when the API server refuses (the caller reports it, kopf retries)."""
-    await kube.ensure_service_account(builders.service_account(node))
+    """Raises Refused (nothing written) or KubeError when the API server refuses (the caller reports
+    it, kopf retries)."""
+    if problems := policy.problems(node, settings):
+        raise Refused("NotAllowed", "; ".join(problems))
+    account = builders.service_account(node)
+    _check_owner(node, "ServiceAccount", await kube.ensure_service_account(account))
     desired = builders.deployment(node, settings)
     name = desired["metadata"]["name"]
     actual = await kube.get_deployment(node.namespace, name)
+    _check_owner(node, "Deployment", actual)
     action: Action = "unchanged"
     if actual is None:
         actual = await kube.create_deployment(desired)
         action = "created"
         if actual is None:  # lost a race with a concurrent reconcile: take what it made
             actual, action = await kube.get_deployment(node.namespace, name), "unchanged"
+            _check_owner(node, "Deployment", actual)
     if actual is not None and not builders.is_subset(desired, actual):
         actual, action = await kube.apply_deployment(desired), "updated"
     digest = desired["metadata"]["annotations"][builders.HASH_ANNOTATION]

@@ -41,6 +41,10 @@ class Settings(KafkaSecurity):
     bridge_pod_template: PodTemplate = var("RESONANCE_BRIDGE_POD_TEMPLATE", NO_TEMPLATE)
     # JSON in the shape of spec.kafka's tls and sasl: bridges on the default Kafka that set neither.
     bridge_kafka_security: KafkaSecurityRefs = var("RESONANCE_BRIDGE_KAFKA_SECURITY", NO_SECURITY)
+    # Comma-separated host[:port] globs a node's endpoint and its own Kafka must match (empty: any):
+    # a node's credentials go only where an administrator allows (policy.py).
+    allowed_endpoints: tuple[str, ...] = var("RESONANCE_ALLOWED_ENDPOINTS", ())
+    allowed_bootstrap_servers: tuple[str, ...] = var("RESONANCE_ALLOWED_BOOTSTRAP_SERVERS", ())
 
 
 def _json(model: type[M]) -> Callable[[str], M]:
@@ -53,9 +57,13 @@ def _json(model: type[M]) -> Callable[[str], M]:
     return parse
 
 
+def _list(r: EnvReader, name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in r.text(name, "").split(",") if item.strip())
+
+
 def load(env: Mapping[str, str]) -> Settings:
     r, d = EnvReader(env), declared(Settings)
-    namespaces = tuple(n.strip() for n in r.text(d["watch_namespaces"][0], "").split(",") if n.strip())
+    namespaces = _list(r, d["watch_namespaces"][0])
     settings = Settings(
         bridge_image=r.text(*d["bridge_image"]),
         kafka_bootstrap_servers=r.text(*d["kafka_bootstrap_servers"]),
@@ -84,6 +92,8 @@ def load(env: Mapping[str, str]) -> Settings:
             'e.g. {"tls": {}, "sasl": {"mechanism": "SCRAM-SHA-512", "username": "resonance", '
             '"passwordSecretRef": {"name": "kafka-user", "key": "password"}}}',
         ),
+        allowed_endpoints=_list(r, d["allowed_endpoints"][0]),
+        allowed_bootstrap_servers=_list(r, d["allowed_bootstrap_servers"][0]),
         **kafka_security(r),
     )
     r.problems += security.kafka_problems(settings)

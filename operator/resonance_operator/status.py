@@ -32,13 +32,23 @@ def _deployment_failure(deployment: dict[str, Any]) -> str | None:
     return None
 
 
-def conditions(node: Node, deployment: dict[str, Any] | None, error: str | None) -> list[Condition]:
+# What happens next, after a reconcile that failed (KubeError) or was refused (service.Refused).
+NEXT = {
+    "ReconcileFailed": "the operator retries",
+    "Conflict": "nothing is written; the operator checks again every 30s",
+    "NotAllowed": "nothing is written; the operator acts once the spec is changed",
+}
+
+
+def conditions(
+    node: Node, deployment: dict[str, Any] | None, error: str | None, reason: str = "ReconcileFailed"
+) -> list[Condition]:
     name = deployment_name(node.name)
     if error is not None:
         return [
-            _condition("Ready", False, "ReconcileFailed", error),
-            _condition("Progressing", False, "ReconcileFailed", error),
-            _condition("Degraded", True, "ReconcileFailed", f"{error}; the operator retries"),
+            _condition("Ready", False, reason, error),
+            _condition("Progressing", False, reason, error),
+            _condition("Degraded", True, reason, f"{error}; {NEXT[reason]}"),
         ]
     if deployment is None:
         return [
@@ -135,9 +145,11 @@ def node_status(
     error: str | None = None,
     beat: health.Beat | None = None,
     clock: float = 0.0,
+    reason: str = "ReconcileFailed",
 ) -> dict[str, Any]:
-    """The whole status; `clock` is the monotonic time the beat's age is measured against."""
-    deployed, *rest = conditions(node, deployment, error)
+    """The whole status; `clock` is the monotonic time the beat's age is measured against; `reason`
+    is the error's (status.NEXT)."""
+    deployed, *rest = conditions(node, deployment, error, reason)
     data_plane = health.conditions(beat, clock, node.spec.frequency_hz, node.spec.endpoint)
     new = [_ready(deployed, data_plane), *rest, *data_plane]
     dep_status = (deployment or {}).get("status") or {}

@@ -152,14 +152,17 @@ class Kube:
         )
         return result
 
-    async def ensure_service_account(self, body: dict[str, Any]) -> bool:
-        """Create the ServiceAccount unless it exists; True if this call created it."""
+    async def ensure_service_account(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the ServiceAccount unless it exists; the one that existed, or None if this call
+        created it."""
         meta = body["metadata"]
         what = f"ServiceAccount {meta['namespace']}/{meta['name']}"
-        if await self._json(
-            f"get {what}", self.core.read_namespaced_service_account, meta["name"], meta["namespace"]
-        ):
-            return False
+        read = self.core.read_namespaced_service_account
+        existing: dict[str, Any] | None = await self._json(
+            f"get {what}", read, meta["name"], meta["namespace"]
+        )
+        if existing is not None:
+            return existing
         try:
             await self._json(
                 f"create {what}",
@@ -169,10 +172,13 @@ class Kube:
                 missing_ok=False,
             )
         except KubeError as exc:
-            if exc.status == 409:
-                return False
+            if exc.status == 409:  # made meanwhile: by a concurrent reconcile, or by someone else
+                raced: dict[str, Any] | None = await self._json(
+                    f"get {what}", read, meta["name"], meta["namespace"]
+                )
+                return raced
             raise
-        return True
+        return None
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._json(
