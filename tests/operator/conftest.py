@@ -15,6 +15,8 @@ from resonance_local.embedded import EmbeddedBroker
 from ..support import apiserver
 from ..support.kube import ROOT, Cluster, Operator
 
+ADMISSION_KINDS = ("validatingadmissionpolicies", "validatingadmissionpolicybindings")
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
@@ -29,9 +31,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             assert "Warning" not in applied.stderr, (
                 f"the CRD is not what the API server reads: {applied.stderr}"
             )
-            cluster.kubectl(
-                "wait", "--for=condition=Established", "crd/resonancenodes.resonance.io", "--timeout=60s"
-            )
+            crds = ["crd/resonancenodes.resonance.io"]
+            if not server.controllers:  # kube-lite: the chart's admission policy needs somewhere to go
+                cluster.kubectl("apply", "-f", str(ROOT / "tests" / "support" / "admissionregistration.yaml"))
+                crds += [f"crd/{k}.admissionregistration.k8s.io" for k in ADMISSION_KINDS]
+            cluster.kubectl("wait", "--for=condition=Established", *crds, "--timeout=60s")
             yield cluster
         finally:
             if server.controllers:  # someone's cluster: leave it as it was, but for the CRD
