@@ -1,6 +1,7 @@
 """The log redaction, as the processes install it (a record factory): every kind of credential, at
 every level, in the message, its arguments and its exception, through handlers added before and after,
-as text and as JSON lines; and the messages that hold no secret left as they were."""
+as text and as JSON lines; the messages that hold no secret left as they were; and real bridges at
+DEBUG, with real nodes, printing their handshakes redacted."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from resonance_bridge import logs
+from resonance_local.embedded import EmbeddedBroker
+from resonance_local.node import NodeServer
+
+from ..support.harness import BridgeProcess, Topics, bridge_env
+from ..support.pki import Authority
+from ..support.poll import until
 
 TOKEN = "tok-3f9a8c71e2"  # registered, as security.py registers what it reads
 PASSWORD = "pw-77c1b0d4"
@@ -167,3 +175,73 @@ def test_an_unformattable_record_is_printed_redacted() -> None:
     log, out = printed("redact.broken")
     log.warning("one %s two %s", "> Authorization: Bearer raw-3a4b")
     assert "raw-3a4b" not in out.getvalue() and "unformattable" in out.getvalue(), out.getvalue()
+
+
+async def test_no_secret_reaches_a_bridges_log_at_debug(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """At DEBUG websockets logs every handshake header: three bridges, each with a kind of secret (a
+    bearer token over mutual TLS; a custom header and a URL's userinfo; a SASL password), show those
+    lines with the secrets redacted, and no secret value anywhere."""
+    pki = Authority.make(workdir / "pki")
+    bearer, api_key, password = "bearer-s3cret-token", "api-s3cret-key", "sasl-s3cret-password"
+    for name, value in (("bearer", bearer), ("api-key", api_key), ("password", password)):
+        (workdir / name).write_text(value + "\n")
+    tls = pki.server_context(pki.issue("server"), require_client=True)
+    guarded = NodeServer("guarded", port=0, printer=None, tls=tls, token=bearer)
+    await guarded.start()
+    keyed = NodeServer("keyed", port=0, printer=None, token=api_key, token_header="X-API-Key")
+    await keyed.start()
+    client = pki.issue("bridge", client=True)
+    kinds = {  # name: (endpoint, settings)
+        "mutual": (
+            f"wss://127.0.0.1:{guarded.port}",
+            {
+                "RESONANCE_TLS_CA_FILE": str(pki.cert),
+                "RESONANCE_TLS_CERT_FILE": str(client.cert),
+                "RESONANCE_TLS_KEY_FILE": str(client.key),
+                "RESONANCE_AUTH_TOKEN_FILE": str(workdir / "bearer"),
+            },
+        ),
+        "custom": (
+            f"ws://relay:userinfo-s3cret@127.0.0.1:{keyed.port}",
+            {"RESONANCE_AUTH_TOKEN_FILE": str(workdir / "api-key"), "RESONANCE_AUTH_HEADER": "X-API-Key"},
+        ),
+        "sasl": (
+            "ws://127.0.0.1:1",
+            {
+                "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "KAFKA_SASL_MECHANISM": "PLAIN",
+                "KAFKA_SASL_USERNAME": "resonance",
+                "KAFKA_SASL_PASSWORD_FILE": str(workdir / "password"),
+            },
+        ),
+    }
+    debug = {"RESONANCE_LOG_LEVEL": "DEBUG"}
+    bridges = {  # groups of their own: a bridge that never reaches its node must hold no one's partition
+        name: BridgeProcess(
+            bridge_env(broker, topics, endpoint, KAFKA_GROUP_ID=f"{topics.group}-{name}", **debug, **env),
+            workdir / f"{name}.log",
+        ).start()
+        for name, (endpoint, env) in kinds.items()
+    }
+    try:
+        await bridges["mutual"].wait_ready()
+        await bridges["custom"].wait_ready()
+        await until(lambda: "kafka refused" in bridges["sasl"].readyz(), 30, bridges["sasl"].output)
+    finally:
+        for bridge in bridges.values():
+            bridge.stop()
+        await guarded.close()
+        await keyed.close()
+    output = {name: bridge.output() for name, bridge in bridges.items()}
+    # DEBUG was on, and the header lines are there, redacted.
+    assert "DEBUG websockets.client: > Authorization: ***" in output["mutual"], output["mutual"]
+    assert "DEBUG websockets.client: > X-API-Key: ***" in output["custom"], output["custom"]
+    assert "DEBUG websockets.client: > Authorization: ***" in output["custom"]  # Basic, from the userinfo
+    assert "ws://***@127.0.0.1" in output["custom"]
+    assert " DEBUG " in output["sasl"], output["sasl"]
+    key_lines = client.key.read_text().splitlines()[1:-1]
+    for value in (bearer, api_key, password, "userinfo-s3cret", "cmVsYXk6", *key_lines):
+        for log in output.values():
+            assert value not in log, f"a secret leaked: {value[:12]}...\n{log}"
