@@ -28,6 +28,7 @@ def run(env: Mapping[str, str]) -> int:
             print(f"resonance bridge: {problem}", file=sys.stderr)
         return 2
     logs.CONTEXT.update(node=config.node, anchor=config.anchor)  # in every JSON log line
+    logs.header(config.auth_header)  # its value is the token, whatever the header's name
     return asyncio.run(_main(config))
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 
-from . import backoff
+from . import backoff, logs
 from .envvars import Problem
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ def node_headers(config: Config) -> dict[str, str] | None:
     """The token header for this connection, the token file read now (a rotated Secret takes effect
     at the next connection); OSError if the file cannot be read."""
     token = Path(config.auth_token_file).read_text().strip() if config.auth_token_file else config.auth_token
+    logs.secret(token)  # each value a rotation brings: websockets logs the header at DEBUG
     if not token:
         return None
     value = f"Bearer {token}" if config.auth_header.lower() == "authorization" else token
@@ -219,5 +220,6 @@ def kafka(config: KafkaSecurity) -> dict[str, Any]:
     if config.kafka_security_protocol.startswith("SASL_"):
         settings["sasl_mechanism"] = config.kafka_sasl_mechanism
         settings["sasl_plain_username"] = config.kafka_sasl_username
-        settings["sasl_plain_password"] = Path(config.kafka_sasl_password_file).read_text().strip()
+        password = Path(config.kafka_sasl_password_file).read_text().strip()
+        settings["sasl_plain_password"] = logs.secret(password)
     return settings

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from resonance_bridge import logs
 
 from . import GROUP, PLURAL, VERSION, metrics, service
 from .builders import MANAGED_BY
@@ -29,6 +30,7 @@ OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     if "settings" not in memo:  # `kopf run -m resonance_operator.handlers`: no main loaded them
         memo.settings = load(os.environ)
+    logs.install()  # done by logs.setup() already, but not under `kopf run`, which configures its own
     ours: Settings = memo.settings
     memo.kube = await Kube.connect()
     memo.monitor = Monitor(memo.kube, memo.settings)

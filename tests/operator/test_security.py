@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
 from ..support.kube import Cluster, Operator, condition, node
@@ -38,14 +40,33 @@ def websocket(cluster: Cluster, namespace: str) -> dict[str, str]:
     return condition(cluster.get("rn", "lexamoris", namespace), "WebSocketConnected") or {}
 
 
+@pytest.fixture(params=["INFO", "DEBUG"])
+def watching(
+    request: pytest.FixtureRequest, cluster: Cluster, broker: EmbeddedBroker, tmp_path: Path
+) -> Iterator[tuple[Operator, str, str]]:
+    """(operator, its namespace, log level): at INFO the session's operator; at DEBUG one of the test's
+    own, so that kopf's own DEBUG output (bodies, patches) is searched too, on a namespace only it
+    watches (not t-*)."""
+    if request.param == "INFO":
+        yield request.getfixturevalue("operator"), request.getfixturevalue("namespace"), "INFO"
+        return
+    namespace = cluster.namespace(f"d-{uuid.uuid4().hex[:8]}")
+    process = Operator(cluster.kubeconfig, tmp_path / "operator.log", broker.bootstrap)
+    process.env.update(RESONANCE_WATCH_NAMESPACES=namespace, RESONANCE_LOG_LEVEL="DEBUG")
+    process.start()
+    yield process, namespace, "DEBUG"
+    process.kill()
+
+
 async def test_a_secured_node_end_to_end(
     cluster: Cluster,
-    operator: Operator,
-    namespace: str,
+    watching: tuple[Operator, str, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    operator, namespace, level = watching
     monkeypatch.setenv("RESONANCE_REFUSED_RETRY_S", "1")  # the bridges' refused-retry, for a quick test
+    monkeypatch.setenv("RESONANCE_LOG_LEVEL", level)  # the bridges' too: the kubelet passes it on
     pki = Authority.make(tmp_path / "pki")
     server_pair, client_pair = pki.issue("lexamoris-server"), pki.issue("bridge", client=True)
     tokens = [f"token-{uuid.uuid4().hex}" for _ in range(3)]
@@ -152,3 +173,6 @@ async def test_a_secured_node_end_to_end(
     key_line = client_pair.key.read_text().splitlines()[1]
     for value in (*tokens, password, key_line):
         assert value not in everything, f"a secret value leaked: {value[:12]}..."
+    if level == "DEBUG":  # it was on: kopf's own lines, and the header lines, redacted
+        assert " DEBUG kopf." in operator.output()
+        assert "DEBUG websockets.client: > Authorization: ***" in (logs / f"{BRIDGE}.log").read_text()
