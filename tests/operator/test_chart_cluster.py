@@ -39,7 +39,7 @@ async def test_rendered_chart_applies_and_its_operator_reconciles(
     env = {
         **os.environ,
         **{
-            e["name"]: e.get("value") or downward[e["valueFrom"]["fieldRef"]["fieldPath"]]
+            e["name"]: e["value"] if "value" in e else downward[e["valueFrom"]["fieldRef"]["fieldPath"]]
             for e in container["env"]
         },
         "KUBECONFIG": str(cluster.kubeconfig),
