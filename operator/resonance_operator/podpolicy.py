@@ -64,13 +64,13 @@ def problems(spec: NodeSpec, settings: Settings) -> list[str]:
     own, default = spec.template or PodTemplate(), settings.bridge_pod_template
     found = reserved(spec)
     prefixed = {k: v for k, v in own.metadata.labels.items() if "/" in k}  # the others: reserved()
-    found += _keys(LABELS, prefixed, default.metadata.labels, settings.allowed_labels, "Labels")
+    found += _keys(LABELS, prefixed, default.metadata.labels, settings.allowed_labels, "nodes.allowedLabels")
     found += _keys(
         ANNOTATIONS,
         own.metadata.annotations,
         default.metadata.annotations,
         settings.allowed_annotations,
-        "Annotations",
+        "nodes.allowedAnnotations",
     )
     pairs = (*settings.allowed_node_selectors, *(default.spec.node_selector or {}).items())
     if own.spec.node_selector is not None:
@@ -94,11 +94,15 @@ def _list(items: Iterable[str]) -> str:
 
 
 def _keys(
-    field: str, own: Mapping[str, str], default: Mapping[str, str], patterns: tuple[str, ...], value: str
+    field: str,
+    own: Mapping[str, str],
+    default: Mapping[str, str],
+    patterns: tuple[str, ...],
+    chart_value: str,
 ) -> list[str]:
     """Keys a node adds (or whose default it changes), each matching an allowed pattern."""
     return [
-        f"{field}: {key} is not allowed here; allowed: {_list(patterns)} (chart value nodes.allowed{value})"
+        f"{field}: {key} is not allowed here; allowed: {_list(patterns)} (chart value {chart_value})"
         for key, v in own.items()
         if default.get(key) != v
         and not RESERVED.match(key)  # said by reserved()

@@ -308,3 +308,28 @@ def test_allow_lists_from_the_environment() -> None:
         with pytest.raises(ConfigError) as error:
             load({variable: bad})
         assert [p.variable for p in error.value.problems] == [variable]
+
+
+def test_the_readme_says_what_a_node_may_set() -> None:
+    """The README's "What a node may set" names every allow-list podpolicy reads (each a chart value),
+    every spec.template field the CRD has, and every reserved domain."""
+    import inspect
+    import re
+
+    import yaml
+
+    from ..support.kube import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### What a node may set") :].split("\n## ", 1)[0]
+    values = yaml.safe_load((ROOT / "charts" / "resonance" / "values.yaml").read_text())
+    named = set(re.findall(r"nodes\.(allowed\w+)", inspect.getsource(podpolicy)))
+    assert len(named) == 5
+    for name in named:
+        assert name in values["nodes"] and f"`nodes.{name}`" in section, name
+    crd = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    for part in ("metadata", "spec"):
+        for field in crd["template"]["properties"][part]["properties"]:
+            assert f"| `{part}.{field}` |" in section, field
+    for domain in podpolicy.RESERVED_DOMAINS:
+        assert f"`{domain}/`" in section, domain
