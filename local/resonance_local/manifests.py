@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 from resonance_bridge.config import ConfigError
 from resonance_bridge.config import load as load_bridge_config
-from resonance_operator import GROUP, KIND
+from resonance_operator import GROUP, KIND, podpolicy
 from resonance_operator.builders import SPEC_ENV, bridge_env
 from resonance_operator.model import NodeSpec
 from resonance_operator.settings import Settings
@@ -92,6 +92,9 @@ def _check(doc: Any, source: Path, settings: Settings) -> LocalNode | list[str]:
             field = ".".join(str(part) for part in error["loc"])
             problems.append(f"{where}: spec.{field}: {error['msg']}: fix it as the CRD describes")
         return problems
+    # The CRD's rules on spec.template (the API server's answer); its allow-lists are a cluster's
+    # policy for pods, and a laptop runs none.
+    problems += [f"{where}: {problem}" for problem in podpolicy.reserved(model)]
     try:
         load_bridge_config(bridge_env(name, "local", model, settings))
     except ConfigError as exc:

@@ -88,6 +88,16 @@ class PodMetadata(_Model):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+class Toleration(_Model):
+    """The Kubernetes Toleration, with its defaults spelled out: for comparing two (podpolicy)."""
+
+    key: str = ""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    toleration_seconds: int | None = None
+
+
 class PodSpec(_Model):
     """The scheduling fields of a bridge pod that a user may set (spec.template.spec)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
+from . import podpolicy
 from .model import Node
 from .settings import Settings
 
@@ -88,4 +89,4 @@ def problems(node: Node, settings: Settings) -> list[str]:
             settings.allowed_bootstrap_servers,
         ),
     ]
-    return [problem for problem in found if problem is not None]
+    return [problem for problem in found if problem is not None] + podpolicy.problems(spec, settings)

@@ -8,15 +8,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from resonance_bridge import security
 from resonance_bridge.config import ConfigError, EnvReader, KafkaSecurity, declared, kafka_security, var
 
-from .model import KafkaSecurityRefs, PodTemplate
+from .model import KafkaSecurityRefs, PodTemplate, Toleration
 
 NO_TEMPLATE = PodTemplate()  # immutable (frozen models): safe as shared defaults
 NO_SECURITY = KafkaSecurityRefs()
-M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 # KafkaSecurity (the bridge's KAFKA_SECURITY_PROTOCOL, KAFKA_SSL_*, KAFKA_SASL_*): the operator's own
@@ -45,29 +45,41 @@ class Settings(KafkaSecurity):
     # a node's credentials go only where an administrator allows (policy.py).
     allowed_endpoints: tuple[str, ...] = var("RESONANCE_ALLOWED_ENDPOINTS", ())
     allowed_bootstrap_servers: tuple[str, ...] = var("RESONANCE_ALLOWED_BOOTSTRAP_SERVERS", ())
+    # What a node's spec.template may add to its bridge pod (podpolicy.py): an allow-list each, empty
+    # allowing nothing of its kind. The bridge_pod_template defaults are the administrator's: not checked.
+    allowed_labels: tuple[str, ...] = var("RESONANCE_ALLOWED_LABELS", ())  # key patterns, * a glob
+    allowed_annotations: tuple[str, ...] = var("RESONANCE_ALLOWED_ANNOTATIONS", ())  # key patterns
+    # (node label key, value pattern) pairs, from JSON {"pool": ["edge", "gpu-*"]}.
+    allowed_node_selectors: tuple[tuple[str, str], ...] = var("RESONANCE_ALLOWED_NODE_SELECTORS", ())
+    allowed_tolerations: tuple[Toleration, ...] = var("RESONANCE_ALLOWED_TOLERATIONS", ())  # JSON list
+    allowed_priority_classes: tuple[str, ...] = var("RESONANCE_ALLOWED_PRIORITY_CLASSES", ())
 
 
-def _json(model: type[M]) -> Callable[[str], M]:
-    def parse(raw: str) -> M:
+def _json(adapter: TypeAdapter[T]) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
         try:
-            return model.model_validate_json(raw)
+            return adapter.validate_json(raw)
         except ValidationError as exc:
             raise ValueError(str(exc)) from exc
 
     return parse
 
 
-def _list(r: EnvReader, name: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in r.text(name, "").split(",") if item.strip())
+def _selectors(raw: str) -> tuple[tuple[str, str], ...]:
+    allowed = _json(TypeAdapter(dict[str, list[str]]))(raw)
+    return tuple((key, value) for key, values in allowed.items() for value in values)
 
 
 def load(env: Mapping[str, str]) -> Settings:
     r, d = EnvReader(env), declared(Settings)
-    namespaces = _list(r, d["watch_namespaces"][0])
+
+    def names(field: str) -> tuple[str, ...]:  # a comma-separated list
+        return tuple(n.strip() for n in r.text(d[field][0], "").split(",") if n.strip())
+
     settings = Settings(
         bridge_image=r.text(*d["bridge_image"]),
         kafka_bootstrap_servers=r.text(*d["kafka_bootstrap_servers"]),
-        watch_namespaces=namespaces,
+        watch_namespaces=names("watch_namespaces"),
         heartbeat_topic=r.topic(*d["heartbeat_topic"]),
         deadletter_topic=r.topic(*d["deadletter_topic"]),
         kafka_enable_idempotence=r.boolean(*d["kafka_enable_idempotence"]),
@@ -81,19 +93,33 @@ def load(env: Mapping[str, str]) -> Settings:
         bridge_memory_limit=r.text(*d["bridge_memory_limit"]),
         bridge_pod_template=r.parsed(
             *d["bridge_pod_template"],
-            _json(PodTemplate),
+            _json(TypeAdapter(PodTemplate)),
             "use JSON in the shape of a ResonanceNode's spec.template, "
             'e.g. {"spec": {"nodeSelector": {"pool": "x"}}}',
         ),
         bridge_kafka_security=r.parsed(
             *d["bridge_kafka_security"],
-            _json(KafkaSecurityRefs),
+            _json(TypeAdapter(KafkaSecurityRefs)),
             "use JSON in the shape of a ResonanceNode's spec.kafka (tls, sasl), "
             'e.g. {"tls": {}, "sasl": {"mechanism": "SCRAM-SHA-512", "username": "resonance", '
             '"passwordSecretRef": {"name": "kafka-user", "key": "password"}}}',
         ),
-        allowed_endpoints=_list(r, d["allowed_endpoints"][0]),
-        allowed_bootstrap_servers=_list(r, d["allowed_bootstrap_servers"][0]),
+        allowed_endpoints=names("allowed_endpoints"),
+        allowed_bootstrap_servers=names("allowed_bootstrap_servers"),
+        allowed_labels=names("allowed_labels"),
+        allowed_annotations=names("allowed_annotations"),
+        allowed_node_selectors=r.parsed(
+            *d["allowed_node_selectors"],
+            _selectors,
+            'use JSON: node label keys to their allowed values (* a glob), e.g. {"pool": ["edge", "gpu-*"]}',
+        ),
+        allowed_tolerations=r.parsed(
+            *d["allowed_tolerations"],
+            _json(TypeAdapter(tuple[Toleration, ...])),
+            "use a JSON list of Kubernetes tolerations, e.g. "
+            '[{"key": "dedicated", "operator": "Equal", "value": "bridges", "effect": "NoSchedule"}]',
+        ),
+        allowed_priority_classes=names("allowed_priority_classes"),
         **kafka_security(r),
     )
     r.problems += security.kafka_problems(settings)

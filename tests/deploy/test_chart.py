@@ -241,6 +241,70 @@ def test_bridge_pod_defaults_reach_the_operator_and_pull_secrets_fall_back() -> 
     )
 
 
+NODES_VALUES = {
+    "nodes": {
+        "allowedLabels": ["example.com/*"],
+        "allowedAnnotations": ["example.com/owner"],
+        "allowedNodeSelectors": {"example.com/pool": ["edge", "gpu-*"]},
+        "allowedTolerations": [{"key": "dedicated", "operator": "Exists"}],
+        "allowedPriorityClasses": ["bridges-low"],
+    },
+    "bridge": {"tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}]},
+}
+
+
+def test_what_nodes_may_set_reaches_the_operator_and_bad_values_are_refused(tmp_path: Path) -> None:
+    """The chart's nodes.allowed* become the operator's allow-lists (podpolicy): empty by default, so
+    a node adds nothing to its pod the administrator has not allowed; the schema refuses bad ones."""
+    from resonance_operator import podpolicy
+    from resonance_operator.model import NodeSpec
+    from resonance_operator.settings import load
+
+    def settings(*values: str) -> Any:
+        [operator] = [d for d in render(*values) if d["kind"] == "Deployment"]
+        env = operator["spec"]["template"]["spec"]["containers"][0]["env"]
+        return load({e["name"]: e["value"] for e in env if "value" in e})
+
+    template = {
+        "metadata": {"labels": {"example.com/team": "relay"}, "annotations": {"example.com/owner": "ops"}},
+        "spec": {
+            "nodeSelector": {"example.com/pool": "gpu-a100"},
+            "tolerations": [
+                {"key": "dedicated", "value": "bridges", "effect": "NoSchedule"},
+                {"key": "spot", "operator": "Exists", "effect": "NoSchedule"},  # the chart's own
+            ],
+            "priorityClassName": "bridges-low",
+        },
+    }
+    node = NodeSpec.model_validate(
+        {"endpoint": "ws://n:1", "topic": "t", "anchor": "A", "template": template}
+    )
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(NODES_VALUES))
+    assert podpolicy.problems(node, settings("-f", str(values))) == []
+    refused = podpolicy.problems(node, settings())
+    assert [p.split(":")[0] for p in refused] == [
+        "spec.template.metadata.labels",
+        "spec.template.metadata.annotations",
+        "spec.template.spec.nodeSelector",
+        "spec.template.spec.tolerations[0]",
+        "spec.template.spec.tolerations[1]",  # bridge.tolerations is not set here
+        "spec.template.spec.priorityClassName",
+    ]
+    for bad, needle in (
+        (
+            ["--set-json", 'nodes.allowedTolerations=[{"operator":"Maybe"}]'],
+            "nodes.allowedTolerations.0.operator",
+        ),
+        (["--set", "nodes.allowedPriorityClasses={system-node-critical}"], "nodes.allowedPriorityClasses.0"),
+        (["--set", "nodes.allowedNodeSelectors.pool=edge"], "nodes.allowedNodeSelectors.pool"),
+        (["--set", "nodes.allowedLabels={app=x}"], "nodes.allowedLabels.0"),
+        (["--set", "nodes.allowedTolerationz={}"], "Additional property allowedTolerationz"),
+    ):
+        result = helm("template", "resonance", str(CHART), *bad, check=False)
+        assert result.returncode != 0 and needle in result.stderr, (bad, result.stderr)
+
+
 def test_dev_kafka_heap_fits_its_memory_limit() -> None:
     [kafka] = [
         d for d in render(*ALL_ON) if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("kafka")

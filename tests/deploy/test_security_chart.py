@@ -53,19 +53,26 @@ def _values(tmp_values: dict[str, Any], tmp_path: Any) -> list[str]:
     return ["-f", str(path)]
 
 
+def _bridge_template(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    body = yaml.safe_load((ROOT / "examples" / f"{name}-node.yaml").read_text())
+    body["metadata"].update(namespace="resonance", uid="u", generation=1)
+    body["spec"].update(copy.deepcopy(spec))
+    template: dict[str, Any] = builders.deployment(Node.from_body(body), Settings())["spec"]["template"]
+    return template
+
+
+def _bridge_templates() -> list[dict[str, Any]]:
+    nodes: list[tuple[str, dict[str, Any]]] = [("lexamoris", {}), ("nexus", {}), ("lexamoris", NODE_SECURITY)]
+    return [_bridge_template(name, spec) for name, spec in nodes]
+
+
 def _bridge_pods() -> list[dict[str, Any]]:
-    pods = []
-    for name, spec in (("lexamoris", {}), ("nexus", {}), ("lexamoris", NODE_SECURITY)):
-        body = yaml.safe_load((ROOT / "examples" / f"{name}-node.yaml").read_text())
-        body["metadata"].update(namespace="resonance", uid="u", generation=1)
-        body["spec"].update(copy.deepcopy(spec))
-        pods.append(builders.deployment(Node.from_body(body), Settings())["spec"]["template"]["spec"])
-    return pods
+    return [t["spec"] for t in _bridge_templates()]
 
 
 def test_every_pod_the_chart_or_the_operator_makes_is_restricted(tmp_path: Any) -> None:
     chart_pods = [
-        (d["metadata"]["name"], d["spec"]["template"]["spec"])
+        (d["metadata"]["name"], d["spec"]["template"])
         for values in ([], [*ALL_ON, *_values(SECURED_VALUES, tmp_path)])
         for d in render(*values)
         if d["kind"] == "Deployment"
@@ -73,13 +80,14 @@ def test_every_pod_the_chart_or_the_operator_makes_is_restricted(tmp_path: Any) 
     assert len(chart_pods) >= 4  # the operator (twice), the dev Kafka, the demo nodes
     for doc in render(*_values(SECURED_VALUES, tmp_path)):
         kubernetes_validate.validate(doc, "1.37", strict=True)
-    for name, spec in chart_pods:
+    for name, pod in chart_pods:
         # The dev Kafka's image writes its configuration at start-up: the one writable root (a
         # demo broker, not installed by default); the restricted profile itself does not ask for it.
-        assert pss.violations(spec, read_only_root=not name.endswith("-kafka")) == [], name
-    for spec in _bridge_pods():
-        assert pss.violations(spec) == []
-        assert spec["automountServiceAccountToken"] is False
+        annotations = pod["metadata"].get("annotations")
+        assert pss.violations(pod["spec"], not name.endswith("-kafka"), annotations) == [], name
+    for pod in _bridge_templates():
+        assert pss.violations(pod["spec"], annotations=pod["metadata"]["annotations"]) == []
+        assert pod["spec"]["automountServiceAccountToken"] is False
 
 
 @pytest.mark.parametrize(
@@ -104,12 +112,45 @@ def test_every_pod_the_chart_or_the_operator_makes_is_restricted(tmp_path: Any) 
             lambda s: s["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False),
             "readOnlyRoot",
         ),
+        (lambda s: s["securityContext"].update(seccompProfile={"type": "Unconfined"}), "Unconfined"),
+        (
+            lambda s: s["containers"][0]["securityContext"].update(seccompProfile={"type": "Unconfined"}),
+            "bridge: seccompProfile must not be Unconfined",
+        ),
+        (
+            lambda s: s["securityContext"].update(appArmorProfile={"type": "Unconfined"}),
+            "pod: appArmorProfile",
+        ),
+        (
+            lambda s: s["containers"][0]["securityContext"].update(appArmorProfile={"type": "Unconfined"}),
+            "bridge: appArmorProfile",
+        ),
     ],
 )
 def test_the_checker_catches_each_violation(change: Any, needle: str) -> None:
     spec = copy.deepcopy(_bridge_pods()[0])
     change(spec)
     assert any(needle in v for v in pss.violations(spec)), pss.violations(spec)
+
+
+@pytest.mark.parametrize(
+    ("key", "needle"),
+    [
+        ("container.apparmor.security.beta.kubernetes.io/bridge", "AppArmor must be"),
+        ("seccomp.security.alpha.kubernetes.io/pod", "seccomp must be"),
+        ("container.seccomp.security.alpha.kubernetes.io/bridge", "seccomp must be"),
+    ],
+)
+def test_the_checker_reads_the_security_annotations(key: str, needle: str) -> None:
+    """The standard checks these annotations too: a pod whose spec is restricted is not, with them
+    saying unconfined. A node's spec.template.metadata.annotations reaches its bridge pod as is."""
+    for value in ("runtime/default", "localhost/bridge-profile"):
+        pod = _bridge_template("lexamoris", {"template": {"metadata": {"annotations": {key: value}}}})
+        assert pss.violations(pod["spec"], annotations=pod["metadata"]["annotations"]) == [], value
+    pod = _bridge_template("lexamoris", {"template": {"metadata": {"annotations": {key: "unconfined"}}}})
+    assert pss.violations(pod["spec"]) == []  # the spec alone is restricted
+    found = pss.violations(pod["spec"], annotations=pod["metadata"]["annotations"])
+    assert any(needle in v and key in v for v in found), found
 
 
 def test_the_operator_consumes_with_the_bridges_kafka_security(tmp_path: Any) -> None:

@@ -276,6 +276,30 @@ def test_manifest_problems_are_all_reported_as_the_api_server_would(tmp_path: Pa
     assert "another node has this name" in text and "port 8766 is node lexamoris's too" in text
 
 
+def test_a_template_the_api_server_refuses_is_refused_here_too(tmp_path: Path) -> None:
+    """The CRD's rules on spec.template hold on a laptop; the operator's allow-lists (a cluster's
+    policy for its pods) do not: `resonance up` runs no pod."""
+    for name, template in (
+        ("reserved", {"metadata": {"annotations": {"sidecar.istio.io/inject": "false"}}}),
+        ("plain", {"metadata": {"labels": {"app": "payments"}}}),
+        ("own", {"metadata": {"labels": {"example.com/team": "relay"}}, "spec": {"priorityClassName": "x"}}),
+    ):
+        node = yaml.safe_load((ROOT / "examples" / "lexamoris-node.yaml").read_text())
+        node["metadata"]["name"] = name
+        node["spec"]["template"] = template
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(node))
+    nodes, errors = load_nodes([tmp_path], Settings())
+    assert [n.name for n in nodes] == ["own"]
+    assert errors == [
+        f"{tmp_path / 'plain.yaml'} (plain): spec.template.metadata.labels: app has no prefix: use your own "
+        "(e.g. example.com/app); plain keys such as app or tier are what other Services, NetworkPolicies "
+        "and PodMonitors select",
+        f"{tmp_path / 'reserved.yaml'} (reserved): spec.template.metadata.annotations: "
+        "sidecar.istio.io/inject is reserved (Kubernetes, this operator, service meshes, CNIs and "
+        "identity agents act on it): the chart's bridge.* values may set it, a node may not",
+    ]
+
+
 def test_the_view_fits_80_columns_and_shows_the_payload_first() -> None:
     from resonance_local.view import line_of, render
     from rich.console import Console

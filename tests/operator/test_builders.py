@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -9,8 +10,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from resonance_operator import builders, health, status
-from resonance_operator.model import Node
+from resonance_operator import builders, health, podpolicy, status
+from resonance_operator.model import Node, Toleration
 from resonance_operator.settings import Settings, load
 
 from ..support.kube import ROOT
@@ -99,14 +100,27 @@ def test_pod_template_defaults_and_node_overrides() -> None:
     own = example(
         "lexamoris",
         template={
-            "metadata": {"labels": {"team": "b"}},
+            "metadata": {"labels": {"example.com/team": "b"}, "annotations": {"example.com/owner": "b"}},
             "spec": {"nodeSelector": {"pool": "edge"}, "tolerations": [toleration]},
         },
     )
-    built = builders.deployment(own, defaults)
+    # What the operator allows (podpolicy) is copied as is.
+    allowed = dataclasses.replace(
+        defaults,
+        allowed_labels=("example.com/*",),
+        allowed_annotations=("example.com/owner",),
+        allowed_node_selectors=(("pool", "edge"),),
+        allowed_tolerations=(Toleration(key="dedicated", operator="Exists"),),
+    )
+    assert podpolicy.problems(own.spec, allowed) == []
+    built = builders.deployment(own, allowed)
     pod = built["spec"]["template"]
     assert pod["metadata"]["labels"] | builders.labels("lexamoris") == pod["metadata"]["labels"]
-    assert (pod["metadata"]["labels"]["team"], pod["metadata"]["labels"]["tier"]) == ("b", "relay")
+    assert (pod["metadata"]["labels"]["example.com/team"], pod["metadata"]["labels"]["tier"]) == (
+        "b",
+        "relay",
+    )
+    assert pod["metadata"]["annotations"]["example.com/owner"] == "b"
     assert pod["spec"]["nodeSelector"] == {"pool": "edge"} and pod["spec"]["tolerations"] == [toleration]
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]  # the default, not overridden
     assert (

@@ -143,6 +143,7 @@ def guarded(cluster: Cluster, broker: EmbeddedBroker, tmp_path: Path) -> Iterato
         RESONANCE_WATCH_NAMESPACES=namespace,
         RESONANCE_ALLOWED_ENDPOINTS="*.nodes.example.com, lexamoris-server:8766",
         RESONANCE_ALLOWED_BOOTSTRAP_SERVERS="kafka-*.kafka.svc:9093",
+        RESONANCE_ALLOWED_PRIORITY_CLASSES="bridges-low",
     )
     process.start()
     try:
@@ -171,13 +172,17 @@ async def test_nodes_outside_the_allow_lists_are_refused(cluster: Cluster, guard
     )
     cluster.apply(node(namespace, "otherport", endpoint="ws://lexamoris-server:9999"))
     cluster.apply(node(namespace, "kafka", kafka={"bootstrapServers": "kafka-0.kafka.svc:9093,evil:9092"}))
-    for name in ("inside", "port"):
+    low, high = ({"spec": {"priorityClassName": name}} for name in ("bridges-low", "payments-high"))
+    cluster.apply(node(namespace, "low", endpoint="ws://lexamoris-server:8766", template=low))
+    cluster.apply(node(namespace, "high", endpoint="ws://lexamoris-server:8766", template=high))
+    for name in ("inside", "port", "low"):
         await until(partial(endpoint_of, cluster, namespace, name), 30, f"{name}'s Deployment")
     for name, field in [
         ("outside", "spec.endpoint: host attacker.example.net:443"),
         ("userinfo", "spec.endpoint: host attacker.example.net:443"),
         ("otherport", "spec.endpoint: host lexamoris-server:9999"),
         ("kafka", "spec.kafka.bootstrapServers: evil:9092 not in"),
+        ("high", "spec.template.spec.priorityClassName: payments-high is not allowed"),
     ]:
         await until(partial(refused, cluster, namespace, name), 30, f"{name} refused")
         message = ready(cluster, namespace, name)["message"]

@@ -1,11 +1,13 @@
 """The Kubernetes Pod Security Standards, "restricted" profile (which includes "baseline"), as published
 at kubernetes.io/docs/concepts/security/pod-security-standards (policy version v1.30+), written from the
 standard's tables rather than from our manifests: every control, one check each. `violations()` lists
-what a pod spec breaks; an empty list is a pod the restricted namespace label would admit.
+what a pod spec (and its annotations) breaks; an empty list is a pod the restricted namespace label would
+admit. The annotations matter: AppArmor's, and seccomp's legacy ones, which the standard still checks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 BASELINE_CAPABILITIES = {
@@ -19,6 +21,9 @@ SAFE_SYSCTLS = {
     "net.ipv4.tcp_keepalive_probes",
 }  # fmt: skip
 SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"  # + a container's name
+SECCOMP_POD_ANNOTATION = "seccomp.security.alpha.kubernetes.io/pod"
+SECCOMP_CONTAINER_ANNOTATION = "container.seccomp.security.alpha.kubernetes.io/"  # + a container's name
 RESTRICTED_VOLUMES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
     "secret",
@@ -33,8 +38,26 @@ def _seccomp_ok(profile: dict[str, Any] | None, allowed: set[str]) -> bool:
     return profile is None or profile.get("type") in allowed
 
 
-def baseline(spec: dict[str, Any]) -> list[str]:
-    found = [
+def _annotations(annotations: Mapping[str, str]) -> list[str]:
+    """AppArmor: runtime/default or localhost/<profile> (unconfined disables it). Seccomp's legacy
+    annotations: runtime/default, docker/default or localhost/<profile> (not unconfined)."""
+    found = []
+    for key, value in annotations.items():
+        if key.startswith(APPARMOR_ANNOTATION) and not (
+            value in ("", "runtime/default") or value.startswith("localhost/")
+        ):
+            found.append(f"annotation {key}: AppArmor must be runtime/default or localhost/*, not {value!r}")
+        seccomp = key == SECCOMP_POD_ANNOTATION or key.startswith(SECCOMP_CONTAINER_ANNOTATION)
+        if seccomp and not (
+            value in ("", "runtime/default", "docker/default") or value.startswith("localhost/")
+        ):
+            found.append(f"annotation {key}: seccomp must be runtime/default or localhost/*, not {value!r}")
+    return found
+
+
+def baseline(spec: dict[str, Any], annotations: Mapping[str, str] | None = None) -> list[str]:
+    found = _annotations(annotations or {})
+    found += [
         f"{key} must be unset or false" for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)
     ]
     pod_sc = spec.get("securityContext") or {}
@@ -75,8 +98,8 @@ def baseline(spec: dict[str, Any]) -> list[str]:
     return found
 
 
-def restricted(spec: dict[str, Any]) -> list[str]:
-    found = baseline(spec)
+def restricted(spec: dict[str, Any], annotations: Mapping[str, str] | None = None) -> list[str]:
+    found = baseline(spec, annotations)
     found += [
         f"volume {v['name']}: type not allowed"
         for v in spec.get("volumes") or ()
@@ -109,9 +132,12 @@ def restricted(spec: dict[str, Any]) -> list[str]:
     return found
 
 
-def violations(spec: dict[str, Any], read_only_root: bool = True) -> list[str]:
-    """The restricted profile, plus the read-only root filesystem that we ask of our own containers."""
-    found = restricted(spec)
+def violations(
+    spec: dict[str, Any], read_only_root: bool = True, annotations: Mapping[str, str] | None = None
+) -> list[str]:
+    """The restricted profile, plus the read-only root filesystem that we ask of our own containers.
+    `annotations`: the pod's (a template's metadata.annotations)."""
+    found = restricted(spec, annotations)
     if read_only_root:
         found += [
             f"{c['name']}: readOnlyRootFilesystem must be true"
