@@ -15,6 +15,7 @@ from resonance_operator.model import CRD, NodeSpec, PodTemplate, Toleration
 from resonance_operator.settings import Settings, load
 
 NOTHING = Settings()  # the defaults: every allow-list empty
+UNREACHABLE = {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}
 DEDICATED = {"key": "dedicated", "operator": "Equal", "value": "bridges", "effect": "NoSchedule"}
 
 
@@ -202,32 +203,13 @@ def test_node_affinity_is_a_node_selector_and_pod_affinity_is_free() -> None:
         ({"key": "dedicated", "operator": "Exists"}, {"operator": "Exists"}, False),
         ({"operator": "Exists"}, {"operator": "Exists"}, True),
         (
-            {
-                "key": "node.kubernetes.io/unreachable",
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": 300,
-            },
-            {
-                "key": "node.kubernetes.io/unreachable",
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": 60,
-            },
+            {**UNREACHABLE, "tolerationSeconds": 300},
+            {**UNREACHABLE, "tolerationSeconds": 60},
             True,
         ),
         (
-            {
-                "key": "node.kubernetes.io/unreachable",
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": 300,
-            },
-            {
-                "key": "node.kubernetes.io/unreachable",
-                "operator": "Exists",
-                "effect": "NoExecute",
-            },  # for ever
+            {**UNREACHABLE, "tolerationSeconds": 300},
+            UNREACHABLE,  # for ever
             False,
         ),
     ],
