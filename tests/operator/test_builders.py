@@ -141,8 +141,10 @@ def test_pod_grace_covers_the_bridges_whole_shutdown() -> None:
 def test_bridge_env_is_the_bridge_contract() -> None:
     from resonance_bridge.config import load as load_bridge
 
-    env = builders.bridge_env("lexamoris", "resonance", example("lexamoris").spec, SETTINGS)
+    node = example("lexamoris")
+    env = builders.bridge_env(node.name, node.namespace, node.spec, SETTINGS, node.uid)
     config = load_bridge(env)  # the bridge accepts exactly what the operator sets
+    assert (config.namespace, config.node_uid) == ("", node.uid)  # the namespace: the downward API's
     assert (config.node, config.endpoint, config.topic, config.anchor) == (
         "lexamoris",
         "ws://lexamoris-server:8766",
