@@ -18,10 +18,19 @@ RECONCILES = Counter(
 )
 HEARTBEATS = Counter(
     "resonance_operator_heartbeats",
-    "Heartbeat records read, by result (used, ignored: not a bridge's or of an unknown node)",
+    "Heartbeat records read, by result (used; ignored: not a bridge's or of an unknown node; rejected)",
     ["result"],
     registry=REGISTRY,
 )
+REJECTED = Counter(
+    "resonance_operator_heartbeats_rejected",
+    "Heartbeat records of a known node not counted, by reason (wrong_bootstrap: read from a Kafka its "
+    "bridge does not write to; uid_mismatch: naming another node object, or none)",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in ("wrong_bootstrap", "uid_mismatch"):  # exported at 0: an alert can watch them from the start
+    REJECTED.labels(_reason)
 PATCHES = Counter(
     "resonance_operator_status_patches",
     "Status patches written, by trigger (transition, deployment, heartbeat, error: not written)",

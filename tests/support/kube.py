@@ -148,6 +148,13 @@ NODE: dict[str, Any] = {
 }
 
 
+def uid_of(cluster: Cluster, namespace: str, name: str = "lexamoris") -> str:
+    """A node's metadata.uid, as its bridge is told it (RESONANCE_NODE_UID)."""
+    body = cluster.get("rn", name, namespace)
+    assert body is not None, f"no node {namespace}/{name}"
+    return str(body["metadata"]["uid"])
+
+
 def node(namespace: str, name: str = "lexamoris", **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = copy.deepcopy(NODE)
     body["metadata"] = {"name": name, "namespace": namespace}
@@ -157,13 +164,15 @@ def node(namespace: str, name: str = "lexamoris", **spec: Any) -> dict[str, Any]
     return body
 
 
-def heartbeat(namespace: str, node: str, websocket: bool = True, **fields: Any) -> bytes:
-    """A bridge's heartbeat record (README, "Heartbeat records"), as a test plays the bridge."""
+def heartbeat(namespace: str, node: str, uid: str, websocket: bool = True, **fields: Any) -> bytes:
+    """A bridge's heartbeat record (README, "Heartbeat records"), as a test plays the bridge: `uid`
+    is the node's metadata.uid (uid_of), which the operator matches."""
     record: dict[str, Any] = {
         "type": "heartbeat",
         "anchor": "BOLZANO_71",
         "node": node,
         "namespace": namespace,
+        "uid": uid,
     }
     record |= {"websocket_connected": websocket, "kafka_connected": True, "in_flight": 0, "lag": 0}
     record |= {"relayed_out": 0, "relayed_in": 0, "dead_letters": 0, "measured_frequency_hz": 0.043}
