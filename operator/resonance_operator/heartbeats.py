@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from resonance_bridge import security
 
+from . import metrics
 from .settings import Settings
 
 log = logging.getLogger("resonance.operator.heartbeats")
@@ -45,6 +46,13 @@ class Consumers:
         wanted = {self.default, *bootstraps}
         for bootstrap in sorted(wanted - set(self.running)):
             self.running[bootstrap] = asyncio.create_task(self._consume(bootstrap))
+        for bootstrap in sorted(set(self.running) - wanted):
+            task = self.running.pop(bootstrap)
+            task.cancel()  # its consumer is stopped as the task ends (_consume's finally)
+            self.stopping.add(task)
+            task.add_done_callback(self.stopping.discard)
+            log.info("heartbeats from %s: no node names it any more: its consumer stops", bootstrap)
+        metrics.CONSUMERS.set(len(self.running))
 
     async def stop(self) -> None:
         tasks = [*self.running.values(), *self.stopping]

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
 REGISTRY = CollectorRegistry()
@@ -31,6 +31,11 @@ REJECTED = Counter(
 )
 for _reason in ("wrong_bootstrap", "uid_mismatch"):  # exported at 0: an alert can watch them from the start
     REJECTED.labels(_reason)
+CONSUMERS = Gauge(
+    "resonance_operator_heartbeat_consumers",
+    "Heartbeat topics read: the default Kafka's and each other Kafka some node names",
+    registry=REGISTRY,
+)
 PATCHES = Counter(
     "resonance_operator_status_patches",
     "Status patches written, by trigger (transition, deployment, heartbeat, error: not written)",
