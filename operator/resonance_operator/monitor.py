@@ -97,6 +97,7 @@ class Monitor:
         node = Node.from_body(body)
         key = (node.namespace, node.name)
         tracked = self.nodes.get(key)
+        before = None if tracked is None else self._wants(tracked.node)
         if tracked is None:
             tracked = self.nodes[key] = Tracked(body, node, written=dict(body.get("status") or {}))
         held = self.held.pop((*key, node.uid, self._source(node)), None)
@@ -111,14 +112,18 @@ class Monitor:
             generation = deployment["metadata"].get("generation", 1)
             deployment = {"metadata": {"generation": generation}, "status": deployment.get("status") or {}}
         tracked.body, tracked.node, tracked.deployment, tracked.error = body, node, deployment, error
-        self.consumers.want(self._read())
+        now = self._wants(node)
+        # Only a Kafka not read yet, or one the node left, needs a look at every node (1,000 of them).
+        if (now is not None and now not in self.consumers.running) or before not in (None, now):
+            self.consumers.want(self._read())
         await self._write(tracked)
         return status.states(tracked.written).get("Ready", ("",))[0] == "True"
 
     def forget(self, namespace: str, name: str) -> None:
-        self.nodes.pop((namespace, name), None)
+        tracked = self.nodes.pop((namespace, name), None)
         self.beats.pop((namespace, name), None)
-        self.consumers.want(self._read())
+        if tracked is not None and self._wants(tracked.node) not in (None, self.consumers.default):
+            self.consumers.want(self._read())
 
     async def heartbeat(self, bootstrap: str, identity: health.Identity, beat: health.Beat) -> None:
         """A beat read from `bootstrap`, naming the node `identity`."""
@@ -156,16 +161,16 @@ class Monitor:
             return "uid_mismatch"
         return None
 
+    def _wants(self, node: Node) -> str | None:
+        """The Kafka whose heartbeats the node needs read, if the operator can read them: another
+        Kafka's TLS or SASL would need the node's Secrets, which the operator never reads."""
+        source = self._source(node)
+        own = mounts.kafka_security(node.spec, NO_SECURITY, "")
+        return source if own.protocol == "PLAINTEXT" or source == self.consumers.default else None
+
     def _read(self) -> set[str]:
-        """The Kafkas whose heartbeats the tracked nodes need. Another Kafka's TLS or SASL would need
-        the node's Secrets, which the operator never reads: those nodes' beats are not read."""
-        sources = set()
-        for tracked in list(self.nodes.values()):
-            source = self._source(tracked.node)
-            own = mounts.kafka_security(tracked.node.spec, NO_SECURITY, "")
-            if own.protocol == "PLAINTEXT" or source == self.consumers.default:
-                sources.add(source)
-        return sources
+        """The Kafkas whose heartbeats the tracked nodes need read."""
+        return {s for tracked in list(self.nodes.values()) if (s := self._wants(tracked.node))}
 
     def statuses(self) -> list[dict[str, Any]]:
         return [tracked.written for tracked in list(self.nodes.values())]
