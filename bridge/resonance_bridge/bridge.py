@@ -231,6 +231,7 @@ class Bridge:
         return {
             "node": self.config.node,
             "namespace": self.config.namespace or None,
+            "uid": self.config.node_uid or None,
             "websocket_connected": connected,
             "websocket_error": None if connected or failure is None else f"{failure.kind}: {failure.message}",
             "kafka_connected": self.kafka_ok,

@@ -81,6 +81,8 @@ class Config(KafkaSecurity):
     bootstrap_servers: str = var("KAFKA_BOOTSTRAP_SERVERS")
     node: str = var("RESONANCE_NODE", "resonance")
     namespace: str = var("RESONANCE_NAMESPACE", "")  # the node's, set by the operator (downward API)
+    # The node's metadata.uid: the operator counts a heartbeat only for the node object it names.
+    node_uid: str = var("RESONANCE_NODE_UID", "")
     inbound_topic: str = var("RESONANCE_INBOUND_TOPIC", "resonance.inbound")
     heartbeat_topic: str = var("RESONANCE_HEARTBEAT_TOPIC", "resonance.heartbeats")
     deadletter_topic: str = var("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter")
@@ -147,11 +149,13 @@ def load(env: Mapping[str, str]) -> Config:
     seconds = "use seconds > 0, e.g. {:g}".format
     node = r.text(*d["node"])
     namespace = r.text(*d["namespace"])
+    node_uid = r.text(*d["node_uid"])
     endpoint = r.required(d["endpoint"][0], "set the node's WebSocket URL, e.g. ws://lexamoris-server:8766")
     _check_endpoint(r, endpoint)
     config = Config(
         node=node,
         namespace=namespace,
+        node_uid=node_uid,
         endpoint=endpoint,
         topic=r.topic(d["topic"][0], required=True),
         anchor=r.required(d["anchor"][0], "set the node's anchor, e.g. BOLZANO_71"),

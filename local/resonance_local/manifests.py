@@ -7,6 +7,7 @@ Errors name the file, the field and the fix, and never stop the other nodes from
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,21 @@ LOCAL_OVERRIDES = {
 }
 
 
+def local_uid(name: str) -> str:
+    """A local node's metadata.uid: no API server assigns one, so one derived from its name, the same
+    at every run (a bridge's heartbeats name it as they would in a cluster)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{GROUP}/local/{name}"))
+
+
 @dataclass(frozen=True)
 class LocalNode:
     name: str
     spec: NodeSpec
     source: Path
+
+    @property
+    def uid(self) -> str:
+        return local_uid(self.name)
 
     @property
     def port(self) -> int:
@@ -96,7 +107,7 @@ def _check(doc: Any, source: Path, settings: Settings) -> LocalNode | list[str]:
     # policy for pods, and a laptop runs none.
     problems += [f"{where}: {problem}" for problem in podpolicy.reserved(model)]
     try:
-        load_bridge_config(bridge_env(name, "local", model, settings))
+        load_bridge_config(bridge_env(name, "local", model, settings, local_uid(name)))
     except ConfigError as exc:
         for problem in exc.problems:  # the bridge's checks, worded in the manifest's terms
             problems.append(
@@ -160,7 +171,7 @@ def local_env(
     node: LocalNode, settings: Settings, http_port: int, endpoint: str | None, embedded_broker: bool
 ) -> dict[str, str]:
     """The operator's environment for this node, with the LOCAL_OVERRIDES and nothing else changed."""
-    env = bridge_env(node.name, "local", node.spec, settings)
+    env = bridge_env(node.name, "local", node.spec, settings, node.uid)
     env["RESONANCE_HTTP_PORT"] = str(http_port)
     env["RESONANCE_HTTP_HOST"] = "127.0.0.1"
     env["RESONANCE_NAMESPACE"] = "local"

@@ -80,11 +80,13 @@ def _field(spec: NodeSpec, path: str) -> Any:
     return value
 
 
-def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings) -> dict[str, str]:
+def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings, uid: str) -> dict[str, str]:
     """The bridge's configuration contract (see the README's bridge table), derived from the node."""
     from_spec = {var: _field(spec, path) for var, path in SPEC_ENV.items()}
     return {
         "RESONANCE_NODE": name,
+        # In its heartbeats: the operator counts them for this node object only, not a namesake's.
+        "RESONANCE_NODE_UID": uid,
         **{
             var: _number(v) if isinstance(v, float) else str(v)
             for var, v in from_spec.items()
@@ -157,7 +159,7 @@ def container(node: Node, settings: Settings, secured: Mounts) -> dict[str, Any]
         "image": settings.bridge_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["resonance", "bridge"],
-        "env": _env_list(bridge_env(node.name, node.namespace, node.spec, settings), secured),
+        "env": _env_list(bridge_env(node.name, node.namespace, node.spec, settings, node.uid), secured),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "livenessProbe": probe,
         "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},

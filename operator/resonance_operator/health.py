@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 Condition = dict[str, Any]
+Identity = tuple[str, str, str]  # (namespace, name, uid) of the node a heartbeat record names
 MISSED_PERIODS = 3  # heartbeats missed before HeartbeatFresh turns False
 
 
@@ -41,9 +42,10 @@ def _significant(value: Any, digits: int = 3) -> float | int:
     return int(rounded) if isinstance(value, int) or float(rounded).is_integer() else rounded
 
 
-def parse(value: bytes | None, received: float, now: str) -> tuple[tuple[str, str], Beat] | None:
-    """The (namespace, node) a heartbeat record is from, and the Beat; None for a record that is not
-    a bridge's heartbeat record (another writer, an older bridge without a namespace)."""
+def parse(value: bytes | None, received: float, now: str) -> tuple[Identity, Beat] | None:
+    """The node a heartbeat record names, and the Beat; None for a record that is not a bridge's
+    heartbeat record (another writer, an older bridge without a namespace). The uid is "" where the
+    record has none: it matches no node."""
     try:
         record = json.loads(value or b"")
     except (ValueError, RecursionError):
@@ -53,6 +55,7 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[tuple[str, st
     namespace, node = record.get("namespace"), record.get("node")
     if not isinstance(namespace, str) or not isinstance(node, str) or not namespace or not node:
         return None
+    uid = record.get("uid")
     error = record.get("websocket_error")
     websocket, kafka = record.get("websocket_connected") is True, record.get("kafka_connected") is True
     bridge: dict[str, Any] = {
@@ -67,7 +70,7 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[tuple[str, st
         "driftSeconds": round(float(_significant(record.get("drift_seconds"), 2)), 2),
     }
     beat = Beat(received, now, websocket, error[:300] if isinstance(error, str) else None, kafka, bridge)
-    return (namespace, node), beat
+    return (namespace, node, uid if isinstance(uid, str) else ""), beat
 
 
 def _condition(type_: str, status: str, reason: str, message: str) -> Condition:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
 REGISTRY = CollectorRegistry()
@@ -18,8 +18,22 @@ RECONCILES = Counter(
 )
 HEARTBEATS = Counter(
     "resonance_operator_heartbeats",
-    "Heartbeat records read, by result (used, ignored: not a bridge's or of an unknown node)",
+    "Heartbeat records read, by result (used; ignored: not a bridge's or of an unknown node; rejected)",
     ["result"],
+    registry=REGISTRY,
+)
+REJECTED = Counter(
+    "resonance_operator_heartbeats_rejected",
+    "Heartbeat records of a known node not counted, by reason (wrong_bootstrap: read from a Kafka its "
+    "bridge does not write to; uid_mismatch: naming another node object, or none)",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in ("wrong_bootstrap", "uid_mismatch"):  # exported at 0: an alert can watch them from the start
+    REJECTED.labels(_reason)
+CONSUMERS = Gauge(
+    "resonance_operator_heartbeat_consumers",
+    "Heartbeat topics read: the default Kafka's and each other Kafka some node names",
     registry=REGISTRY,
 )
 PATCHES = Counter(

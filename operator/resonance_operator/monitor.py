@@ -1,5 +1,10 @@
 """Each node's status, kept current from two sources: its Deployment (after every reconcile) and its
-bridge's heartbeats (read from the heartbeat topic of every Kafka cluster in use).
+bridge's heartbeats (read from the heartbeat topic of every Kafka cluster in use: heartbeats.py).
+
+A heartbeat counts for a node only if it names the node's namespace, name and uid, and was read from
+the Kafka the node's bridge writes to: anyone may name a Kafka of their own in a node and write to it
+whatever they like, and a uid is no secret. Beats of nodes not reconciled yet are held, a bounded
+number of them, for the node to claim when it is.
 
 A status patch goes out at once when a condition changes or the Deployment side moved; one that
 only refreshes lastHeartbeatTime and status.bridge waits for a heartbeat period (at least
@@ -15,14 +20,12 @@ import contextlib
 import datetime
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
-from resonance_bridge import security
-
 from . import health, metrics, mounts, status
+from .heartbeats import Consumers, normalized
 from .model import Node
 from .settings import NO_SECURITY, Settings
 from .storage import Kube, KubeError
@@ -30,6 +33,9 @@ from .storage import Kube, KubeError
 log = logging.getLogger("resonance.operator.monitor")
 
 MIN_PATCH_INTERVAL_S = 5.0
+# Beats held for nodes not reconciled yet (an operator starting reads beats before it has listed the
+# nodes): room for thousands of nodes, while a flood of made-up names only pushes the oldest out.
+MAX_HELD = 4096
 Key = tuple[str, str]  # (namespace, name)
 
 
@@ -50,6 +56,15 @@ class Tracked:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """A heartbeat, with what it is checked against: the uid it names and the Kafka it was read from."""
+
+    uid: str
+    bootstrap: str
+    beat: health.Beat
+
+
 _KEPT = ("name", "namespace", "uid", "generation")  # of a node's metadata: its Events' involvedObject
 
 
@@ -58,20 +73,21 @@ class Monitor:
         self.kube = kube
         self.settings = settings
         self.nodes: dict[Key, Tracked] = {}
-        self.beats: dict[Key, health.Beat] = {}  # kept even for nodes not reconciled yet
-        self.consumers: dict[str, asyncio.Task[None]] = {}
+        self.beats: dict[Key, Heard] = {}  # the latest counted beat of each tracked node
+        self.held: OrderedDict[tuple[str, str, str, str], Heard] = OrderedDict()  # of unknown nodes
+        self.consumers = Consumers(settings, self._record)
         self.patches = 0  # status patches sent (the rate limit's measure)
         self.timer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.timer = asyncio.create_task(self._tick())
-        self._consume_from(self.settings.kafka_bootstrap_servers)
+        self.consumers.want(())
 
     async def stop(self) -> None:
-        tasks = [t for t in (self.timer, *self.consumers.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.timer is not None:
+            self.timer.cancel()
+            await asyncio.gather(self.timer, return_exceptions=True)
+        await self.consumers.stop()
 
     # --- inputs -----------------------------------------------------------------------------------
 
@@ -86,8 +102,12 @@ class Monitor:
         node = Node.from_body(body)
         key = (node.namespace, node.name)
         tracked = self.nodes.get(key)
+        before = None if tracked is None else self._wanted(tracked)
         if tracked is None:
             tracked = self.nodes[key] = Tracked(body, node, written=dict(body.get("status") or {}))
+        held = self.held.pop((*key, node.uid, self._source(node)), None)
+        if held is not None and key not in self.beats:
+            self.beats[key] = held
         # Only what the status and its Events read: whole bodies cost ~36 KB a node (36 MB at 1,000).
         body = {
             "metadata": {k: v for k, v in body["metadata"].items() if k in _KEPT},
@@ -98,26 +118,70 @@ class Monitor:
             deployment = {"metadata": {"generation": generation}, "status": deployment.get("status") or {}}
         tracked.body, tracked.node, tracked.deployment = body, node, deployment
         tracked.error, tracked.reason = error, reason
-        bootstrap = (node.spec.kafka and node.spec.kafka.bootstrap_servers) or None
-        # Another Kafka's TLS or SASL would need the node's Secrets, which the operator never reads.
-        own = mounts.kafka_security(node.spec, NO_SECURITY, "")
-        # A refused node's Kafka may be one the operator must not dial (policy.py): no consumer for it.
-        plain = own.protocol == "PLAINTEXT" or bootstrap in (None, self.settings.kafka_bootstrap_servers)
-        if plain and error is None:
-            self._consume_from(bootstrap)
+        now = self._wanted(tracked)
+        # Only a Kafka not read yet, or one the node left, needs a look at every node (1,000 of them).
+        if (now is not None and now not in self.consumers.running) or before not in (None, now):
+            self.consumers.want(self._read())
         await self._write(tracked)
         return status.states(tracked.written).get("Ready", ("",))[0] == "True"
 
     def forget(self, namespace: str, name: str) -> None:
-        self.nodes.pop((namespace, name), None)
+        tracked = self.nodes.pop((namespace, name), None)
         self.beats.pop((namespace, name), None)
+        if tracked is not None and self._wanted(tracked) not in (None, self.consumers.default):
+            self.consumers.want(self._read())
 
-    async def heartbeat(self, key: Key, beat: health.Beat) -> None:
-        self.beats[key] = beat
+    async def heartbeat(self, bootstrap: str, identity: health.Identity, beat: health.Beat) -> None:
+        """A beat read from `bootstrap`, naming the node `identity`."""
+        namespace, name, uid = identity
+        key, heard = (namespace, name), Heard(uid, bootstrap, beat)
         tracked = self.nodes.get(key)
-        metrics.HEARTBEATS.labels("used" if tracked is not None else "ignored").inc()
-        if tracked is not None:
-            await self._write(tracked)
+        if tracked is None:
+            metrics.HEARTBEATS.labels("ignored").inc()
+            if uid:  # no uid matches no node
+                self.held[(*key, uid, bootstrap)] = heard
+                self.held.move_to_end((*key, uid, bootstrap))
+                while len(self.held) > MAX_HELD:
+                    self.held.popitem(last=False)
+            return
+        reason = self._rejected(tracked.node, heard)
+        if reason is not None:
+            metrics.HEARTBEATS.labels("rejected").inc()
+            metrics.REJECTED.labels(reason).inc()
+            return
+        self.beats[key] = heard
+        metrics.HEARTBEATS.labels("used").inc()
+        await self._write(tracked)
+
+    def _source(self, node: Node) -> str:
+        """The Kafka the node's bridge writes its heartbeats to."""
+        named = node.spec.kafka and node.spec.kafka.bootstrap_servers
+        return normalized(named) if named else self.consumers.default
+
+    def _rejected(self, node: Node, heard: Heard) -> str | None:
+        """Why the beat does not count for the node, or None. The Kafka first: a record on a Kafka the
+        node's bridge does not write to was written by someone else, whatever it says."""
+        if heard.bootstrap != self._source(node):
+            return "wrong_bootstrap"
+        if heard.uid != node.uid:
+            return "uid_mismatch"
+        return None
+
+    def _wants(self, node: Node) -> str | None:
+        """The Kafka whose heartbeats the node needs read, if the operator can read them: another
+        Kafka's TLS or SASL would need the node's Secrets, which the operator never reads."""
+        source = self._source(node)
+        own = mounts.kafka_security(node.spec, NO_SECURITY, "")
+        return source if own.protocol == "PLAINTEXT" or source == self.consumers.default else None
+
+    def _wanted(self, tracked: Tracked) -> str | None:
+        """_wants, but for a node refused by policy: its Kafka may be one the operator must not dial."""
+        refused = tracked.error is not None and tracked.reason == "NotAllowed"
+        return None if refused else self._wants(tracked.node)
+
+    def _read(self) -> set[str]:
+        """The Kafkas whose heartbeats the tracked nodes need read."""
+        return {s for tracked in list(self.nodes.values()) if (s := self._wanted(tracked))}
 
     def statuses(self) -> list[dict[str, Any]]:
         return [tracked.written for tracked in list(self.nodes.values())]
@@ -127,7 +191,10 @@ class Monitor:
     async def _write(self, tracked: Tracked) -> None:
         async with tracked.lock:
             node, clock = tracked.node, time.monotonic()
-            beat = self.beats.get((node.namespace, node.name))
+            heard = self.beats.get((node.namespace, node.name))
+            # A beat counted before the node's spec named another Kafka, or before it was recreated
+            # (a new uid), is not its bridge's any more.
+            beat = heard.beat if heard is not None and self._rejected(node, heard) is None else None
             new = status.node_status(
                 node,
                 tracked.deployment,
@@ -190,50 +257,11 @@ class Monitor:
 
     # --- the heartbeat topics ---------------------------------------------------------------------
 
-    def _consume_from(self, bootstrap: str | None) -> None:
-        if bootstrap and bootstrap not in self.consumers:
-            self.consumers[bootstrap] = asyncio.create_task(self._consume(bootstrap))
-
-    async def _consume(self, bootstrap: str) -> None:
-        """Every partition of the heartbeat topic (no consumer group: each operator replica reads every
-        beat), from its end (older beats say nothing about now), reconnecting with backoff."""
-        delay = 1.0
-        while True:
-            consumer = AIOKafkaConsumer(
-                self.settings.heartbeat_topic,
-                bootstrap_servers=bootstrap,
-                client_id="resonance-operator",
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="latest",
-                fetch_max_wait_ms=500,
-                # The default Kafka with the operator's own security; others are plaintext (above).
-                **(
-                    security.kafka(self.settings)
-                    if bootstrap == self.settings.kafka_bootstrap_servers
-                    else {}
-                ),
-            )
-            try:
-                await consumer.start()
-                delay = 1.0
-                while True:
-                    for records in (await consumer.getmany(timeout_ms=1000)).values():
-                        for record in records:
-                            await self._record(record)
-            except (KafkaError, OSError) as exc:
-                log.warning("heartbeats from %s: %s; retrying in %.0fs", bootstrap, exc, delay)
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(consumer.stop(), 5)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 60.0)
-
-    async def _record(self, record: Any) -> None:
+    async def _record(self, bootstrap: str, record: Any) -> None:
         """One heartbeat record, its age taken from its Kafka timestamp (a replayed old beat is old)."""
         wall = min(time.time(), (record.timestamp or 0) / 1000) or time.time()
         parsed = health.parse(record.value, time.monotonic() - (time.time() - wall), _iso(wall))
         if parsed is None:
             metrics.HEARTBEATS.labels("ignored").inc()
         else:
-            await self.heartbeat(*parsed)
+            await self.heartbeat(bootstrap, *parsed)

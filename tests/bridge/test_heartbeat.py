@@ -21,6 +21,7 @@ async def test_heartbeats_at_frequency_and_sync_on_connect(
     env = bridge_env(
         broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_FREQUENCY_HZ="2", RESONANCE_S_ROI="0.5020"
     )
+    env |= {"RESONANCE_NAMESPACE": "prod", "RESONANCE_NODE_UID": "0f6b4a52-6c1d-4f0e-9b7a-2d3c4e5f6a7b"}
     bridge = BridgeProcess(env, workdir / "bridge.log").start()
     try:
         await node.wait_for(lambda: sum(m["type"] == "heartbeat" for m in node.received) >= 21, 40)
@@ -32,6 +33,7 @@ async def test_heartbeats_at_frequency_and_sync_on_connect(
         for message in beats:
             assert (message["anchor"], message["s_roi"], message["frequency"]) == ("BOLZANO_71", 0.502, 2.0)
             assert message["timestamp"].endswith("+00:00")
+            assert "uid" not in message  # the guide's frame to the node is unchanged
         # The rate over the whole run, on the bridge's own timestamps. Single intervals are no measure
         # here: this VM stalls for up to a second at times, a late beat is followed by an early one
         # (the schedule keeps its phase), and a stall longer than an interval skips slots (seen: 1.47
@@ -61,6 +63,8 @@ async def test_heartbeats_at_frequency_and_sync_on_connect(
                 0.502,
                 "testnode",
             )
+            # Who the beat claims to be from: the operator counts it only for that very node object.
+            assert (body["namespace"], body["uid"]) == ("prod", "0f6b4a52-6c1d-4f0e-9b7a-2d3c4e5f6a7b")
             assert record.key == b"testnode"  # keyed by the node, like every record the bridge writes
         assert json.loads(records[0].value)["websocket_connected"], "the first beat waits for the node"
         assert all(json.loads(r.value)["websocket_connected"] for r in records)

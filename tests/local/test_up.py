@@ -141,7 +141,7 @@ def test_local_env_is_the_operators_env_but_for_documented_overrides() -> None:
     assert errors == [] and [n.name for n in nodes] == ["lexamoris", "nexus"]
     for node in nodes:
         body = {
-            "metadata": {"name": node.name, "namespace": "local", "uid": "u"},
+            "metadata": {"name": node.name, "namespace": "local", "uid": node.uid},
             "spec": node.spec.model_dump(by_alias=True),
         }
         deployment = builders.deployment(Node.from_body(body), settings)
@@ -156,6 +156,11 @@ def test_local_env_is_the_operators_env_but_for_documented_overrides() -> None:
         assert {k: v for k, v in local.items() if k not in LOCAL_OVERRIDES} == {
             k: v for k, v in cluster_env.items() if k not in LOCAL_OVERRIDES
         }
+    # A local node has a uid of its own, derived from its name (so the same at every run).
+    uids = {n.name: n.uid for n in nodes}
+    assert len(set(uids.values())) == 2 and uids == {
+        n.name: n.uid for n in load_nodes([ROOT / "examples"], settings)[0]
+    }
 
 
 async def test_a_leftover_broker_on_the_port_is_named(tmp_path: Path) -> None:

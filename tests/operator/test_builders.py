@@ -20,9 +20,12 @@ GOLDEN = ROOT / "tests" / "golden"
 SETTINGS = Settings(bridge_image="ghcr.io/resonance-io/resonance:0.1.0", kafka_bootstrap_servers="kafka:9092")
 
 
+UID = "0f6b4a52-6c1d-4f0e-9b7a-2d3c4e5f6a7b"
+
+
 def example(name: str, **spec: Any) -> Node:
     body = yaml.safe_load((ROOT / "examples" / f"{name}-node.yaml").read_text())
-    body["metadata"].update(namespace="resonance", uid="0f6b4a52-6c1d-4f0e-9b7a-2d3c4e5f6a7b", generation=3)
+    body["metadata"].update(namespace="resonance", uid=UID, generation=3)
     body["spec"].update(spec)
     return Node.from_body(body)
 
@@ -155,8 +158,10 @@ def test_pod_grace_covers_the_bridges_whole_shutdown() -> None:
 def test_bridge_env_is_the_bridge_contract() -> None:
     from resonance_bridge.config import load as load_bridge
 
-    env = builders.bridge_env("lexamoris", "resonance", example("lexamoris").spec, SETTINGS)
+    node = example("lexamoris")
+    env = builders.bridge_env(node.name, node.namespace, node.spec, SETTINGS, node.uid)
     config = load_bridge(env)  # the bridge accepts exactly what the operator sets
+    assert (config.namespace, config.node_uid) == ("", node.uid)  # the namespace: the downward API's
     assert (config.node, config.endpoint, config.topic, config.anchor) == (
         "lexamoris",
         "ws://lexamoris-server:8766",
@@ -238,12 +243,12 @@ def test_status_conditions_and_transition_times() -> None:
 
 
 def _beat(received: float, websocket: bool = True, error: str | None = None) -> health.Beat:
-    record = {"node": "lexamoris", "namespace": "resonance", "websocket_connected": websocket}
+    record = {"node": "lexamoris", "namespace": "resonance", "uid": UID, "websocket_connected": websocket}
     record |= {"websocket_error": error, "kafka_connected": True, "in_flight": 3, "lag": 123456}
     record |= {"relayed_out": 98765, "relayed_in": 7, "dead_letters": 0}
     record |= {"measured_frequency_hz": 0.04312345, "drift_seconds": 0.01234}
     parsed = health.parse(json.dumps(record).encode(), received, "2026-01-01T00:00:30Z")
-    assert parsed is not None and parsed[0] == ("resonance", "lexamoris")
+    assert parsed is not None and parsed[0] == ("resonance", "lexamoris", UID)
     return parsed[1]
 
 
@@ -278,6 +283,9 @@ def test_heartbeat_records_become_a_status_that_does_not_churn() -> None:
     assert (bridge["frequencyHz"], bridge["driftSeconds"]) == (0.0431, 0.01)
     for junk in (b"", b"[]", b'{"node": "x"}', b'{"node": "x", "namespace": 5}', b"[" * 5000):
         assert health.parse(junk, 0.0, "2026-01-01T00:00:00Z") is None
+    for uidless in (b'{"node": "x", "namespace": "y"}', b'{"node": "x", "namespace": "y", "uid": 7}'):
+        parsed = health.parse(uidless, 0.0, "2026-01-01T00:00:00Z")  # an older bridge's: no uid
+        assert parsed is not None and parsed[0] == ("y", "x", "")  # which matches no node
 
 
 def test_operator_settings_from_environment() -> None:

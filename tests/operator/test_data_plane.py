@@ -123,9 +123,10 @@ async def test_200_nodes_beating_at_1_hz_do_not_flood_the_api_server(
     await until(
         lambda: all(condition(n, "Ready") for n in cluster.items("rn", namespace)), 180, "200 statuses"
     )
+    uids = {n["metadata"]["name"]: n["metadata"]["uid"] for n in cluster.items("rn", namespace)}
     start, seconds = time.time(), 30
     while time.time() - start < seconds:
-        await produce(broker, "resonance.heartbeats", [heartbeat(namespace, n) for n in names])
+        await produce(broker, "resonance.heartbeats", [heartbeat(namespace, n, uids[n]) for n in names])
         await asyncio.sleep(max(0.0, 1 - (time.time() - start) % 1))
     await asyncio.sleep(2)
     patches = _status_patches(cluster, namespace, since=start)

@@ -17,7 +17,7 @@ from resonance_operator.model import Node
 from resonance_operator.settings import load
 
 from ..support.harness import produce
-from ..support.kube import Cluster, Operator, condition, heartbeat, node
+from ..support.kube import Cluster, Operator, condition, heartbeat, node, uid_of
 from ..support.poll import until
 
 
@@ -144,12 +144,14 @@ def _set_ready(cluster: Cluster, namespace: str, ready: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def beating(broker: EmbeddedBroker, namespace: str, name: str, **fields: Any) -> AsyncIterator[None]:
+async def beating(
+    broker: EmbeddedBroker, namespace: str, name: str, uid: str, **fields: Any
+) -> AsyncIterator[None]:
     """Heartbeat records for the node, twice a second, as its bridge would write them."""
 
     async def beat() -> None:
         while True:
-            await produce(broker, "resonance.heartbeats", [heartbeat(namespace, name, **fields)])
+            await produce(broker, "resonance.heartbeats", [heartbeat(namespace, name, uid, **fields)])
             await asyncio.sleep(0.5)
 
     task = asyncio.create_task(beat())
@@ -174,9 +176,14 @@ async def test_ready_follows_the_deployment_and_the_heartbeats(
         cond = condition(body, "Ready")
         return body if cond and cond["status"] == value else None
 
-    body = await until(lambda: ready_is("False"), 30, "Ready=False")  # a ready Deployment is not enough
-    assert condition(body, "Ready")["reason"] == "NoHeartbeatYet"  # type: ignore[index]
-    async with beating(broker, namespace, "lexamoris"):
+    # A ready Deployment is not enough. Waited for, not read once: the status written at creation
+    # (BridgeNotReady) may still be there a moment after the Deployment's status was set.
+    await until(
+        lambda: (condition(ready_is("False"), "Ready") or {}).get("reason") == "NoHeartbeatYet",
+        30,
+        "Ready=False, NoHeartbeatYet",
+    )
+    async with beating(broker, namespace, "lexamoris", uid_of(cluster, namespace)):
         body = await until(lambda: ready_is("True"), 30, "Ready=True")
     assert body["status"]["lastHeartbeatTime"].startswith("20") and body["status"]["bridge"]["kafkaConnected"]
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]

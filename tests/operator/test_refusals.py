@@ -134,9 +134,9 @@ async def test_a_service_account_the_operator_did_not_create_is_left_alone(
 
 
 @pytest.fixture
-def guarded(cluster: Cluster, broker: EmbeddedBroker, tmp_path: Path) -> Iterator[str]:
+def guarded(cluster: Cluster, broker: EmbeddedBroker, tmp_path: Path) -> Iterator[tuple[str, Operator]]:
     """An operator of the test's own with allow-lists, on a namespace of its own (the session's
-    operator watches t-*); the namespace's name."""
+    operator watches t-*): its namespace, and it."""
     namespace = cluster.namespace(f"p-{uuid.uuid4().hex[:8]}")
     process = Operator(cluster.kubeconfig, tmp_path / "operator.log", broker.bootstrap)
     process.env.update(
@@ -147,7 +147,7 @@ def guarded(cluster: Cluster, broker: EmbeddedBroker, tmp_path: Path) -> Iterato
     )
     process.start()
     try:
-        yield namespace
+        yield namespace, process
     finally:
         process.kill()
 
@@ -161,8 +161,10 @@ def endpoint_of(cluster: Cluster, namespace: str, name: str) -> str | None:
     return None
 
 
-async def test_nodes_outside_the_allow_lists_are_refused(cluster: Cluster, guarded: str) -> None:
-    namespace = guarded
+async def test_nodes_outside_the_allow_lists_are_refused(
+    cluster: Cluster, guarded: tuple[str, Operator]
+) -> None:
+    namespace, operator = guarded
     secret = {"tokenSecretRef": {"name": "node-token", "key": "token"}}
     cluster.apply(node(namespace, "inside", endpoint="wss://a.nodes.example.com", auth=secret))
     cluster.apply(node(namespace, "port", endpoint="ws://lexamoris-server:8766"))
@@ -190,6 +192,9 @@ async def test_nodes_outside_the_allow_lists_are_refused(cluster: Cluster, guard
         assert any(e[:2] == ("Warning", "NotAllowed") for e in events(cluster, namespace, name))
         assert cluster.get("deployment", builders.deployment_name(name), namespace) is None
         assert cluster.get("serviceaccount", builders.deployment_name(name), namespace) is None
+
+    # No heartbeat consumer dials the refused node's Kafka: the default one only.
+    assert operator.metric("resonance_operator_heartbeat_consumers") == 1
 
     # An allowed node edited to point elsewhere: refused, and its Deployment keeps the old endpoint.
     cluster.apply(node(namespace, "inside", endpoint="wss://attacker.example.net", auth=secret))

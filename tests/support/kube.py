@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, TypeVar
@@ -122,6 +124,14 @@ class Operator:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def metric(self, series: str) -> float:
+        """One series of the operator's /metrics, e.g. 'name{label="x"}' (0 if absent)."""
+        port = self.env["RESONANCE_OPERATOR_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+        return float(found[1]) if found else 0.0
+
 
 def _free_port() -> int:
     from resonance_local.embedded import free_port
@@ -148,6 +158,13 @@ NODE: dict[str, Any] = {
 }
 
 
+def uid_of(cluster: Cluster, namespace: str, name: str = "lexamoris") -> str:
+    """A node's metadata.uid, as its bridge is told it (RESONANCE_NODE_UID)."""
+    body = cluster.get("rn", name, namespace)
+    assert body is not None, f"no node {namespace}/{name}"
+    return str(body["metadata"]["uid"])
+
+
 def node(namespace: str, name: str = "lexamoris", **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = copy.deepcopy(NODE)
     body["metadata"] = {"name": name, "namespace": namespace}
@@ -157,13 +174,15 @@ def node(namespace: str, name: str = "lexamoris", **spec: Any) -> dict[str, Any]
     return body
 
 
-def heartbeat(namespace: str, node: str, websocket: bool = True, **fields: Any) -> bytes:
-    """A bridge's heartbeat record (README, "Heartbeat records"), as a test plays the bridge."""
+def heartbeat(namespace: str, node: str, uid: str, websocket: bool = True, **fields: Any) -> bytes:
+    """A bridge's heartbeat record (README, "Heartbeat records"), as a test plays the bridge: `uid`
+    is the node's metadata.uid (uid_of), which the operator matches."""
     record: dict[str, Any] = {
         "type": "heartbeat",
         "anchor": "BOLZANO_71",
         "node": node,
         "namespace": namespace,
+        "uid": uid,
     }
     record |= {"websocket_connected": websocket, "kafka_connected": True, "in_flight": 0, "lag": 0}
     record |= {"relayed_out": 0, "relayed_in": 0, "dead_letters": 0, "measured_frequency_hz": 0.043}
