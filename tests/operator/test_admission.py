@@ -15,21 +15,33 @@ from ..support.chart import render
 from ..support.kube import Cluster, node
 from ..support.poll import until
 
-READABLE = "author-token"  # the one Secret the node's author may get
+READABLE = "author-token"  # the one Secret the node's author may get besides the chart's role
+# What the chart's node-author ClusterRole grants, as (API group, resource, verb).
+AUTHOR = {
+    (group, resource, verb)
+    for doc in render()
+    if doc["kind"] == "ClusterRole" and doc["metadata"]["name"].endswith("-node-author")
+    for rule in doc["rules"]
+    for group in rule["apiGroups"]
+    for resource in rule["resources"]
+    for verb in rule["verbs"]
+}
 
 
 def rule(review: Review) -> bool:
-    """The node author's rights: everything on ResonanceNodes, `get` on one Secret, nothing else."""
+    """The node author's rights: the chart's node-author role, `get` on one Secret, nothing else."""
     if review.get("user") != "author":
         return False
     attributes = review.get("resourceAttributes") or {}
-    if attributes.get("group") == "resonance.io" and attributes.get("resource") == "resonancenodes":
+    resource = attributes.get("resource", "") + (f"/{sub}" if (sub := attributes.get("subresource")) else "")
+    if (attributes.get("group", ""), resource, attributes.get("verb")) in AUTHOR:
         return True
-    return bool(
-        attributes.get("resource") == "secrets"
-        and attributes.get("verb") == "get"
-        and attributes.get("name") == READABLE
-    )
+    return resource == "secrets" and attributes.get("verb") == "get" and attributes.get("name") == READABLE
+
+
+def test_the_node_author_role_grants_nodes_and_nothing_else() -> None:
+    assert ("resonance.io", "resonancenodes", "create") in AUTHOR
+    assert {group for group, _, _ in AUTHOR} == {"resonance.io"}, "no Secrets, pods or Deployments"
 
 
 @pytest.fixture(scope="module")
