@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ class Kubelet:
     held: set[str] = field(default_factory=set)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
     _secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # sync() runs in a thread, which cancelling run() does not stop: stop() waits for a pass under
+    # way and bars later ones, or a pass finishing after it starts bridges nobody kills.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: bool = False
 
     async def run(self) -> None:
         while True:
@@ -61,21 +66,24 @@ class Kubelet:
 
     def hold(self, name: str) -> None:
         """Kill the Deployment's process (SIGKILL) and keep it down until release()."""
-        self.held.add(name)
-        pod = self.pods.pop(name, None)
-        if pod is not None:
-            pod.process.send_signal(signal.SIGKILL)
-            pod.process.wait()
+        with self._lock:  # not restarted by a pass under way
+            self.held.add(name)
+            pod = self.pods.pop(name, None)
+            if pod is not None:
+                pod.process.send_signal(signal.SIGKILL)
+                pod.process.wait()
 
     def release(self, name: str) -> None:
         self.held.discard(name)
 
     def stop(self) -> None:
-        for pod in self.pods.values():
-            if pod.process.poll() is None:
-                pod.process.send_signal(signal.SIGKILL)
-                pod.process.wait()
-        self.pods.clear()
+        with self._lock:
+            self._stopped = True
+            for pod in self.pods.values():
+                if pod.process.poll() is None:
+                    pod.process.send_signal(signal.SIGKILL)
+                    pod.process.wait()
+            self.pods.clear()
 
     def port(self, name: str, container_port: str) -> int:
         return self.pods[name].ports[container_port]
@@ -83,6 +91,11 @@ class Kubelet:
     # --- one pass ---------------------------------------------------------------------------------
 
     def sync(self) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._pass()
+
+    def _pass(self) -> None:
         deployments = self.cluster.items("deployments", self.namespace)
         if any(d["spec"]["template"]["spec"].get("volumes") for d in deployments):
             self._secrets = {s["metadata"]["name"]: s for s in self.cluster.items("secrets", self.namespace)}
