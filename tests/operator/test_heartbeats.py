@@ -22,7 +22,7 @@ from resonance_operator.monitor import MAX_HELD, Monitor
 from resonance_operator.settings import Settings
 from resonance_operator.storage import Kube
 
-from ..support.harness import produce
+from ..support.harness import written
 from ..support.kube import Cluster, Operator, heartbeat, node, uid_of
 from ..support.kubelet import running as kubelet
 from ..support.poll import until
@@ -72,25 +72,6 @@ async def rogue_kafka(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
         rogue.stop()
 
 
-@contextlib.asynccontextmanager
-async def writing(*records: tuple[EmbeddedBroker, bytes]) -> AsyncIterator[None]:
-    """Each record written to its broker's heartbeat topic twice a second, until the block ends."""
-
-    async def write() -> None:
-        while True:
-            for broker, value in records:
-                await produce(broker, TOPIC, [value])
-            await asyncio.sleep(0.5)
-
-    task = asyncio.create_task(write())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 REJECTED = "resonance_operator_heartbeats_rejected_total"
 
 
@@ -129,7 +110,7 @@ async def test_heartbeats_forged_for_another_namespaces_node_do_not_count(
             (broker, heartbeat(victim, "lexamoris", str(uuid.uuid4()))),  # a deleted namesake's, say
             (rogue, own),
         ]
-        async with writing(*forged):
+        async with written(*forged):
             await until(
                 lambda: conditions(cluster, attacker, "mallory").get("HeartbeatFresh") == "True",
                 30,
@@ -172,7 +153,7 @@ async def test_the_heartbeats_of_a_kafka_no_node_names_are_not_read(
             lambda: connections(operator, rogue.port) == 0, 30, "the connections to the old Kafka closed"
         )
         assert operator.metric(consumers) == reading - 1
-        async with writing((broker, heartbeat(namespace, "own", uid_of(cluster, namespace, "own")))):
+        async with written((broker, heartbeat(namespace, "own", uid_of(cluster, namespace, "own")))):
             await until(
                 lambda: conditions(cluster, namespace, "own").get("HeartbeatFresh") == "True",
                 30,
@@ -221,9 +202,9 @@ async def test_beats_of_nodes_not_reconciled_yet_are_held_boundedly(
         await monitor.heartbeat(default, *parsed("lexamoris", uid))  # its bridge's
         await monitor.observe(body, None)  # reconciled: the node claims its bridge's beat, none other
         assert monitor.beats[(namespace, "lexamoris")].uid == uid
-        written = cluster.get("rn", "lexamoris", namespace) or {}
-        fresh = {c["type"]: c["status"] for c in written["status"]["conditions"]}["HeartbeatFresh"]
-        assert fresh == "True" and written["status"]["lastHeartbeatTime"]
+        stored = cluster.get("rn", "lexamoris", namespace) or {}
+        fresh = {c["type"]: c["status"] for c in stored["status"]["conditions"]}["HeartbeatFresh"]
+        assert fresh == "True" and stored["status"]["lastHeartbeatTime"]
     finally:
         await monitor.stop()
         await kube.close()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from resonance_operator import builders
 from resonance_operator.model import Node
 from resonance_operator.settings import load
 
-from ..support.harness import produce
+from ..support.harness import written
 from ..support.kube import Cluster, Operator, condition, heartbeat, node, uid_of
 from ..support.poll import until
 
@@ -143,26 +141,6 @@ def _set_ready(cluster: Cluster, namespace: str, ready: int) -> None:
     cluster.patch("deployment", "resonance-bridge-lexamoris", namespace, {"status": status}, "status")
 
 
-@contextlib.asynccontextmanager
-async def beating(
-    broker: EmbeddedBroker, namespace: str, name: str, uid: str, **fields: Any
-) -> AsyncIterator[None]:
-    """Heartbeat records for the node, twice a second, as its bridge would write them."""
-
-    async def beat() -> None:
-        while True:
-            await produce(broker, "resonance.heartbeats", [heartbeat(namespace, name, uid, **fields)])
-            await asyncio.sleep(0.5)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def test_ready_follows_the_deployment_and_the_heartbeats(
     cluster: Cluster, operator: Operator, namespace: str, broker: EmbeddedBroker
 ) -> None:
@@ -183,7 +161,7 @@ async def test_ready_follows_the_deployment_and_the_heartbeats(
         30,
         "Ready=False, NoHeartbeatYet",
     )
-    async with beating(broker, namespace, "lexamoris", uid_of(cluster, namespace)):
+    async with written((broker, heartbeat(namespace, "lexamoris", uid_of(cluster, namespace)))):
         body = await until(lambda: ready_is("True"), 30, "Ready=True")
     assert body["status"]["lastHeartbeatTime"].startswith("20") and body["status"]["bridge"]["kafkaConnected"]
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,28 @@ async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def written(
+    *records: tuple[EmbeddedBroker, bytes], topic: str = "resonance.heartbeats"
+) -> AsyncIterator[None]:
+    """Each record written to its broker's topic (the heartbeats) twice a second, until the block ends:
+    a test playing bridges, or someone forging them."""
+
+    async def write() -> None:
+        while True:
+            for broker, value in records:
+                await produce(broker, topic, [value])
+            await asyncio.sleep(0.5)
+
+    task = asyncio.create_task(write())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def consume(
