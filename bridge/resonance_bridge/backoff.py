@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aiokafka import errors as kafka_errors
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+from .connection import RedirectRefused
 
 # Kafka's answers that mean "not with these credentials or permissions": no retry soon will help.
 _KAFKA_REFUSALS = (
@@ -78,6 +80,16 @@ def classify(
         return Failure(
             "refused", "auth", f"{type(exc).__name__}: {exc} (check the Kafka credentials and ACLs)"
         )
+    if isinstance(exc, RedirectRefused):
+        return Failure("refused", "redirect", str(exc))
+    if isinstance(exc, InvalidStatus) and 300 <= exc.response.status_code < 400:
+        status, location = exc.response.status_code, exc.response.headers.get("Location")
+        said = f"to {location}" if location else "without a Location"
+        return Failure("unreachable", "handshake", f"HTTP {status} redirect {said} cannot be followed")
+    if isinstance(exc, InvalidHandshake | InvalidURI | ValueError):
+        # Not a WebSocket server's answer (a redirect gone wrong, a bad status line, no Upgrade, a
+        # header too large, plain HTTP on a TLS port): say what came back.
+        return Failure("unreachable", "handshake", f"bad handshake: {type(exc).__name__}: {exc}")
     if isinstance(exc, ConnectionRefusedError):
         return Failure("unreachable", "connection_refused", str(exc) or "connection refused")
     if isinstance(exc, socket.gaierror):

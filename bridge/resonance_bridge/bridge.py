@@ -9,17 +9,16 @@ ends as a unit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake
-
 from . import codec, kafka, security
 from .backoff import Failure, Retry, keep_running, pause
+from .batches import Undecodable
 from .config import CLOSE_BUDGET_S, Config
-from .connection import NodeConnection
+from .connection import Connect, NodeConnection
 from .metrics import Metrics
 from .reader import KafkaReader
 from .relay import Relay
@@ -53,6 +52,9 @@ class Bridge:
         self.session: Session | None = None
         self.first_attempt = asyncio.Event()  # set once the first connection to the node was tried
         self.kafka_ok = False
+        self.reader: KafkaReader | None = None
+        self.writer: KafkaWriter | None = None
+        self.last_undecodable: str | None = None  # what the heartbeat and the node's status say
         node_hints = {"where": config.endpoint, "ca_hint": "RESONANCE_TLS_CA_FILE"}
         node_hints["token_hint"] = security.token_variable(config)
         kafka_hints = {"where": config.bootstrap_servers, "ca_hint": "KAFKA_SSL_CA_FILE"}
@@ -81,11 +83,42 @@ class Bridge:
         delay = self.config.refused_retry_s
         return Retry(what, self.stopping, log, refused_delay=delay, on_failure=counted, hints=hints)
 
-    def readiness(self) -> tuple[bool, str]:
-        kafka_state = "connected" if self.kafka_ok else "disconnected"
+    def _undecodable(self, batch: Undecodable, stopped: bool) -> None:
+        self.metrics.undecodable.labels("stopped" if stopped else "dead_lettered").inc()
+        where = f"partition {batch.topic}/{batch.partition} offsets {batch.first}-{batch.last}"
+        if stopped:
+            self.last_undecodable = f"stopped at {where}: {batch.error}"
+            log.error(
+                "%s cannot be decoded (%s): the partition stops there (RESONANCE_ON_UNDECODABLE=stop); "
+                "delete or skip the batch, or set deadLetter, then restart the bridge",
+                where,
+                batch.error,
+            )
+        else:
+            self.last_undecodable = f"dead-lettered {where}: {batch.error}"
+            log.warning("%s cannot be decoded (%s): dead-lettering it", where, batch.error)
+
+    def stopped_partitions(self) -> list[str]:
+        reader = self.reader
+        if reader is None:
+            return []
+        return [f"{b.source}: {b.error}" for b in reader.stopped.values()]
+
+    def kafka_trouble(self) -> str | None:
+        """Why Kafka does not work for this bridge, or None: the probe's round trip failing, the
+        consumer failing, records not being stored, or the consumer not progressing."""
         failed = [r.failure for r in self.kafka_retries if r.failure is not None]
-        if not self.kafka_ok and failed:
-            kafka_state = f"{failed[0].kind}: {failed[0].message}"
+        if not self.kafka_ok:
+            return f"{failed[0].kind}: {failed[0].message}" if failed else "disconnected"
+        consuming = self.kafka_retries[1].failure
+        if consuming is not None:
+            return f"consumer failing: {consuming.message}"
+        storing = self.writer.trouble() if self.writer is not None else None
+        return storing or (self.reader.stalled() if self.reader is not None else None)
+
+    def readiness(self) -> tuple[bool, str]:
+        trouble = self.kafka_trouble()
+        kafka_state = trouble or "connected"
         session = self.session
         silent = session.unresponsive_for() if session is not None else None
         failure = self.node_retry.failure
@@ -95,8 +128,12 @@ class Bridge:
             ws_state = f"unresponsive (nothing heard for {silent:.0f}s)"
         else:
             ws_state = "connected"
-        ready = self.kafka_ok and session is not None and silent is None
-        return ready, f"kafka {kafka_state}, websocket {ws_state}"
+        ready = trouble is None and session is not None and silent is None
+        why = f"kafka {kafka_state}, websocket {ws_state}"
+        stopped = self.stopped_partitions()
+        if stopped:  # RESONANCE_ON_UNDECODABLE=stop asked for this to count
+            ready, why = False, f"{why}; undecodable batch, partition stopped: {'; '.join(stopped)}"
+        return ready, why
 
     async def run(self) -> None:
         """Relay until stop(); then drain in-flight acks for up to the grace period, commit, close,
@@ -112,9 +149,11 @@ class Bridge:
         ):
             if producer is None or consumer is None:
                 return  # stopped before Kafka was reachable
-            direct = cfg.assignment == "direct"
-            reader = KafkaReader(consumer, self.relay.window, cfg.topic, self.kafka_retries[1], direct)
-            writer = KafkaWriter(cfg, producer, self.stopping)
+            window, retry = self.relay.window, self.kafka_retries[1]
+            factory = functools.partial(kafka.consumer, cfg)  # a replacement, should this one fail for good
+            reader = KafkaReader(consumer, window, cfg, retry, self._undecodable, factory)
+            self.reader = reader
+            writer = self.writer = KafkaWriter(cfg, producer, self.stopping)
             shared = Shared(cfg, self.metrics, self.relay, reader, writer, self.stopping)
             self.kafka_ok = True
             self.metrics.kafka_connected.set(1)
@@ -132,6 +171,8 @@ class Bridge:
                 await asyncio.gather(*background, return_exceptions=True)
                 await writer.close()
                 await kafka.bounded(reader.commit(), "final commit", self.time_left(2.0))
+                if reader.consumer is not consumer:  # a replacement: closed here, the first one below
+                    await kafka.bounded(reader.consumer.stop(), "kafka consumer close", self.time_left())
 
     async def _connections(self, shared: Shared) -> None:
         retry, cfg = self.node_retry, self.config
@@ -148,7 +189,7 @@ class Bridge:
                     "not verifying %s's certificate (RESONANCE_TLS_INSECURE_SKIP_VERIFY)", cfg.endpoint
                 )
             try:
-                ws = await connect(
+                ws = await Connect(
                     cfg.endpoint,
                     ssl=security.node_tls(cfg),
                     create_connection=NodeConnection,
@@ -162,7 +203,7 @@ class Bridge:
                     max_size=8 * self.config.max_frame_bytes,
                     max_queue=4,  # messages buffered below the relay, each up to max_size
                 )
-            except (OSError, InvalidHandshake, TimeoutError) as exc:
+            except Exception as exc:  # nothing a node answers may end the bridge: a failed attempt
                 self.first_attempt.set()
                 await retry.failed(exc)
                 continue
@@ -234,12 +275,15 @@ class Bridge:
             "uid": self.config.node_uid or None,
             "websocket_connected": connected,
             "websocket_error": None if connected or failure is None else f"{failure.kind}: {failure.message}",
-            "kafka_connected": self.kafka_ok,
+            "kafka_connected": self.kafka_trouble() is None,
             "in_flight": self.relay.pending,
             "lag": int(m.value("resonance_consumer_lag")),
             "relayed_out": int(m.value("resonance_messages_relayed_total", direction="outbound")),
             "relayed_in": int(m.value("resonance_messages_relayed_total", direction="inbound")),
             "dead_letters": int(m.total("resonance_dead_letters_total")),
+            "undecodable_batches": int(m.total("resonance_undecodable_batches_total")),
+            "undecodable": self.last_undecodable,
+            "stopped_partitions": self.stopped_partitions(),
             "measured_frequency_hz": round(1 / (self.config.heartbeat_interval_s + drift), 6),
             "drift_seconds": round(drift, 3),
         }

@@ -185,6 +185,15 @@ def frequency_sync(anchor: str, frequency: float, s_roi: float) -> dict[str, Any
     }
 
 
+def echoed_id(message: Message) -> str | int | None:
+    """The id to put in the ack, as the node sent it: an integer stays an integer (the node matches
+    its acks by it)."""
+    sent = message.body.get("id")
+    if isinstance(sent, int) and not isinstance(sent, bool) and -(2**63) <= sent < 2**64:
+        return sent
+    return message.id
+
+
 def ack(original_type: str, msg_id: str | int | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"type": "ack", "original_type": original_type}
     if msg_id is not None:

@@ -89,6 +89,8 @@ class Config(KafkaSecurity):
     frequency_hz: float = var("RESONANCE_FREQUENCY_HZ", 0.043)
     s_roi: float = var("RESONANCE_S_ROI", 0.502)
     ack_mode: Literal["ack", "send"] = var("RESONANCE_ACK_MODE", "ack")
+    # A record batch that cannot be decoded: dead-letter it and go on, or stop its partition there.
+    on_undecodable: Literal["deadLetter", "stop"] = var("RESONANCE_ON_UNDECODABLE", "deadLetter")
     max_in_flight: int = var("RESONANCE_MAX_IN_FLIGHT", 1000)
     ack_timeout_s: float = var("RESONANCE_ACK_TIMEOUT_S", 30.0)
     max_frame_bytes: int = var("RESONANCE_MAX_FRAME_BYTES", 1024 * 1024)
@@ -166,6 +168,9 @@ def load(env: Mapping[str, str]) -> Config:
         frequency_hz=r.number(*d["frequency_hz"], 0.0, 100.0, "use a number > 0 and <= 100 (Hz)"),
         s_roi=r.number(*d["s_roi"], -1e9, 1e9, "use a finite number, e.g. 0.5020"),
         ack_mode="send" if r.choice(*d["ack_mode"], ("ack", "send")) == "send" else "ack",
+        on_undecodable=(
+            "stop" if r.choice(*d["on_undecodable"], ("deadLetter", "stop")) == "stop" else "deadLetter"
+        ),
         max_in_flight=r.integer(*d["max_in_flight"], 1, 1_000_000),
         ack_timeout_s=r.number(*d["ack_timeout_s"], 0.0, 86400.0, seconds(30)),
         max_frame_bytes=r.integer(*d["max_frame_bytes"], 1024, 64 * 1024 * 1024),

@@ -13,6 +13,10 @@ below its message API.
   batch rather than per message (bench/RESULTS.md).
 - When data last arrived, for readiness: a connection that is silent beyond the keepalive interval
   is suspect before the keepalive timeout declares it dead.
+
+`Connect` follows a redirect only within the endpoint's origin (scheme, host and port). Another
+origin may lie outside the operator's allowed endpoints, and the node's client certificate would go
+there too: such a redirect is refused, naming where it pointed, so the spec can say so instead.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
 
 try:
     from websockets.speedups import apply_mask
@@ -35,6 +40,23 @@ except ImportError:  # pragma: no cover - a platform without the library's C ext
     from websockets.utils import apply_mask
 
 log = logging.getLogger("resonance.bridge")
+
+
+class RedirectRefused(InvalidHandshake):
+    """The node redirected the bridge to another origin."""
+
+
+class Connect(connect):
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        followed = super().process_redirect(exc)
+        if isinstance(followed, str):
+            old, new = self.ws_uri, parse_uri(followed)
+            if (old.secure, old.host, old.port) != (new.secure, new.host, new.port):
+                return RedirectRefused(
+                    f"redirected to {followed}: a redirect to another origin is not followed "
+                    "(set the endpoint to it, if it is meant)"
+                )
+        return followed
 
 
 class NodeConnection(ClientConnection):

@@ -44,6 +44,13 @@ class Metrics:
             ["direction", "reason"],
             registry=r,
         )
+        self.undecodable = Counter(
+            "resonance_undecodable_batches",
+            "Record batches of the node's topic that could not be decoded, by what was done "
+            "(dead_lettered, or stopped: the partition stopped there, RESONANCE_ON_UNDECODABLE=stop)",
+            ["action"],
+            registry=r,
+        )
         self.reconnects = Counter(
             "resonance_reconnects", "Connection attempts after the first, by side", ["side"], registry=r
         )

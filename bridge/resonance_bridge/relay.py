@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import codec
+from .batches import Undecodable
 from .codec import Message, Rejected
 from .window import Entry, Partition, Window
 
@@ -42,7 +43,8 @@ class Outbound:
     """What to do with one fetched batch: send the frames in order, store the dead letters."""
 
     frames: list[tuple[bytes, Entry]] = field(default_factory=list)
-    dead_letters: list[tuple[Rejected, Entry, str]] = field(default_factory=list)  # (why, entry, source)
+    # (why, entry, headers naming the source): records that are not messages, batches that do not decode
+    dead_letters: list[tuple[Rejected, Entry, dict[str, str]]] = field(default_factory=list)
     unknown: int = 0  # well-formed messages of a type the bridge does not know
 
 
@@ -96,9 +98,12 @@ class Relay:
     def room(self) -> int:
         return self.max_in_flight - self.window.pending
 
-    def admit(self, batch: Mapping[Any, Iterable[Record]], now: float) -> Outbound:
+    def admit(
+        self, batch: Mapping[Any, Iterable[Record]], now: float, undecodable: Iterable[Undecodable] = ()
+    ) -> Outbound:
         """Track every record of a fetched batch, then say what to do with each. Called right after
-        the fetch returns, with no await between: no record is ever fetched and unaccounted for."""
+        the fetch returns, with no await between: no record is ever fetched and unaccounted for. A
+        batch that cannot be decoded is tracked as one entry up to its last offset, and dead-lettered."""
         out = Outbound()
         sent_at = self.listening(now)
         for records in batch.values():
@@ -106,7 +111,7 @@ class Relay:
                 entry = self.window.track((record.topic, record.partition), record.offset)
                 decoded = codec.decode(record.value or b"", self.max_frame_bytes)
                 if isinstance(decoded, Rejected):
-                    source = f"{record.topic}/{record.partition}/{record.offset}"
+                    source = {"resonance-source": f"{record.topic}/{record.partition}/{record.offset}"}
                     out.dead_letters.append((decoded, entry, source))
                     continue
                 if not decoded.known:
@@ -114,6 +119,10 @@ class Relay:
                 if self.acks:
                     self.window.expect_ack(entry, decoded.type, decoded.id, sent_at)
                 out.frames.append((decoded.raw, entry))
+        for bad in undecodable:  # after its partition's records: they all precede it
+            entry = self.window.track((bad.topic, bad.partition), bad.offset, bad.last)
+            detail = f"the batch at offsets {bad.first}-{bad.last} cannot be decoded: {bad.error}"
+            out.dead_letters.append((Rejected("undecodable_batch", detail, b""), entry, bad.headers()))
         return out
 
     def written(self, entry: Entry) -> None:

@@ -152,8 +152,9 @@ class Session:
             if relay.room <= 0:
                 await self._until(lambda: relay.room > 0 or stopping.is_set())
                 continue
-            batch = await reader.fetch(relay.room)
-            out = relay.admit(batch, time.monotonic())  # no await since the fetch: all accounted for
+            fetched = await reader.fetch(relay.room)
+            # No await since the fetch: every record is accounted for.
+            out = relay.admit(fetched.records, time.monotonic(), fetched.undecodable)
             for rejected, entry, source in out.dead_letters:
                 worker = asyncio.create_task(self._dead_letter_record(rejected, entry, source))
                 self.workers.add(worker)
@@ -166,16 +167,17 @@ class Session:
             metrics.unknown_out.inc(out.unknown)
             self._changed()
 
-    async def _dead_letter_record(self, rejected: Rejected, entry: Entry, source: str) -> None:
+    async def _dead_letter_record(self, rejected: Rejected, entry: Entry, source: dict[str, str]) -> None:
         """Stored in Kafka before it counts as done (and before the log says so)."""
         try:
-            await self.s.writer.dead_letter(rejected, "outbound", **{"resonance-source": source})
+            await self.s.writer.dead_letter(rejected, "outbound", **source)
         except Stopping:
             return  # not done: fetched and dead-lettered again after the restart
         self.s.relay.dead_lettered(entry)
         self.s.metrics.dead_letters.labels("outbound", rejected.reason).inc()
         what = "record %s dead-lettered (%s): %s"
-        dead_log.warning(what, source, rejected.reason, rejected.detail, extra={"direction": "outbound"})
+        where = source["resonance-source"]
+        dead_log.warning(what, where, rejected.reason, rejected.detail, extra={"direction": "outbound"})
         self._changed()
 
     async def _watchdog(self) -> None:

@@ -34,6 +34,7 @@ Partition = tuple[str, int]
 class Entry:
     partition: Partition | None  # None: a message the bridge originated, or its partition was revoked
     offset: int = -1
+    last: int = -1  # an undecodable batch's last offset: done, commits move past the whole batch
     source: tuple[Partition, int] | None = None  # the record, whichever copy of it this is
     type: str = ""
     id: str | None = None
@@ -60,9 +61,10 @@ class Window:
     committed: dict[Partition, int] = field(default_factory=dict)  # last offsets Kafka confirmed
     pending: int = 0  # tracked records not done: the backpressure measure
 
-    def track(self, partition: Partition, offset: int) -> Entry:
-        """A record a fetch just handed over: from now on it holds back commits until done."""
-        entry = Entry(partition, offset, (partition, offset))
+    def track(self, partition: Partition, offset: int, last: int = -1) -> Entry:
+        """A record a fetch just handed over (or a batch, up to `last`): from now on it holds back
+        commits until done."""
+        entry = Entry(partition, offset, last, (partition, offset))
         self.partitions.setdefault(partition, deque()).append(entry)
         self.pending += 1
         return entry
@@ -91,7 +93,8 @@ class Window:
             self.pending -= 1
             queue = self.partitions[entry.partition]
             while queue and queue[0].done:
-                self.committable[entry.partition] = queue.popleft().offset + 1
+                head = queue.popleft()
+                self.committable[entry.partition] = max(head.offset, head.last) + 1
         self._drop_done_head()
 
     def match(self, original_type: str | None, msg_id: str | None) -> Match:

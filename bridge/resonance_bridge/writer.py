@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from . import codec, kafka
-from .backoff import Retry
+from .backoff import Failure, Retry
 from .batcher import Batcher
 from .codec import Rejected
 from .config import Config
@@ -67,6 +67,15 @@ class KafkaWriter:
         # Headers and ack per known message type, built once: the inbound hot path only looks them up.
         self._per_type: dict[str, tuple[kafka.Headers, bytes]] = {}
         self.batcher = Batcher(producer, config.inbound_topic, self.key)
+        # Topics a record is being retried for, and why: readiness says so (a topic that does not
+        # exist on a Kafka that does not create topics waits here for ever, acking nothing).
+        self.failing: dict[str, str] = {}
+
+    def trouble(self) -> str | None:
+        """Why records are not being stored, or None."""
+        if not self.failing:
+            return None
+        return "; ".join(f"cannot store in {topic}: {why}" for topic, why in sorted(self.failing.items()))
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -86,10 +95,15 @@ class KafkaWriter:
         """Produce and wait until Kafka acknowledged, retrying forever under the one retry policy.
         A refusal for size (TOO_LARGE) is raised, as no retry can change it; so is a failure once the
         bridge is stopping (Stopping): what is not stored is not acked, and comes again."""
-        retry = Retry(f"storing a record in {topic}", self.stopping, log)
+
+        def failed(failure: Failure) -> None:
+            self.failing[topic] = failure.message
+
+        retry = Retry(f"storing a record in {topic}", self.stopping, log, on_failure=failed)
         while True:
             try:
                 await self.producer.send_and_wait(topic, value, key=self.key, headers=headers)
+                self.failing.pop(topic, None)
                 return
             except TOO_LARGE:
                 raise
@@ -120,7 +134,7 @@ class KafkaWriter:
             return Reply(future, topic, value, headers, answer, len(frame.raw), frame)
         headers, answer = self._per_type.get(frame.type) or self._build(frame.type, frame.known)
         if frame.id is not None:
-            answer = codec.encode(codec.ack(frame.type, frame.id))
+            answer = codec.encode(codec.ack(frame.type, codec.echoed_id(frame)))
         topic = self.config.inbound_topic
         if len(frame.raw) <= BATCHED_BYTES and (batched := self.batcher.add(frame.raw, headers)) is not None:
             return Reply(batched, topic, frame.raw, headers, answer, len(frame.raw), batched=True)

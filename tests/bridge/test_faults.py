@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.node import NodeServer
 
@@ -47,17 +48,20 @@ async def test_broker_down_at_start_is_waited_for(topics: Topics, node: NodeServ
         late.stop()
 
 
+@pytest.mark.parametrize("assignment", ["group", "direct"])
 async def test_broker_outage_mid_stream_loses_nothing_either_way(
-    proxied: Proxied, node: NodeServer, workdir: Path
+    proxied: Proxied, node: NodeServer, workdir: Path, assignment: str
 ) -> None:
     """The broker is cut off (every connection reset, new ones refused) while records flow both
     ways, then reachable again with its data, as a restarted Kafka broker is. While it is away
     readiness says so and no inbound frame is acked; afterwards every outbound record reaches the
-    node and every inbound frame is stored and acked. Duplicates are allowed, loss is not."""
+    node and every inbound frame is stored and acked. Duplicates are allowed, loss is not. A direct
+    bridge (no group membership to lose) notices the outage just the same."""
     broker, proxy, topics = await proxied()
     await produce(broker, topics.node, (state_update(i) for i in range(1000)))
     node.ack_delay = 0.002  # slow enough that the outage lands mid-stream
-    bridge = BridgeProcess(bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}"), workdir / "bridge.log")
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", KAFKA_ASSIGNMENT=assignment)
+    bridge = BridgeProcess(env, workdir / "bridge.log")
 
     async def send_inbound() -> None:
         for i in range(1000):

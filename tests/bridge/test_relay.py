@@ -92,6 +92,13 @@ async def test_inbound_acked_only_after_kafka_stored(
         assert headers["resonance-anchor"] == b"BOLZANO_71"
         assert headers["resonance-type"] == b"state_update"
         assert bridge.metric("resonance_acks_total", direction="to_node") == 1000
+
+        # An ack carries the id as the node sent it: a number stays a number.
+        ids: list[object] = [7, "m-7", 2**64 - 1, -1]
+        for sent in ids:
+            await node.send(json.dumps({"type": "state_update", "data": {}, "id": sent}))
+        await node.wait_for(lambda: len(acks()) == 1000 + len(ids), 30)
+        assert [a.get("id") for a in acks()[1000:]] == ids
     finally:
         bridge.stop()
 

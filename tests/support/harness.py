@@ -59,12 +59,15 @@ class Topics:
             f"group-{suffix}",
         )
 
-    async def create(self, broker: EmbeddedBroker) -> None:
-        """Single-partition topics: one node's records keep one order, as keying by anchor gives."""
+    async def create(self, broker: EmbeddedBroker, partitions: int = 1) -> None:
+        """Single-partition topics: one node's records keep one order, as keying by anchor gives.
+        The node's topic may have more partitions, as a producer keyed otherwise would use."""
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap, **security_of(broker))
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(t, 1, 1) for t in self.all()])
+            await admin.create_topics(
+                [NewTopic(t, partitions if t == self.node else 1, 1) for t in self.all()]
+            )
         finally:
             await admin.close()
 
@@ -199,6 +202,24 @@ async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -
     try:
         futures = [await producer.send(topic, value) for value in values]
         await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def produce_to(
+    broker: EmbeddedBroker, topic: str, records: dict[int, Iterable[int]], codec: str | None = None
+) -> None:
+    """state_updates by partition, from one producer with this compression; each partition's are
+    sent and flushed as a batch."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker.bootstrap, enable_idempotence=False, compression_type=codec
+    )
+    await producer.start()
+    try:
+        for partition, numbers in records.items():
+            for seq in numbers:
+                await producer.send(topic, state_update(seq), partition=partition)
+            await producer.flush()
     finally:
         await producer.stop()
 
