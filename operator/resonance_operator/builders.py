@@ -58,6 +58,7 @@ SPEC_ENV = {
     "RESONANCE_FREQUENCY_HZ": "frequencyHz",
     "RESONANCE_S_ROI": "sRoi",
     "RESONANCE_ACK_MODE": "ackMode",
+    "RESONANCE_ON_UNDECODABLE": "onUndecodable",
     "RESONANCE_MAX_IN_FLIGHT": "maxInFlight",
     "RESONANCE_SHUTDOWN_GRACE_S": "shutdownGraceSeconds",
     "KAFKA_AUTO_OFFSET_RESET": "startFrom",

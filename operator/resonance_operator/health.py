@@ -2,8 +2,9 @@
 
 A bridge's heartbeat record says whether its WebSocket and Kafka are connected and what it relayed.
 The operator keeps each node's latest one; from it come the conditions KafkaConnected and
-WebSocketConnected, status.bridge and status.lastHeartbeatTime; HeartbeatFresh comes from its age
-(False after 3 heartbeat periods without one: a dead bridge sends nothing, so a timer checks).
+WebSocketConnected, BatchesDecodable, status.bridge and status.lastHeartbeatTime; HeartbeatFresh
+comes from its age (False after 3 heartbeat periods without one: a dead bridge sends nothing, so a
+timer checks).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Beat:
     websocket_error: str | None
     kafka_connected: bool
     bridge: dict[str, Any]  # status.bridge
+    undecodable: str | None = None  # the last batch of the topic that could not be decoded
+    stopped: str | None = None  # partitions stopped at such a batch (spec.onUndecodable: stop)
 
 
 def _significant(value: Any, digits: int = 3) -> float | int:
@@ -66,10 +69,23 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[Identity, Bea
         "relayedOut": _significant(record.get("relayed_out")),
         "relayedIn": _significant(record.get("relayed_in")),
         "deadLetters": _significant(record.get("dead_letters")),
+        "undecodableBatches": _significant(record.get("undecodable_batches")),
         "frequencyHz": _significant(record.get("measured_frequency_hz")),
         "driftSeconds": round(float(_significant(record.get("drift_seconds"), 2)), 2),
     }
-    beat = Beat(received, now, websocket, error[:300] if isinstance(error, str) else None, kafka, bridge)
+    stopped = record.get("stopped_partitions")
+    stopped = "; ".join(str(p) for p in stopped)[:300] if isinstance(stopped, list) and stopped else None
+    undecodable = record.get("undecodable")
+    beat = Beat(
+        received,
+        now,
+        websocket,
+        error[:300] if isinstance(error, str) else None,
+        kafka,
+        bridge,
+        undecodable[:300] if isinstance(undecodable, str) else None,
+        stopped,
+    )
     return (namespace, node, uid if isinstance(uid, str) else ""), beat
 
 
@@ -81,14 +97,29 @@ def fresh(beat: Beat | None, now: float, frequency_hz: float) -> bool:
     return beat is not None and now - beat.received <= MISSED_PERIODS / frequency_hz
 
 
+def decodable(beat: Beat) -> Condition:
+    """Whether every batch of the node's topic decoded. One that did not is dead-lettered and reading
+    goes on (Ready stays True), unless spec.onUndecodable is stop: then its partition stops there."""
+    if beat.stopped:
+        fix = "delete or skip the batch, or set spec.onUndecodable: deadLetter, then restart the bridge"
+        message = f"a partition stopped at a batch that cannot be decoded: {beat.stopped}; {fix}"
+        return _condition("BatchesDecodable", "False", "PartitionStopped", message)
+    if beat.undecodable:
+        message = f"a batch that could not be decoded was {beat.undecodable} (the dead-letter topic holds it)"
+        return _condition("BatchesDecodable", "False", "UndecodableDeadLettered", message)
+    return _condition("BatchesDecodable", "True", "Decoded", "every batch of the topic decoded")
+
+
 def conditions(beat: Beat | None, now: float, frequency_hz: float, endpoint: str) -> list[Condition]:
-    """KafkaConnected, WebSocketConnected (from the latest beat) and HeartbeatFresh (from its age)."""
+    """KafkaConnected, WebSocketConnected, BatchesDecodable (from the latest beat) and HeartbeatFresh
+    (from its age)."""
     window = MISSED_PERIODS / frequency_hz
     if beat is None:
         waiting = f"no heartbeat from the bridge yet (one is due every {1 / frequency_hz:.3g}s)"
         return [
             _condition("KafkaConnected", "Unknown", "NoHeartbeatYet", waiting),
             _condition("WebSocketConnected", "Unknown", "NoHeartbeatYet", waiting),
+            _condition("BatchesDecodable", "Unknown", "NoHeartbeatYet", waiting),
             _condition("HeartbeatFresh", "False", "NoHeartbeatYet", waiting),
         ]
     if fresh(beat, now, frequency_hz):
@@ -116,4 +147,4 @@ def conditions(beat: Beat | None, now: float, frequency_hz: float, endpoint: str
         websocket = _condition(
             "WebSocketConnected", "False", "WebSocketDisconnected", f"the bridge cannot reach {endpoint}{why}"
         )
-    return [kafka, websocket, heartbeat]
+    return [kafka, websocket, decodable(beat), heartbeat]

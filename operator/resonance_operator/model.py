@@ -123,6 +123,7 @@ class NodeSpec(_Model):
     frequency_hz: float = crd_default("frequencyHz")
     s_roi: float = crd_default("sRoi")
     ack_mode: Literal["ack", "send"] = crd_default("ackMode")
+    on_undecodable: Literal["deadLetter", "stop"] = crd_default("onUndecodable")
     max_in_flight: int = crd_default("maxInFlight")
     start_from: Literal["earliest", "latest"] = crd_default("startFrom")
     shutdown_grace_seconds: int = crd_default("shutdownGraceSeconds")

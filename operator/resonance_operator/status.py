@@ -125,6 +125,8 @@ def _ready(deployed: Condition, data_plane: list[Condition]) -> Condition:
     explaining = ("HeartbeatFresh", "WebSocketConnected") + (
         ("KafkaConnected",) if deployed["status"] != "True" else ()
     )
+    if state["BatchesDecodable"]["reason"] == "PartitionStopped":  # the spec asked for this to count
+        explaining = ("BatchesDecodable", *explaining)
     for part in explaining:  # a bridge never heard from says nothing the Deployment does not say better
         if state[part]["status"] == "False" and state[part]["reason"] != "NoHeartbeatYet":
             return _condition("Ready", False, state[part]["reason"], state[part]["message"])

@@ -242,11 +242,11 @@ def test_status_conditions_and_transition_times() -> None:
     assert (degraded["status"], degraded["reason"]) == ("True", "ReconcileFailed")
 
 
-def _beat(received: float, websocket: bool = True, error: str | None = None) -> health.Beat:
+def _beat(received: float, websocket: bool = True, error: str | None = None, **more: Any) -> health.Beat:
     record = {"node": "lexamoris", "namespace": "resonance", "uid": UID, "websocket_connected": websocket}
     record |= {"websocket_error": error, "kafka_connected": True, "in_flight": 3, "lag": 123456}
     record |= {"relayed_out": 98765, "relayed_in": 7, "dead_letters": 0}
-    record |= {"measured_frequency_hz": 0.04312345, "drift_seconds": 0.01234}
+    record |= {"measured_frequency_hz": 0.04312345, "drift_seconds": 0.01234, **more}
     parsed = health.parse(json.dumps(record).encode(), received, "2026-01-01T00:00:30Z")
     assert parsed is not None and parsed[0] == ("resonance", "lexamoris", UID)
     return parsed[1]
@@ -275,6 +275,31 @@ def test_ready_needs_the_data_plane_and_names_the_missing_part() -> None:
         "HeartbeatMissing",
     )
     assert ready(_beat(100.0), 100.0 + 3 / 0.043 - 1)["Ready"]["status"] == "True"
+
+
+def test_an_undecodable_batch_shows_and_a_stopped_partition_is_not_ready() -> None:
+    """Dead-lettered: BatchesDecodable says so, Ready stays True. Stopped (spec.onUndecodable: stop):
+    Ready is False with the bridge's words, even while the Deployment still counts the pod ready."""
+    node = example("lexamoris")
+
+    def conditions(beat: health.Beat) -> dict[str, dict[str, str]]:
+        built = status.node_status(node, _deployment(1), {}, "2026-01-01T00:00:00Z", beat=beat, clock=100.0)
+        assert built["bridge"]["undecodableBatches"] == beat.bridge["undecodableBatches"]
+        return {c["type"]: c for c in built["conditions"]}
+
+    fine = conditions(_beat(100.0))
+    assert (fine["BatchesDecodable"]["status"], fine["Ready"]["status"]) == ("True", "True")
+    where = "partition node.x/0 offsets 10-12: CorruptRecordException: Invalid CRC"
+    dead = conditions(_beat(100.0, undecodable_batches=1, undecodable=f"dead-lettered {where}"))
+    assert (dead["BatchesDecodable"]["reason"], dead["Ready"]["status"]) == (
+        "UndecodableDeadLettered",
+        "True",
+    )
+    assert where in dead["BatchesDecodable"]["message"]
+    stopped = ["node.x/0/10-12: CorruptRecordException: Invalid CRC"]
+    stop = conditions(_beat(100.0, undecodable_batches=1, stopped_partitions=stopped))
+    assert (stop["Ready"]["status"], stop["Ready"]["reason"]) == ("False", "PartitionStopped")
+    assert stopped[0] in stop["Ready"]["message"] and "spec.onUndecodable" in stop["Ready"]["message"]
 
 
 def test_heartbeat_records_become_a_status_that_does_not_churn() -> None:
