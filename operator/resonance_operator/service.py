@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import builders, policy
+from . import builders, fields, policy
 from .model import Node
 from .settings import Settings
-from .storage import Kube
+from .storage import FIELD_MANAGER, Kube
 
 Action = Literal["created", "updated", "unchanged"]
 
@@ -69,7 +69,11 @@ async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
         if actual is None:  # lost a race with a concurrent reconcile: take what it made
             actual, action = await kube.get_deployment(node.namespace, name), "unchanged"
             _check_owner(node, "Deployment", actual)
-    if actual is not None and not builders.is_subset(desired, actual):
+    legacy = fields.adopted(actual["metadata"].get("managedFields") or [], FIELD_MANAGER) if actual else None
+    if actual is not None and legacy is not None:  # made by an earlier version: its fields become ours
+        await kube.own_deployment_fields(actual, legacy)
+        actual, action = await kube.apply_deployment(desired), "updated"
+    elif actual is not None and not builders.is_subset(desired, actual):
         actual, action = await kube.apply_deployment(desired), "updated"
     digest = desired["metadata"]["annotations"][builders.HASH_ANNOTATION]
     message = {

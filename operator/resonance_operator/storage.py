@@ -32,7 +32,7 @@ API_CALLS = frozenset(
         ("apps", "deployments", "get"),
         ("apps", "deployments", "list"),
         ("apps", "deployments", "watch"),
-        ("apps", "deployments", "create"),
+        ("apps", "deployments", "create"),  # an apply that creates is authorized as a create too
         ("apps", "deployments", "patch"),
         ("", "events", "create"),
         ("", "serviceaccounts", "get"),
@@ -120,24 +120,19 @@ class Kube:
         return result
 
     async def create_deployment(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Create; None if it already exists (another reconcile won the race)."""
-        meta = body["metadata"]
+        """Create, by apply (so that every field is ours from the start, and a later apply that no
+        longer sets one removes it); None if someone else's writes got there first (a concurrent
+        reconcile, or an object that is not ours: the caller looks)."""
         try:
-            result: dict[str, Any] = await self._json(
-                f"create Deployment {meta['namespace']}/{meta['name']}",
-                self.apps.create_namespaced_deployment,
-                meta["namespace"],
-                body,
-                missing_ok=False,
-            )
-            return result
+            return await self.apply_deployment(body, force=False)
         except KubeError as exc:
             if exc.status == 409:
                 return None
             raise
 
-    async def apply_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply of the fields we own: repairs hand edits to them, leaves the rest alone."""
+    async def apply_deployment(self, body: dict[str, Any], force: bool = True) -> dict[str, Any]:
+        """Server-side apply of the fields we own: repairs hand edits to them, removes those we no
+        longer set, leaves the rest alone."""
         meta = body["metadata"]
         result: dict[str, Any] = await self._json(
             f"apply Deployment {meta['namespace']}/{meta['name']}",
@@ -146,11 +141,25 @@ class Kube:
             meta["namespace"],
             body,
             field_manager=FIELD_MANAGER,
-            force=True,
+            force=force,
             _content_type="application/apply-patch+yaml",
             missing_ok=False,
         )
         return result
+
+    async def own_deployment_fields(self, actual: dict[str, Any], managed: list[dict[str, Any]]) -> None:
+        """Replace the Deployment's managedFields (fields.adopted), if it did not change meanwhile."""
+        meta = actual["metadata"]
+        patch = {"metadata": {"managedFields": managed, "resourceVersion": meta["resourceVersion"]}}
+        await self._json(
+            f"adopt fields of Deployment {meta['namespace']}/{meta['name']}",
+            self.apps.patch_namespaced_deployment,
+            meta["name"],
+            meta["namespace"],
+            patch,
+            _content_type="application/merge-patch+json",
+            missing_ok=False,
+        )
 
     async def ensure_service_account(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create the ServiceAccount unless it exists; the one that existed, or None if this call

@@ -48,7 +48,7 @@ async def test_operator_calls_only_what_rbac_grants(
         "a Deployment patch",
     )
     calls = recorded_calls(cluster)
-    assert ("apps", "deployments", "create") in calls and (
+    assert ("apps", "deployments", "patch") in calls and (  # created and updated by apply
         "resonance.io",
         "resonancenodes/status",
         "patch",
