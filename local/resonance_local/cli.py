@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MissingExtra, tools.Unreachable) as exc:
         print(exc, file=sys.stderr)
         return 2 if isinstance(exc, MissingExtra) else 1
+    except tools.NotAllSent as exc:
+        print(f"resonance send: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

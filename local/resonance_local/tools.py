@@ -46,6 +46,10 @@ def build(kind: str, message: str, anchor: str, frequency: float, s_roi: float) 
     return codec.heartbeat(anchor, frequency, s_roi)
 
 
+# A message Kafka refuses with a retriable error is sent again, this many times in all, with backoff.
+SEND_ATTEMPTS = 6
+
+
 class Unreachable(Exception):
     """No Kafka at the bootstrap servers given: said in one line, with what to do."""
 
@@ -79,15 +83,37 @@ async def send_raw(bootstrap: str, topics: list[str], payload: bytes, count: int
     return await _produce(bootstrap, topics, [payload] * count, anchor)
 
 
+class NotAllSent(Exception):
+    """Some messages were not stored: the message says which, and why."""
+
+
 async def _produce(bootstrap: str, topics: list[str], payloads: list[bytes], anchor: str) -> int:
+    """Every payload to every topic, each retried as a producer should (a topic a broker has just
+    created answers NotLeaderForPartition until its leader is elected); raises NotAllSent naming
+    what Kafka never took."""
     producer = _producer(bootstrap)
     await _started(producer, bootstrap, "send")
+    pending = [(t, i, p) for i, p in enumerate(payloads) for t in topics]
+    failed: dict[tuple[str, int], BaseException] = {}
     try:
-        futures = [await producer.send(t, p, key=anchor.encode()) for p in payloads for t in topics]
-        await asyncio.gather(*futures)
+        for attempt in range(SEND_ATTEMPTS):
+            futures = [await producer.send(t, p, key=anchor.encode()) for t, _, p in pending]
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            failed = {
+                (t, i): o for (t, i, _), o in zip(pending, outcomes, strict=True) if isinstance(o, Exception)
+            }
+            pending = [(t, i, p) for t, i, p in pending if (t, i) in failed]
+            retriable = all(isinstance(e, KafkaError) and e.retriable for e in failed.values())
+            if not pending or not retriable or attempt == SEND_ATTEMPTS - 1:
+                break
+            await asyncio.sleep(0.2 * 2**attempt)
     finally:
         await producer.stop()
-    return len(futures)
+    total = len(payloads) * len(topics)
+    if failed:
+        lines = [f"message {i + 1} to {t}: {type(e).__name__}: {e}" for (t, i), e in sorted(failed.items())]
+        raise NotAllSent(f"sent {total - len(failed)} of {total}; not sent: " + "; ".join(lines[:10]))
+    return total
 
 
 def render(record: Any) -> str:
@@ -132,6 +158,8 @@ async def tail(
                 while count is None or seen < count:
                     for records in (await consumer.getmany(timeout_ms=500)).values():
                         for record in records:
+                            if count is not None and seen >= count:
+                                break  # counted per record: a batch may hold more than are wanted
                             print(render(record), flush=True)
                             seen += 1
     finally:

@@ -15,6 +15,8 @@ from resonance_local.embedded import EmbeddedBroker, free_port
 from websockets.asyncio.client import ClientConnection, connect
 
 from ..support.harness import Topics, consume
+from ..support.kafkafault import INVALID_RECORD, NOT_LEADER_OR_FOLLOWER, PRODUCE, KafkaFaults
+from ..support.proxy import Proxied
 
 RESONANCE = [sys.executable, "-m", "resonance_local"]
 PIPE = asyncio.subprocess.PIPE
@@ -86,6 +88,10 @@ async def test_send_and_tail(broker: EmbeddedBroker, topics: Topics) -> None:
     )
     assert code == 0, err
     assert out.strip() == f"sent 1 repository_event message(s) to {topics.node}"
+    code, _, err = await run(
+        "send", "--topic", topics.node, "--count", "20", "--bootstrap-servers", broker.bootstrap
+    )
+    assert code == 0, err  # a backlog behind the first: --count 1 must print the first alone
     code, out, err = await run(
         "tail",
         topics.node,
@@ -98,7 +104,8 @@ async def test_send_and_tail(broker: EmbeddedBroker, topics: Topics) -> None:
         broker.bootstrap,
     )
     assert code == 0, err
-    record = json.loads(out.splitlines()[0])
+    [line] = out.splitlines()
+    record = json.loads(line)
     assert (record["topic"], record["offset"], record["key"]) == (topics.node, 0, "BOLZANO_71")
     body = record["value"]
     assert (body["type"], body["event_type"], body["data"]["message"], body["source"]) == (
@@ -107,6 +114,29 @@ async def test_send_and_tail(broker: EmbeddedBroker, topics: Topics) -> None:
         "Test",
         "resonance",
     )
+
+
+async def test_a_send_that_meets_a_partition_without_a_leader_delivers_every_message(
+    proxied: Proxied,
+) -> None:
+    """A topic the broker has just created has no leader for a moment (NotLeaderForPartition): the
+    messages that meet that are sent again, as a producer should, not lost behind a traceback."""
+    broker, proxy, topics = await proxied()
+    proxy.kafka = faults = KafkaFaults()
+    for _ in range(3):
+        faults.next_response(PRODUCE, NOT_LEADER_OR_FOLLOWER)
+    sending = ("send", "--topic", topics.node, "--count", "50", "--bootstrap-servers", broker.bootstrap)
+    code, out, err = await run(*sending)
+    assert (code, out.strip()) == (0, f"sent 50 state_update message(s) to {topics.node}"), err
+    assert "Traceback" not in err and len(faults.injected) == 3
+    records = await consume(broker, topics.node, 50, key=lambda r: json.loads(r.value)["seq"])
+    assert {json.loads(r.value)["seq"] for r in records} == set(range(50))
+
+    faults.next_response(PRODUCE, INVALID_RECORD)  # refused for good: said per message, in one line
+    code, out, err = await run(*sending)
+    assert code == 1 and "Traceback" not in err, err
+    [said] = err.strip().splitlines()
+    assert said.startswith("resonance send: sent ") and " of 50; not sent: message 1 to " in said, said
 
 
 async def run_with(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:

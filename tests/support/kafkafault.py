@@ -12,8 +12,8 @@ import contextlib
 import struct
 from collections import defaultdict, deque
 
-FETCH, METADATA, HEARTBEAT = 1, 3, 12  # API keys
-UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, GROUP_ID_NOT_FOUND = 3, 6, 69  # error codes
+PRODUCE, FETCH, METADATA, HEARTBEAT = 0, 1, 3, 12  # API keys
+UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER, GROUP_ID_NOT_FOUND, INVALID_RECORD = 3, 6, 69, 87
 
 
 def _string(body: bytes, at: int) -> tuple[str | None, int]:
@@ -56,7 +56,10 @@ def _topic_error_at(version: int, body: bytes, topic: str) -> int | None:
 
 def _error_at(api_key: int, version: int, body: bytes) -> int | None:
     """Where the error code to change sits in a response body (after the correlation id): the
-    top-level one, or for a fetch the first partition's. Non-flexible versions only."""
+    top-level one, or for a produce or a fetch the first partition's. Non-flexible versions only."""
+    if api_key == PRODUCE and version <= 8:  # the first partition's: past the topic's name
+        name: int = struct.unpack_from(">h", body, 4)[0]
+        return 4 + 2 + name + 4 + 4
     if api_key == HEARTBEAT and version <= 3:
         return 4 if version >= 1 else 0
     if api_key == FETCH and 1 <= version <= 11:
