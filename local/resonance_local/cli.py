@@ -36,10 +36,11 @@ def _needs(exc: ModuleNotFoundError, command: str) -> MissingExtra:
 
 def _broker(port: int) -> int:
     from . import embedded
+    from .processes import die_with_parent
 
     broker = embedded.EmbeddedBroker(port)
     try:
-        broker.start()
+        broker.start(preexec_fn=die_with_parent)  # a killed `resonance broker` leaves no tansu behind
     except embedded.BrokerUnavailable as exc:
         print(f"resonance broker: {exc}", file=sys.stderr)
         return 1

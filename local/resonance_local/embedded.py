@@ -75,6 +75,15 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 15.0, preexec_fn: Callable[[], None] | None = None) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
+        with socket.socket() as probe:  # else the readiness check below would find the other listener
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise BrokerUnavailable(
+                    f"port {self.port} cannot be used ({exc.strerror}): is a `make run` or another "
+                    "Kafka using it? Stop it, or choose another port"
+                ) from None
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [

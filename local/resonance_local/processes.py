@@ -29,13 +29,18 @@ class Running:
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=6))
 
 
-def detach() -> None:
-    """In the child: a session of its own (the terminal's Ctrl-C is for `up`), and die with `up`."""
-    os.setsid()
+def die_with_parent() -> None:
+    """In a child: SIGTERM when the process that started it dies, however it dies (Linux)."""
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def detach() -> None:
+    """In the child: a session of its own (the terminal's Ctrl-C is for `up`), and die with `up`."""
+    os.setsid()
+    die_with_parent()
 
 
 def spawn(
@@ -95,6 +100,20 @@ def leftover_broker(port: int) -> int | None:
     return None
 
 
+def running_owner(pid: int) -> tuple[int, str] | None:
+    """The live `resonance up` or `resonance broker` that started process pid, if one did: its
+    broker is in use, not left behind."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        words = (Path("/proc") / str(parent) / "cmdline").read_bytes().split(b"\0")
+        if any(w.endswith((b"resonance", b"resonance_local")) for w in words):
+            command = next((w.decode() for w in words if w in (b"up", b"broker")), "")
+            if command:
+                return parent, f"resonance {command}"
+    return None
+
+
 def port_problem(
     nodes: list[LocalNode], broker_port: int | None, with_nodes: bool, http_port_base: int
 ) -> str | None:
@@ -115,6 +134,11 @@ def port_problem(
         if not busy(port):
             continue
         pid = leftover_broker(port)
+        if pid is not None and (owner := running_owner(pid)) is not None:
+            return (
+                f"resonance up: port {port} is in use by the embedded broker of a running `{owner[1]}` "
+                f"(pid {owner[0]}): stop that one first (Ctrl-C in its terminal), or {what.split(': ', 1)[1]}"
+            )
         if pid is not None:
             return (
                 f"resonance up: port {port} is in use by an embedded broker left running (pid {pid}): "

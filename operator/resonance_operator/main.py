@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
@@ -32,6 +33,23 @@ def missing_credentials(env: Mapping[str, str]) -> str | None:
     return f"no Kubernetes credentials ({named}): point KUBECONFIG at a kubeconfig, or run it in a cluster"
 
 
+def taken_ports(settings: Settings) -> list[str]:
+    """The operator's ports another process holds: said before kopf starts, which would fail late,
+    with a traceback."""
+    taken = []
+    for variable, port in (
+        ("RESONANCE_OPERATOR_LIVENESS_PORT", settings.liveness_port),
+        ("RESONANCE_OPERATOR_METRICS_PORT", settings.metrics_port),
+    ):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError as exc:
+                taken.append(f"{variable}={port} cannot be used ({exc.strerror}): choose a free port")
+    return taken
+
+
 def run() -> int:
     try:
         settings = load(os.environ)
@@ -42,6 +60,9 @@ def run() -> int:
     missing = missing_credentials(os.environ)
     if missing:
         print(f"resonance operator: {missing}", file=sys.stderr)
+        return 2
+    for taken in taken_ports(settings):
+        print(f"resonance operator: {taken}", file=sys.stderr)
         return 2
     return asyncio.run(_main(settings))
 

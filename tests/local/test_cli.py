@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -180,6 +181,21 @@ async def test_every_user_error_is_one_line(
     assert got == code and needle in err, (got, err)
     assert len(lines) == 1 or all(line.startswith("resonance") for line in lines), err
     assert "Traceback" not in err
+
+
+async def test_the_operator_on_a_taken_port_says_which_in_one_line(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {"KUBECONFIG": str(kubeconfig), "RESONANCE_OPERATOR_LIVENESS_PORT": str(port)}
+        code, _, err = await run_with(env, "operator")
+    assert code == 2 and err.strip() == (
+        f"resonance operator: RESONANCE_OPERATOR_LIVENESS_PORT={port} cannot be used (Address already in "
+        "use): choose a free port"
+    ), err
 
 
 async def test_version_and_the_bridges_required_variables() -> None:

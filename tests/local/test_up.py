@@ -178,6 +178,36 @@ async def test_a_leftover_broker_on_the_port_is_named(tmp_path: Path) -> None:
         leftover.stop()
 
 
+async def test_resonance_broker_refuses_a_taken_port_owns_its_port_and_dies_whole(tmp_path: Path) -> None:
+    """`resonance broker` on a taken port says so (it used to find the other listener and claim
+    success); a second `up` calls its broker in use, not left running; killed outright, it takes its
+    tansu along."""
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        taken = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "resonance_local", "broker", "--port", str(port), stdout=PIPE, stderr=PIPE
+        )
+        out, err = await asyncio.wait_for(taken.communicate(), 30)
+        assert taken.returncode == 1 and out == b"", (out, err)
+        [line] = err.decode().strip().splitlines()
+        assert line.startswith(f"resonance broker: port {port} cannot be used"), line
+    broker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "resonance_local", "broker", "--port", str(port), stdout=PIPE, stderr=PIPE
+    )
+    try:
+        assert broker.stdout is not None
+        assert b"Ctrl-C stops it" in await asyncio.wait_for(broker.stdout.readline(), 30)
+        code, _, said = await up(str(manifests(tmp_path / "nodes")), "--json", "--broker-port", str(port))
+        assert code == 2 and f"the embedded broker of a running `resonance broker` (pid {broker.pid})" in said
+        assert "left running" not in said
+    finally:
+        broker.kill()  # SIGKILL: no handler of its own runs
+        await broker.wait()
+    await until(lambda: leftovers(f"127.0.0.1:{port}") == [], 10, "its tansu to go with it")
+
+
 async def test_a_terminals_ctrl_c_stops_bridges_first_and_a_killed_up_leaves_no_broker(
     tmp_path: Path,
 ) -> None:
