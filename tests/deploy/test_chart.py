@@ -209,6 +209,15 @@ def test_notes_give_a_path_that_ends_in_ready_nodes() -> None:
     assert "kubectl apply -n team-a -f -" in watched
 
 
+def test_notes_warn_that_the_default_image_exists_only_once_released() -> None:
+    """With the default image nobody may have published yet: how to build and load one instead."""
+    default = notes()
+    assert default.startswith("WARNING: the image is the chart's default, ghcr.io/resonance-io/resonance:")
+    assert "kind load docker-image resonance:dev" in default and "--set image.tag=dev" in default
+    for own in (["--set", "image.tag=0.1.0"], ["--set", "image.repository=registry.example.com/r"]):
+        assert "WARNING" not in notes(*own)
+
+
 def test_bridge_pod_defaults_reach_the_operator_and_pull_secrets_fall_back() -> None:
     from resonance_operator.settings import load
 

@@ -152,6 +152,16 @@ capabilities:
 {{/* What `helm install` prints (NOTES.txt), as a named template so that tests can render it. */}}
 {{- define "resonance.notes" -}}
 {{- $ns := .Release.Namespace }}
+{{- if and (eq .Values.image.repository "ghcr.io/resonance-io/resonance") (not .Values.image.tag) -}}
+WARNING: the image is the chart's default, ghcr.io/resonance-io/resonance:{{ .Chart.AppVersion }}, which
+exists only once version {{ .Chart.AppVersion }} is released (a v{{ .Chart.AppVersion }} tag runs the release workflow).
+If `kubectl get pods -n {{ .Release.Namespace }}` shows ImagePullBackOff, build and load your own:
+  make image IMAGE=resonance:dev && kind load docker-image resonance:dev
+  helm upgrade {{ .Release.Name }} charts/resonance -n {{ .Release.Namespace }} --reuse-values \
+    --set image.repository=resonance --set image.tag=dev --set image.pullPolicy=Never
+(`make kind-up` does all of this for a kind cluster.)
+
+{{ end -}}
 {{- with .Values.operator.watchNamespaces }}{{ if not (has $ns .) }}{{ $ns = first . }}{{ end }}{{ end -}}
 The resonance operator is installed in namespace {{ .Release.Namespace }} and watches
 {{- if .Values.operator.watchNamespaces }} namespaces {{ join ", " .Values.operator.watchNamespaces }}{{ else }} every namespace{{ end }}.
