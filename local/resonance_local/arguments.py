@@ -175,4 +175,12 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=positive, help="exit after this many records")
     tail.add_argument("--timeout", type=float, help="exit after this many seconds")
     tail.add_argument("--bootstrap-servers", default=bootstrap)
+    listing = sub.add_parser("topics", help="list topics with their record counts and consumer lag")
+    listing.add_argument(
+        "--group",
+        action="append",
+        help="a consumer group whose lag to show (repeatable; default the bridges of the nodes in examples/)",
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.add_argument("--bootstrap-servers", default=bootstrap)
     return top

@@ -131,6 +131,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "send":
         return _send(args)
+    if args.command == "topics":
+        from . import topics
+
+        groups = args.group if args.group is not None else [g for _, g in _example_nodes()]
+        found = asyncio.run(topics.topics(args.bootstrap_servers, groups))
+        print(topics.as_json(found) if args.json else topics.table(found))
+        return 0
     asyncio.run(tools.tail(args.bootstrap_servers, args.topic, args.from_beginning, args.count, args.timeout))
     return 0
 
@@ -174,6 +181,11 @@ def _send(args: argparse.Namespace) -> int:
 
 def _example_topics() -> list[str]:
     """Every node topic of the manifests in ./examples, read as `resonance up` reads them."""
+    return list(dict.fromkeys(topic for topic, _ in _example_nodes()))
+
+
+def _example_nodes() -> list[tuple[str, str]]:
+    """(topic, the bridge's consumer group under `resonance up`) of each manifest in ./examples."""
     try:
         from resonance_operator.settings import Settings
 
@@ -181,7 +193,7 @@ def _example_topics() -> list[str]:
     except ModuleNotFoundError as exc:
         raise _needs(exc, "send") from None
     nodes, _ = load_nodes([Path("examples")], Settings()) if Path("examples").is_dir() else ([], [])
-    return list(dict.fromkeys(node.spec.topic for node in nodes))
+    return [(node.spec.topic, f"resonance-bridge.local.{node.name}") for node in nodes]
 
 
 if __name__ == "__main__":

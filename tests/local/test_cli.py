@@ -12,6 +12,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 from resonance_local.embedded import EmbeddedBroker, free_port
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -140,6 +142,33 @@ async def test_a_send_that_meets_a_partition_without_a_leader_delivers_every_mes
     assert said.startswith("resonance send: sent ") and " of 50; not sent: message 1 to " in said, said
 
 
+async def test_topics_lists_counts_and_a_groups_lag(broker: EmbeddedBroker, topics: Topics) -> None:
+    """The guide's `kafka-topics --list` and its Kafka UI's message counts and consumer lag."""
+    await run("send", "--topic", topics.node, "--count", "5", "--bootstrap-servers", broker.bootstrap)
+    committer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=topics.group)
+    await committer.start()
+    try:
+        tp = TopicPartition(topics.node, 0)
+        committer.assign([tp])
+        await committer.commit({tp: OffsetAndMetadata(3, "")})
+    finally:
+        await committer.stop()
+    args = ("topics", "--group", topics.group, "--bootstrap-servers", broker.bootstrap)
+    code, out, err = await run(*args, "--json")
+    assert code == 0, err
+    listed = {t["name"]: t for t in json.loads(out)}
+    assert listed[topics.node] == {
+        "name": topics.node,
+        "partitions": 1,
+        "records": 5,
+        "lag": {topics.group: 2},
+    }
+    assert listed[topics.inbound]["lag"] == {}  # the group never read it
+    code, out, err = await run(*args)
+    row = next(line.split() for line in out.splitlines() if line.startswith(topics.node))
+    assert code == 0 and row == [topics.node, "1", "5", topics.group, "2"], out
+
+
 async def run_with(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         *RESONANCE, *args, stdout=PIPE, stderr=PIPE, stdin=PIPE, env={**os.environ, **env}
@@ -157,6 +186,12 @@ async def run_with(env: dict[str, str], *args: str, stdin: bytes | None = None) 
             {},
             1,
             "start one with `resonance broker`",
+        ),
+        (
+            ["topics", "--bootstrap-servers", "127.0.0.1:{free}"],
+            {},
+            1,
+            "resonance topics: no Kafka answers at",
         ),
         (["config"], {"RESONANCE_LOG_LEVEL": "LOUD"}, 2, "RESONANCE_LOG_LEVEL='LOUD' is invalid"),
         (["up", "--broker-port", "70000"], {}, 2, "'70000' is not a port"),
