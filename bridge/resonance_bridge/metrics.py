@@ -29,6 +29,12 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+        self.control_acks = Counter(
+            "resonance_control_acks",
+            "Acks from the node of the bridge's own heartbeat and frequency_sync messages (included in "
+            'resonance_acks_total{direction="from_node"})',
+            registry=r,
+        )
         self.ack_mismatches = Counter(
             "resonance_ack_mismatches",
             "Acks the bridge could not attribute to a message in flight (nothing committed), by reason",

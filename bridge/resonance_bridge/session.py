@@ -251,6 +251,8 @@ class Session:
         if not outcome.counted:
             return
         self.uncounted += 1
+        if outcome.settled is not None and outcome.settled.source is None:  # our heartbeat's, say
+            self.s.metrics.control_acks.inc()
         if not self.ws.kinds:  # nothing more to read now: the counter is current whenever idle
             self.s.metrics.acks_from_node.inc(self.uncounted)
             self.uncounted = 0

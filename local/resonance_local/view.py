@@ -53,18 +53,31 @@ def _sum(m: Metrics, prefix: str) -> int:
     return int(sum(v for k, v in m.items() if k.startswith(prefix)))
 
 
+def in_use(node: LocalNode, m: Metrics) -> str:
+    """The endpoint the bridge connects to (its resonance_bridge_info), which `up` points at the
+    local node server; the manifest's until the bridge answers."""
+    for key in m:
+        if key.startswith("resonance_bridge_info{") and (found := re.search(r'endpoint="([^"]*)"', key)):
+            return found.group(1)
+    return node.spec.endpoint
+
+
 def summary(node: LocalNode, m: Metrics, port: int) -> dict[str, Any]:
     last = m.get("resonance_last_heartbeat_timestamp_seconds", 0.0)
+    control = m.get("resonance_control_acks_total", 0.0)
     return {
         "node": node.name,
-        "endpoint": node.spec.endpoint,
+        "endpoint": in_use(node, m),
+        "spec_endpoint": node.spec.endpoint,
         "topic": node.spec.topic,
         "metrics": f"http://127.0.0.1:{port}/metrics",
         "connected": m.get("resonance_websocket_connected") == 1.0,
         "kafka_connected": m.get("resonance_kafka_connected") == 1.0,
         "relayed_out": int(m.get('resonance_messages_relayed_total{direction="outbound"}', 0)),
         "relayed_in": int(m.get('resonance_messages_relayed_total{direction="inbound"}', 0)),
-        "acks_from_node": int(m.get('resonance_acks_total{direction="from_node"}', 0)),
+        # Acks of records; the node's acks of the bridge's own heartbeats and frequency_syncs apart.
+        "acks_from_node": int(m.get('resonance_acks_total{direction="from_node"}', 0) - control),
+        "heartbeat_acks": int(control),
         "acks_to_node": int(m.get('resonance_acks_total{direction="to_node"}', 0)),
         "dead_letters": _sum(m, "resonance_dead_letters_total"),
         "in_flight": int(m.get("resonance_in_flight", 0)),
@@ -75,8 +88,9 @@ def summary(node: LocalNode, m: Metrics, port: int) -> dict[str, Any]:
 
 
 LEGEND = (
-    "out: records relayed to the node · in: its messages stored in Kafka · acks: from the node/to it · "
-    "dead: dead letters · flight: sent, not yet acked · beat: last heartbeat · drift: its timing error"
+    "out: records relayed to the node · in: its messages stored in Kafka · "
+    "acks: of records, from the node/to it · dead: dead letters · flight: sent, not yet acked · "
+    "beat: last heartbeat · drift: its timing error"
 )
 _LINE = re.compile(r"^\[(?P<node>[^\]]+)\] (?P<arrow><-|->) (?P<rest>.*)$")
 _MESSAGE = re.compile(r'"message": "((?:[^"\\]|\\.)*)"')
@@ -139,7 +153,8 @@ def render(
             s["last_heartbeat"][11:19] if s["last_heartbeat"] else "-",
             f"{s['heartbeat_drift_seconds']:+.2f}s",
         )
-        places.append(Text(f"  {node.name}: {node.spec.topic} <-> {node.spec.endpoint}", overflow="ellipsis"))
+        where = in_use(node, states.get(node.name, {}))
+        places.append(Text(f"  {node.name}: {node.spec.topic} <-> {where}", overflow="ellipsis"))
     lines = list(recent) or ["(waiting for messages)"]
     return Group(
         table,

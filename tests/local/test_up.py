@@ -78,7 +78,13 @@ async def test_up_runs_the_pipeline_and_stops_clean(tmp_path: Path) -> None:
         assert node["connected"] and node["kafka_connected"], node
         assert node["relayed_out"] >= 2, node  # the demo stream reached the node
         assert node["relayed_in"] >= 1, node  # the node's own messages reached Kafka
-        assert node["acks_from_node"] >= node["relayed_out"] and node["acks_to_node"] == node["relayed_in"]
+        # Acks of records only, the node's acks of the bridge's heartbeats apart.
+        assert node["acks_from_node"] <= node["relayed_out"] and node["acks_to_node"] == node["relayed_in"]
+        assert node["heartbeat_acks"] >= 1, node
+        # The endpoint in use (the local node server), not the manifest's, which is kept beside it.
+        assert node["endpoint"].startswith("ws://127.0.0.1:") and node["spec_endpoint"].startswith(
+            f"ws://{node['node']}:"
+        ), node
         assert node["heartbeats"] >= 1 and node["last_heartbeat"].startswith("20")
         assert node["dead_letters"] == 0
     assert leftovers(f"--port {broker}") == [] and leftovers(f"127.0.0.1:{broker}") == []
