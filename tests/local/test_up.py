@@ -26,6 +26,25 @@ ROOT = Path(__file__).resolve().parents[2]
 PIPE = asyncio.subprocess.PIPE
 
 
+def free_run(count: int = 2) -> int:
+    """The first of `count` consecutive free ports: `up` gives bridge i the port base+i, and a port
+    beside a free one may be a running `make run`'s (18080, 18081)."""
+    for _ in range(100):
+        base = free_port()
+        if base + count <= 65535 and all(_free(base + i) for i in range(count)):
+            return base
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def manifests(folder: Path, **endpoints: str) -> Path:
     """The examples, their nodes moved to free ports so that tests never collide."""
     folder.mkdir(exist_ok=True)
@@ -41,7 +60,7 @@ def manifests(folder: Path, **endpoints: str) -> Path:
 async def up(*args: str, timeout: float = 90, **env: str) -> tuple[int, str, str]:
     """`resonance up` (with env on top of ours), on ports of its own unless the test names them: never
     9092 or 18080, which a `make run` beside the tests holds."""
-    ports = [] if "--http-port-base" in args else ["--http-port-base", str(free_port())]
+    ports = [] if "--http-port-base" in args else ["--http-port-base", str(free_run())]
     ports += [] if "--broker-port" in args else ["--broker-port", str(free_port())]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "resonance_local", "up", *args, *ports, stdout=PIPE, stderr=PIPE,
@@ -66,7 +85,7 @@ def leftovers(marker: str) -> list[int]:
 
 
 async def test_up_runs_the_pipeline_and_stops_clean(tmp_path: Path) -> None:
-    broker, http = free_port(), free_port()
+    broker, http = free_port(), free_run()
     folder = manifests(tmp_path / "nodes")
     code, out, err = await up(
         str(folder), "--for", "14", "--json", "--broker-port", str(broker), "--http-port-base", str(http)
@@ -124,7 +143,7 @@ async def test_bad_manifest_is_named_and_the_others_start(tmp_path: Path) -> Non
         "--broker-port",
         str(free_port()),
         "--http-port-base",
-        str(free_port()),
+        str(free_run()),
         "--quiet-demo",
     )
     assert code == 0, err
@@ -221,7 +240,7 @@ async def test_a_terminals_ctrl_c_stops_bridges_first_and_a_killed_up_leaves_no_
     bridges drain and commit before the broker goes. And `up` killed outright takes its broker along."""
     broker, logs = free_port(), tmp_path / "logs"
     args = [str(manifests(tmp_path / "nodes")), "--json", "--broker-port", str(broker), "--logs", str(logs)]
-    ports = ["--http-port-base", str(free_port())]
+    ports = ["--http-port-base", str(free_run())]
     first = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
