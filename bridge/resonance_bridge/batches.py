@@ -10,10 +10,13 @@ records did not. Nothing here reads aiokafka's state outside such a traceback.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
+
+log = logging.getLogger("resonance.bridge")
 
 # The frames that decode a partition's records (aiokafka.consumer.fetcher).
 _DRAIN, _DECODE = "getall", "_unpack_records"
@@ -93,3 +96,18 @@ def decoding_failure(exc: BaseException) -> Failure | None:
     if isinstance(first, int) and isinstance(following, int) and (position is None or following > position):
         return Failure(tp, first, following - 1, error)
     return Failure(tp, None, None, error)
+
+
+def report(batch: Undecodable, stopped: bool) -> str:
+    """Log the batch, once; returns what the heartbeat and the node's status say of it."""
+    where = f"partition {batch.topic}/{batch.partition} offsets {batch.first}-{batch.last}"
+    if stopped:
+        log.error(
+            "%s cannot be decoded (%s): the partition stops there (RESONANCE_ON_UNDECODABLE=stop); "
+            "delete or skip the batch, or set deadLetter, then restart the bridge",
+            where,
+            batch.error,
+        )
+        return f"stopped at {where}: {batch.error}"
+    log.warning("%s cannot be decoded (%s): dead-lettering it", where, batch.error)
+    return f"dead-lettered {where}: {batch.error}"

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from . import codec, kafka, security
+from . import batches, codec, kafka, security
 from .backoff import Failure, Retry, keep_running, pause
 from .batches import Undecodable
 from .config import CLOSE_BUDGET_S, Config
@@ -85,18 +85,7 @@ class Bridge:
 
     def _undecodable(self, batch: Undecodable, stopped: bool) -> None:
         self.metrics.undecodable.labels("stopped" if stopped else "dead_lettered").inc()
-        where = f"partition {batch.topic}/{batch.partition} offsets {batch.first}-{batch.last}"
-        if stopped:
-            self.last_undecodable = f"stopped at {where}: {batch.error}"
-            log.error(
-                "%s cannot be decoded (%s): the partition stops there (RESONANCE_ON_UNDECODABLE=stop); "
-                "delete or skip the batch, or set deadLetter, then restart the bridge",
-                where,
-                batch.error,
-            )
-        else:
-            self.last_undecodable = f"dead-lettered {where}: {batch.error}"
-            log.warning("%s cannot be decoded (%s): dead-lettering it", where, batch.error)
+        self.last_undecodable = batches.report(batch, stopped)  # logged there, once
 
     def stopped_partitions(self) -> list[str]:
         reader = self.reader

@@ -175,8 +175,7 @@ class Session:
             return  # not done: fetched and dead-lettered again after the restart
         self.s.relay.dead_lettered(entry)
         self.s.metrics.dead_letters.labels("outbound", rejected.reason).inc()
-        what = "record %s dead-lettered (%s): %s"
-        where = source["resonance-source"]
+        what, where = "record %s dead-lettered (%s): %s", source["resonance-source"]
         dead_log.warning(what, where, rejected.reason, rejected.detail, extra={"direction": "outbound"})
         self._changed()
 

@@ -42,6 +42,11 @@ PATCHES = Counter(
     ["trigger"],
     registry=REGISTRY,
 )
+EVENTS_HELD = Counter(
+    "resonance_operator_events_held",
+    "Events not posted because their node posted too many (25 at once, then one per 5 minutes)",
+    registry=REGISTRY,
+)
 WATCH_ERRORS = Counter(
     "resonance_operator_watch_errors",
     "Errors of kopf's watches of the API server (each is retried; a steady rise means trouble)",

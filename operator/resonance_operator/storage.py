@@ -16,9 +16,11 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from . import GROUP, KIND, PLURAL, VERSION
+from . import GROUP, PLURAL, VERSION
+from .events import COMPONENT, Correlator, event_body
+from .metrics import EVENTS_HELD
 
-FIELD_MANAGER = "resonance-operator"
+FIELD_MANAGER = COMPONENT  # the Events' source has the same name
 
 # Every (API group, resource, verb) the operator uses: this module's calls, plus kopf's watching,
 # its annotation bookkeeping (patch) and its Events. The chart's RBAC is tested against this list.
@@ -35,6 +37,7 @@ API_CALLS = frozenset(
         ("apps", "deployments", "create"),  # an apply that creates is authorized as a create too
         ("apps", "deployments", "patch"),
         ("", "events", "create"),
+        ("", "events", "patch"),  # a repeated Event's count
         ("", "serviceaccounts", "get"),
         ("", "serviceaccounts", "create"),
     }
@@ -73,6 +76,7 @@ class KubeError(Exception):
 class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
+        self.events = Correlator()  # which Events are repeats, and which nodes post too many
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
@@ -243,30 +247,35 @@ class Kube:
         )
 
     async def post_event(self, node: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """An Event on the node, as `kubectl describe` and `kubectl get events` show them."""
+        """An Event on the node, as `kubectl describe` and `kubectl get events` show them; a repeat
+        raises the count of the one already posted, and a node posting too many is held back
+        (events.py)."""
         meta = node["metadata"]
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            # Named as client-go names them: the object's name and the time in hex (so in order).
-            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": FIELD_MANAGER,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        now, clock = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), time.monotonic()
+        key = (meta["namespace"], str(meta.get("uid")), type_, reason, message[:1024])
+        repeated = self.events.repeat(key, clock)
+        if repeated is not None:
+            patch = {"count": repeated.count, "lastTimestamp": now}
+            try:
+                await self._json(
+                    f"update Event {meta['namespace']}/{repeated.name}",
+                    self.core.patch_namespaced_event,
+                    repeated.name,
+                    meta["namespace"],
+                    patch,
+                    _content_type="application/merge-patch+json",
+                    missing_ok=False,
+                )
+                return
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+                self.events.forget(key)  # expired meanwhile: post it anew
+        if not self.events.allow(key[1], clock):
+            EVENTS_HELD.inc()
+            return
+        name = f"{meta['name']}.{time.time_ns():x}"  # as client-go names them: in order
+        event = event_body(meta, name, type_, reason, message[:1024], now)
         await self._json(
             f"post Event on {meta['namespace']}/{meta['name']}",
             self.core.create_namespaced_event,
@@ -274,3 +283,4 @@ class Kube:
             event,
             missing_ok=False,
         )
+        self.events.record(key, name, clock)
