@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes_asyncio import client, config
 from resonance_local.embedded import EmbeddedBroker
+from resonance_operator.storage import Kube
 
 from ..support import apiserver
 from ..support.kube import ROOT, Cluster, Operator
@@ -52,6 +54,15 @@ def operator(
     process.start()
     yield process
     process.kill()
+
+
+@pytest.fixture
+async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
+    """The operator's own API client, for tests that call its storage or service directly."""
+    await config.load_kube_config(config_file=str(cluster.kubeconfig))
+    kube = Kube(client.ApiClient(client.Configuration.get_default_copy()))
+    yield kube
+    await kube.close()
 
 
 @pytest.fixture

@@ -4,24 +4,13 @@ few Events with counts (`kubectl get events` COUNT), not dozens of objects a min
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-from kubernetes_asyncio import client, config
 from resonance_operator import events
 from resonance_operator.metrics import EVENTS_HELD
 from resonance_operator.storage import Kube
 
 from ..support.kube import Cluster
-
-
-@pytest.fixture
-async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
-    await config.load_kube_config(config_file=str(cluster.kubeconfig))
-    kube = Kube(client.ApiClient(client.Configuration.get_default_copy()))
-    yield kube
-    await kube.close()
 
 
 def node(namespace: str) -> dict[str, Any]:

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import yaml
-from kubernetes_asyncio import client, config
 from resonance_operator import builders, fields, service
 from resonance_operator.model import Node
 from resonance_operator.settings import Settings
@@ -32,14 +29,6 @@ TEMPLATE = {
     "metadata": {"labels": {"example.com/team": "relay"}, "annotations": {"example.com/note": "x"}},
     "spec": {"affinity": {"nodeAffinity": {}}, "imagePullSecrets": [{"name": "pull"}]},
 }
-
-
-@pytest.fixture
-async def kube(cluster: Cluster) -> AsyncIterator[Kube]:
-    await config.load_kube_config(config_file=str(cluster.kubeconfig))
-    kube = Kube(client.ApiClient(client.Configuration.get_default_copy()))
-    yield kube
-    await kube.close()
 
 
 def node_of(namespace: str, uid: str, **spec: Any) -> Node:
