@@ -16,6 +16,7 @@ from resonance_bridge import logs
 
 from . import GROUP, PLURAL, VERSION, metrics, service
 from .builders import MANAGED_BY
+from .diffbase import DigestDiffBaseStorage
 from .model import Node
 from .monitor import Monitor
 from .settings import Settings, load
@@ -50,9 +51,10 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    # kopf's bookkeeping goes to annotations, so that status is ours alone (and its schema strict).
+    # kopf's bookkeeping goes to annotations, so that status is ours alone (and its schema strict);
+    # the spec it last handled as a digest, which fits whatever the spec's size (diffbase.py).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=GROUP)
     # Our Events (storage.post_event) say what happened; kopf's own, for every handler run, add noise.
     settings.posting.level = logging.WARNING
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]

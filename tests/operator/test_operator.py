@@ -280,3 +280,37 @@ async def test_operator_liveness_endpoint(operator: Operator) -> None:
 
     body = await until(alive, 60, "the operator's /healthz")
     assert "kubernetes" in body  # the probe reached the API server (a failing probe makes /healthz 500)
+
+
+async def test_a_spec_larger_than_the_annotations_limit_is_handled_and_recorded(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    """kopf records the spec it handled in an annotation, and annotations hold 256 KiB in all: a spec
+    past that was handled again and again, its record refused. The record is a digest now."""
+    values = [f"{'v' * 60}{i:05d}" for i in range(5000)]  # a ~350 KB spec, as a template may hold
+    selector = {"matchExpressions": [{"key": "app", "operator": "In", "values": values}]}
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": selector}
+    affinity = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "podAffinityTerm": term}
+    ]}}  # fmt: skip
+    big = node(namespace, template={"spec": {"affinity": affinity}})
+    assert len(json.dumps(big["spec"])) > 300_000
+    cluster.kubectl("create", "-f", "-", stdin=json.dumps(big))  # apply would record it in an annotation too
+    first = await deployment_of(cluster, namespace, "lexamoris")
+    assert first["spec"]["template"]["spec"]["affinity"] == affinity
+
+    def recorded() -> str | None:
+        annotations = (cluster.get("rn", "lexamoris", namespace) or {})["metadata"].get("annotations") or {}
+        return annotations.get("resonance.io/last-handled-configuration")
+
+    record = await until(recorded, 30, "kopf's record of the handled spec")
+    assert len(record) < 200, record[:200]
+    cluster.patch("rn", "lexamoris", namespace, {"spec": {"frequencyHz": 2}})  # a change is still seen
+
+    def updated() -> bool:
+        d = cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {}
+        env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return bool(env["RESONANCE_FREQUENCY_HZ"] == "2")
+
+    await until(updated, 30, "the Deployment updated")
+    assert "Too long" not in operator.output()
