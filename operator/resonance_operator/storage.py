@@ -11,56 +11,19 @@ import datetime
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import GROUP, PLURAL, VERSION
 from .events import COMPONENT, Correlator, event_body
 from .metrics import EVENTS_HELD
 
+# The label every bridge Deployment carries: the API server filters the operator's watch by it.
+BRIDGE_SELECTOR = f"app.kubernetes.io/managed-by={COMPONENT}"
 FIELD_MANAGER = COMPONENT  # the Events' source has the same name
-
-# Every (API group, resource, verb) the operator uses: this module's calls, plus kopf's watching,
-# its annotation bookkeeping (patch) and its Events. The chart's RBAC is tested against this list.
-API_CALLS = frozenset(
-    {
-        (GROUP, "resonancenodes", "get"),
-        (GROUP, "resonancenodes", "list"),
-        (GROUP, "resonancenodes", "watch"),
-        (GROUP, "resonancenodes", "patch"),
-        (GROUP, "resonancenodes/status", "patch"),
-        ("apps", "deployments", "get"),
-        ("apps", "deployments", "list"),
-        ("apps", "deployments", "watch"),
-        ("apps", "deployments", "create"),  # an apply that creates is authorized as a create too
-        ("apps", "deployments", "patch"),
-        ("", "events", "create"),
-        ("", "events", "patch"),  # a repeated Event's count
-        ("", "serviceaccounts", "get"),
-        ("", "serviceaccounts", "create"),
-    }
-)
-# Leader election (leader.py): one Lease, in the operator's own namespace (a Role of its own there).
-LEASE_CALLS = frozenset(
-    {
-        ("coordination.k8s.io", "leases", "get"),
-        ("coordination.k8s.io", "leases", "create"),
-        ("coordination.k8s.io", "leases", "update"),
-    }
-)
-# Cluster-scoped reads of kopf's: it notices CRDs changing, and, when it watches a list of namespaces,
-# namespaces coming and going. The chart grants these in a ClusterRole of their own.
-CLUSTER_READS = frozenset(
-    {
-        ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-        ("", "namespaces", "list"),
-        ("", "namespaces", "watch"),
-    }
-)
 
 
 class KubeError(Exception):
@@ -122,6 +85,55 @@ class Kube:
             f"get Deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace
         )
         return result
+
+    async def list_bridges(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
+        """The bridge Deployments (the API server filters by label), a page at a time; and the
+        resourceVersion to watch from."""
+        items: list[dict[str, Any]] = []
+        page: dict[str, Any] = {"metadata": {}}
+        while True:
+            token = page["metadata"].get("continue")
+            args = (namespace,) if namespace else ()
+            call = (
+                self.apps.list_namespaced_deployment
+                if namespace
+                else self.apps.list_deployment_for_all_namespaces
+            )
+            page = await self._json(
+                f"list bridge Deployments in {namespace or 'every namespace'}",
+                call,
+                *args,
+                label_selector=BRIDGE_SELECTOR,
+                limit=500,
+                **({"_continue": token} if token else {}),
+                missing_ok=False,
+            )
+            items += page.get("items") or []
+            if not page["metadata"].get("continue"):
+                return items, page["metadata"]["resourceVersion"]
+
+    async def watch_bridges(
+        self, namespace: str | None, version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Changes of the bridge Deployments since `version`, until the server ends the watch (about
+        five minutes) or says the version is too old (an ERROR event: list again)."""
+        args = (namespace,) if namespace else ()
+        call = (
+            self.apps.list_namespaced_deployment
+            if namespace
+            else self.apps.list_deployment_for_all_namespaces
+        )
+        stream = watch.Watch().stream(
+            call,
+            *args,
+            label_selector=BRIDGE_SELECTOR,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=300,
+        )
+        async with stream:
+            async for event in stream:
+                yield event["type"], event["raw_object"]
 
     async def create_deployment(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create, by apply (so that every field is ours from the start, and a later apply that no

@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from resonance_operator.storage import API_CALLS, CLUSTER_READS, LEASE_CALLS
+from resonance_operator.grants import API_CALLS, CLUSTER_READS, LEASE_CALLS
 
 from ..support.chart import ALL_ON, CHART, ROOT, helm, notes, render
 

@@ -1,6 +1,6 @@
 """Every API call the operator made, read from the API server's audit log, is one the chart's RBAC grants.
 
-The chart's Roles are tested to grant exactly storage.API_CALLS (tests/test_chart.py); this test makes the
+The chart's Roles are tested to grant exactly grants.API_CALLS (tests/test_chart.py); this test makes the
 operator do all its kinds of work and checks that it never called anything outside that list."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from resonance_operator.storage import API_CALLS, CLUSTER_READS, LEASE_CALLS
+from resonance_operator.grants import API_CALLS, CLUSTER_READS, LEASE_CALLS
 
 from ..support.kube import Cluster, Operator, node
 from ..support.poll import until
