@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -15,14 +16,14 @@ import kopf
 from resonance_bridge import logs
 
 from . import GROUP, PLURAL, VERSION, metrics, service
-from .builders import MANAGED_BY
+from .bridgewatch import BridgeWatch
 from .diffbase import DigestDiffBaseStorage
 from .model import Node
 from .monitor import Monitor
 from .settings import Settings, load
 from .storage import Kube, KubeError
 
-OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+log = logging.getLogger("resonance.operator")
 # The operator's state is kopf's memo: `settings` (loaded once by main.run, or here under `kopf run`)
 # and `kube`, the one API client, created at startup and closed at cleanup.
 
@@ -36,6 +37,8 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     memo.kube = await Kube.connect()
     memo.monitor = Monitor(memo.kube, memo.settings)
     memo.monitor.start()
+    memo.bridges = BridgeWatch(memo.kube, ours.watch_namespaces, functools.partial(bridge_changed, memo))
+    memo.bridges.start()
     try:
         metrics.serve(ours.metrics_port, memo.monitor.statuses)
     except ValueError:
@@ -74,6 +77,7 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
 
 @kopf.on.cleanup()
 async def cleanup_fn(memo: kopf.Memo, **_: Any) -> None:
+    await memo.bridges.stop()
     await memo.monitor.stop()
     await memo.kube.close()
 
@@ -116,32 +120,38 @@ async def reconcile_fn(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **
     logger.info(outcome.message)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-async def deployment_event_fn(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """A bridge Deployment changed, was edited or deleted: reconcile its node, which puts the
-    Deployment back as specified and carries its readiness into the node's status."""
+async def bridge_changed(memo: kopf.Memo, kind: str, body: dict[str, Any]) -> None:
+    """A bridge Deployment changed, was edited or deleted (bridgewatch.py): reconcile its node, which
+    puts the Deployment back as specified and carries its readiness into the node's status. The
+    change the last reconcile made and observed itself is not reconciled again, and a change of
+    status alone is carried into the node's status without one."""
+    meta = body.get("metadata") or {}
     owner = next(
         (
             ref["name"]
-            for ref in body.metadata.get("ownerReferences", [])
+            for ref in meta.get("ownerReferences") or []
             if ref.get("kind") == "ResonanceNode" and ref.get("apiVersion", "").startswith(GROUP)
         ),
         None,
     )
-    namespace = body.metadata.namespace
+    namespace = meta.get("namespace")
     if owner is None or namespace is None:
         return
-    kube: Kube = memo.kube
-    node = await kube.get_node(namespace, owner)
+    monitor: Monitor = memo.monitor
+    if kind != "DELETED" and monitor.seen(namespace, owner, meta.get("resourceVersion")):
+        return
+    if kind != "DELETED" and await monitor.deployment_changed(namespace, owner, body):
+        return  # its status moved, its spec is as the node asks: no reconcile needed
+    node = await memo.kube.get_node(namespace, owner)
     if node is None or node["metadata"].get("deletionTimestamp"):
         return  # the node is gone: garbage collection takes the Deployment
     try:
         outcome = await _reconcile(node, memo, "deployment")
     except (kopf.TemporaryError, kopf.PermanentError) as exc:  # said on the node (status, Event)
-        logger.warning("reconcile of %s/%s failed: %s", namespace, owner, exc)
+        log.warning("reconcile of %s/%s failed: %s", namespace, owner, exc)
         return
     if outcome.action != "unchanged":
-        logger.info("%s/%s: %s", namespace, owner, outcome.message)
+        log.info("%s/%s: %s", namespace, owner, outcome.message)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

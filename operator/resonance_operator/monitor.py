@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import health, metrics, mounts, status
+from . import builders, health, metrics, mounts, status
 from .heartbeats import Consumers, normalized
 from .model import Node
 from .settings import NO_SECURITY, Settings
@@ -91,6 +91,17 @@ class Monitor:
 
     # --- inputs -----------------------------------------------------------------------------------
 
+    def seen(self, namespace: str, name: str, version: str | None) -> bool:
+        """Whether the node's last reconcile already observed this version of its Deployment (its
+        own write, say): nothing for another reconcile to do."""
+        tracked = self.nodes.get((namespace, name))
+        deployment = tracked.deployment if tracked is not None else None
+        return (
+            version is not None
+            and deployment is not None
+            and deployment["metadata"]["resourceVersion"] == version
+        )
+
     async def observe(
         self,
         body: dict[str, Any],
@@ -114,8 +125,9 @@ class Monitor:
             "status": body.get("status"),
         }
         if deployment is not None:
-            generation = deployment["metadata"].get("generation", 1)
-            deployment = {"metadata": {"generation": generation}, "status": deployment.get("status") or {}}
+            meta = deployment["metadata"]
+            kept = {"generation": meta.get("generation", 1), "resourceVersion": meta.get("resourceVersion")}
+            deployment = {"metadata": kept, "status": deployment.get("status") or {}}
         tracked.body, tracked.node, tracked.deployment = body, node, deployment
         tracked.error, tracked.reason = error, reason
         now = self._wanted(tracked)
@@ -124,6 +136,20 @@ class Monitor:
             self.consumers.want(self._read())
         await self._write(tracked)
         return status.states(tracked.written).get("Ready", ("",))[0] == "True"
+
+    async def deployment_changed(self, namespace: str, name: str, deployment: dict[str, Any]) -> bool:
+        """The node's Deployment changed but is still as its spec asks (its status moved): carry it
+        into the node's status without a reconcile. False when the node is not known to be in order."""
+        tracked = self.nodes.get((namespace, name))
+        if tracked is None or tracked.error is not None:
+            return False
+        if not builders.is_subset(builders.deployment(tracked.node, self.settings), deployment):
+            return False
+        meta = deployment["metadata"]
+        kept = {"generation": meta.get("generation", 1), "resourceVersion": meta.get("resourceVersion")}
+        tracked.deployment = {"metadata": kept, "status": deployment.get("status") or {}}
+        await self._write(tracked)
+        return True
 
     def forget(self, namespace: str, name: str) -> None:
         tracked = self.nodes.pop((namespace, name), None)

@@ -56,12 +56,12 @@ async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
     it, kopf retries)."""
     if problems := policy.problems(node, settings):
         raise Refused("NotAllowed", "; ".join(problems))
-    account = builders.service_account(node)
-    _check_owner(node, "ServiceAccount", await kube.ensure_service_account(account))
     desired = builders.deployment(node, settings)
     name = desired["metadata"]["name"]
     actual = await kube.get_deployment(node.namespace, name)
     _check_owner(node, "Deployment", actual)
+    account = builders.service_account(node)
+    _check_owner(node, "ServiceAccount", await kube.ensure_service_account(account, actual is None))
     action: Action = "unchanged"
     if actual is None:
         actual = await kube.create_deployment(desired)

@@ -86,43 +86,40 @@ class Kube:
         )
         return result
 
-    async def list_bridges(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
-        """The bridge Deployments (the API server filters by label), a page at a time; and the
-        resourceVersion to watch from."""
-        items: list[dict[str, Any]] = []
+    async def list_bridges(
+        self, namespace: str | None, items: bool = True
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The bridge Deployments (the API server filters by label), a page at a time, and the
+        resourceVersion to watch from; without `items`, that version alone (one small request)."""
+        found: list[dict[str, Any]] = []
         page: dict[str, Any] = {"metadata": {}}
+        call, args = self._deployments(namespace)
         while True:
             token = page["metadata"].get("continue")
-            args = (namespace,) if namespace else ()
-            call = (
-                self.apps.list_namespaced_deployment
-                if namespace
-                else self.apps.list_deployment_for_all_namespaces
-            )
             page = await self._json(
                 f"list bridge Deployments in {namespace or 'every namespace'}",
                 call,
                 *args,
                 label_selector=BRIDGE_SELECTOR,
-                limit=500,
+                limit=500 if items else 1,
                 **({"_continue": token} if token else {}),
                 missing_ok=False,
             )
-            items += page.get("items") or []
-            if not page["metadata"].get("continue"):
-                return items, page["metadata"]["resourceVersion"]
+            found += (page.get("items") or []) if items else []
+            if not items or not page["metadata"].get("continue"):
+                return found, page["metadata"]["resourceVersion"]
+
+    def _deployments(self, namespace: str | None) -> tuple[Any, tuple[str, ...]]:
+        if namespace:
+            return self.apps.list_namespaced_deployment, (namespace,)
+        return self.apps.list_deployment_for_all_namespaces, ()
 
     async def watch_bridges(
         self, namespace: str | None, version: str
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Changes of the bridge Deployments since `version`, until the server ends the watch (about
         five minutes) or says the version is too old (an ERROR event: list again)."""
-        args = (namespace,) if namespace else ()
-        call = (
-            self.apps.list_namespaced_deployment
-            if namespace
-            else self.apps.list_deployment_for_all_namespaces
-        )
+        call, args = self._deployments(namespace)
         stream = watch.Watch().stream(
             call,
             *args,
@@ -177,27 +174,24 @@ class Kube:
             missing_ok=False,
         )
 
-    async def ensure_service_account(self, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def ensure_service_account(
+        self, body: dict[str, Any], likely_new: bool = False
+    ) -> dict[str, Any] | None:
         """Create the ServiceAccount unless it exists; the one that existed, or None if this call
-        created it."""
+        created it. `likely_new` (its Deployment does not exist either): create first, look only if
+        that finds one (one request for a new node, not two)."""
         meta = body["metadata"]
         what = f"ServiceAccount {meta['namespace']}/{meta['name']}"
         read = self.core.read_namespaced_service_account
-        existing: dict[str, Any] | None = await self._json(
-            f"get {what}", read, meta["name"], meta["namespace"]
-        )
-        if existing is not None:
-            return existing
+        if not likely_new and (
+            found := await self._json(f"get {what}", read, meta["name"], meta["namespace"])
+        ):
+            return dict(found)
         try:
-            await self._json(
-                f"create {what}",
-                self.core.create_namespaced_service_account,
-                meta["namespace"],
-                body,
-                missing_ok=False,
-            )
+            create = self.core.create_namespaced_service_account
+            await self._json(f"create {what}", create, meta["namespace"], body, missing_ok=False)
         except KubeError as exc:
-            if exc.status == 409:  # made meanwhile: by a concurrent reconcile, or by someone else
+            if exc.status == 409:  # it exists: made by a concurrent reconcile, or by someone else
                 raced: dict[str, Any] | None = await self._json(
                     f"get {what}", read, meta["name"], meta["namespace"]
                 )

@@ -6,6 +6,7 @@ operator do all its kinds of work and checks that it never called anything outsi
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -56,3 +57,29 @@ async def test_operator_calls_only_what_rbac_grants(
     assert calls - API_CALLS - CLUSTER_READS - LEASE_CALLS == set(), (
         "the operator called what the chart's RBAC does not grant"
     )
+
+
+async def test_the_operator_lists_and_watches_only_its_bridge_deployments(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    """The API server filters the Deployments the operator lists and watches by the bridges' label:
+    kopf's watch took every Deployment of the cluster, most of the operator's memory and traffic."""
+    if cluster.audit_log is None:
+        pytest.skip("reads the API server's audit log: kube-lite or envtest (KUBEBUILDER_ASSETS)")
+    cluster.apply(node(namespace))
+    await until(lambda: cluster.get("deployment", "resonance-bridge-lexamoris", namespace), 30, "the bridge")
+    reads = []
+    for line in cluster.audit_log.read_text().splitlines():
+        event: dict[str, Any] = json.loads(line)
+        ref = event.get("objectRef") or {}
+        agent = event.get("userAgent", "")
+        if (
+            ref.get("resource") == "deployments"
+            and event["verb"] in ("list", "watch")
+            and agent.startswith(OPERATOR_AGENTS)
+        ):
+            reads.append(event["requestURI"])
+    assert reads, "the operator never listed or watched Deployments"
+    selector = ["app.kubernetes.io/managed-by=resonance-operator"]
+    query = [urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query) for uri in reads]
+    assert all(q.get("labelSelector") == selector for q in query), reads[:3]
