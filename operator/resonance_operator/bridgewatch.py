@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from .storage import Kube
@@ -33,6 +34,16 @@ class BridgeWatch:
         self.namespaces: tuple[str | None, ...] = (None,) if self.patterns or not namespaces else namespaces
         self.changed = changed
         self.tasks: list[asyncio.Task[None]] = []
+        self.busy: Counter[tuple[str, str]] = Counter()  # nodes being reconciled, by how many at once
+
+    @contextlib.contextmanager
+    def reconciling(self, namespace: str, name: str) -> Iterator[None]:
+        """While a reconcile of the node runs: the Deployment events it causes are its own."""
+        self.busy[(namespace, name)] += 1
+        try:
+            yield
+        finally:
+            self.busy -= Counter({(namespace, name): 1})  # drops the key at zero
 
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self._follow(namespace)) for namespace in self.namespaces]

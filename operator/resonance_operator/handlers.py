@@ -87,7 +87,8 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, handler: str) -> 
     monitor: Monitor = memo.monitor
     node = dict(body)
     try:
-        outcome = await service.reconcile(kube, Node.from_body(node), memo.settings)
+        with memo.bridges.reconciling(node["metadata"]["namespace"], node["metadata"]["name"]):
+            outcome = await service.reconcile(kube, Node.from_body(node), memo.settings)
         metrics.RECONCILES.labels(handler, "ok").inc()
     except service.Refused as exc:
         metrics.RECONCILES.labels(handler, "refused").inc()
@@ -138,8 +139,11 @@ async def bridge_changed(memo: kopf.Memo, kind: str, body: dict[str, Any]) -> No
     if owner is None or namespace is None:
         return
     monitor: Monitor = memo.monitor
-    if kind != "DELETED" and monitor.seen(namespace, owner, meta.get("resourceVersion")):
-        return
+    own = (namespace, owner) in memo.bridges.busy or monitor.seen(
+        namespace, owner, meta.get("resourceVersion")
+    )
+    if kind != "DELETED" and own:
+        return  # its own write, which the reconcile that made it observes (or already did)
     if kind != "DELETED" and await monitor.deployment_changed(namespace, owner, body):
         return  # its status moved, its spec is as the node asks: no reconcile needed
     node = await memo.kube.get_node(namespace, owner)

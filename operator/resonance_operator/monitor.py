@@ -6,11 +6,10 @@ the Kafka the node's bridge writes to: anyone may name a Kafka of their own in a
 whatever they like, and a uid is no secret. Beats of nodes not reconciled yet are held, a bounded
 number of them, for the node to claim when it is.
 
-A status patch goes out at once when a condition changes or the Deployment side moved; one that
-only refreshes lastHeartbeatTime and status.bridge waits for a heartbeat period (at least
-MIN_PATCH_INTERVAL_S) since the node's last patch, so 1,000 beating nodes do not flood the API
-server. A timer turns HeartbeatFresh False for bridges that went silent. Ready turning False posts a
-Warning Event naming why; turning True, a Normal one.
+A status patch goes out at once when a condition changes or the Deployment side moved; one that only
+refreshes lastHeartbeatTime and status.bridge waits for a heartbeat period (MIN_PATCH_INTERVAL_S at
+least) since the node's last patch. A timer turns HeartbeatFresh False for bridges gone silent. Ready
+turning False posts a Warning Event naming why; turning True, a Normal one.
 """
 
 from __future__ import annotations
@@ -95,12 +94,8 @@ class Monitor:
         """Whether the node's last reconcile already observed this version of its Deployment (its
         own write, say): nothing for another reconcile to do."""
         tracked = self.nodes.get((namespace, name))
-        deployment = tracked.deployment if tracked is not None else None
-        return (
-            version is not None
-            and deployment is not None
-            and deployment["metadata"]["resourceVersion"] == version
-        )
+        observed = (tracked.deployment or {}).get("metadata", {}) if tracked is not None else {}
+        return version is not None and observed.get("resourceVersion") == version
 
     async def observe(
         self,
@@ -124,11 +119,7 @@ class Monitor:
             "metadata": {k: v for k, v in body["metadata"].items() if k in _KEPT},
             "status": body.get("status"),
         }
-        if deployment is not None:
-            meta = deployment["metadata"]
-            kept = {"generation": meta.get("generation", 1), "resourceVersion": meta.get("resourceVersion")}
-            deployment = {"metadata": kept, "status": deployment.get("status") or {}}
-        tracked.body, tracked.node, tracked.deployment = body, node, deployment
+        tracked.body, tracked.node, tracked.deployment = body, node, _slim(deployment)
         tracked.error, tracked.reason = error, reason
         now = self._wanted(tracked)
         # Only a Kafka not read yet, or one the node left, needs a look at every node (1,000 of them).
@@ -144,10 +135,8 @@ class Monitor:
         if tracked is None or tracked.error is not None:
             return False
         if not builders.is_subset(builders.deployment(tracked.node, self.settings), deployment):
-            return False
-        meta = deployment["metadata"]
-        kept = {"generation": meta.get("generation", 1), "resourceVersion": meta.get("resourceVersion")}
-        tracked.deployment = {"metadata": kept, "status": deployment.get("status") or {}}
+            return False  # edited, or the spec changed: a reconcile's
+        tracked.deployment = _slim(deployment)
         await self._write(tracked)
         return True
 
@@ -291,3 +280,12 @@ class Monitor:
             metrics.HEARTBEATS.labels("ignored").inc()
         else:
             await self.heartbeat(bootstrap, *parsed)
+
+
+def _slim(deployment: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the status reads of a Deployment, and its version (to know an event of it seen)."""
+    if deployment is None:
+        return None
+    meta = deployment["metadata"]
+    kept = {"generation": meta.get("generation", 1), "resourceVersion": meta.get("resourceVersion")}
+    return {"metadata": kept, "status": deployment.get("status") or {}}
