@@ -235,6 +235,29 @@ async def bench(kube: Kube, audit: Audit, pids: dict[str, int], args: argparse.N
     }
 
 
+async def restarted(kube: Kube, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """A new operator under all the nodes, as after an upgrade or an eviction: its peak RSS (the chart's
+    limit must hold it) and how long until it has settled (under 10% of a core for 3 s: its timers
+    keep ticking over every node)."""
+    start = time.monotonic()
+    for _ in range(1200):
+        with contextlib.suppress(aiohttp.ClientError):
+            async with kube.http.get(f"http://127.0.0.1:{args.ports['liveness']}/healthz") as response:
+                if response.status == 200:
+                    break
+        await asyncio.sleep(0.1)
+    still, last = 0, proc_stats(pid)["cpu_s"]
+    while still < 3 and time.monotonic() - start < 600:
+        await asyncio.sleep(1)
+        now = proc_stats(pid)["cpu_s"]
+        still, last = (still + 1 if now - last < 0.1 else 0), now
+    stats = proc_stats(pid)
+    return {
+        "peak_rss_mb": round(stats["VmHWM"], 1),
+        "seconds_to_idle": round(time.monotonic() - start - 3, 1),
+    }
+
+
 def markdown(r: dict[str, Any]) -> str:
     def listed(per: dict[str, float]) -> str:
         return ", ".join(f"{k} {v:g}" for k, v in per.items()) or "none"
@@ -258,6 +281,11 @@ def markdown(r: dict[str, Any]) -> str:
         "reconciles, status patches per create": listed(r["operator_counters_per_create"]),
         "reconciles, status patches per change": listed(r["operator_counters_per_change"]),
     }
+    if "restart" in r:
+        again = r["restart"]
+        rows[f"operator restarted under {r['nodes']:,} nodes: peak RSS, idle after"] = (
+            f"{again['peak_rss_mb']} MB, {again['seconds_to_idle']} s"
+        )
     return "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows.items())
 
 
@@ -276,6 +304,9 @@ def main() -> int:
         "'## Operator at scale' section (make bench: bench/RESULTS.md)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, audit log)")
+    parser.add_argument(
+        "--restart", action="store_true", help="then restart the operator under all the nodes"
+    )
     args = parser.parse_args()
     if not args.kube_lite:
         parser.error("name the kube-lite script: --kube-lite PATH or RESONANCE_KUBE_LITE")
@@ -324,11 +355,21 @@ def main() -> int:
                 operator.kill()
                 operator.wait()
 
+        def relaunch() -> int:
+            with open(run / "operator-restarted.log", "wb") as log:
+                again = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+            cleanup.callback(again.kill)
+            return again.pid
+
         async def session() -> dict[str, Any]:
             kube = Kube(run / "kubeconfig", args.connections)
             pids = {"operator": operator.pid, "apiserver": int((run / "apiserver.pid").read_text())}
             try:
-                return await bench(kube, Audit(run / "audit.log"), pids, args)
+                result = await bench(kube, Audit(run / "audit.log"), pids, args)
+                if args.restart:
+                    stop()  # SIGTERM: it releases its Lease, the new one leads at once
+                    result["restart"] = await restarted(kube, relaunch(), args)
+                return result
             finally:
                 kube.watcher.cancel()
                 await kube.http.close()
