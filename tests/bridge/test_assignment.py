@@ -9,39 +9,21 @@ import asyncio
 import signal
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
-from ..support.harness import BridgeProcess, Topics, bridge_env, seqs, state_update
-
-
-async def send(broker: EmbeddedBroker, topic: str, seqs_by_partition: dict[int, range]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
-    await producer.start()
-    try:
-        for partition, numbers in seqs_by_partition.items():
-            for i in numbers:
-                await producer.send(topic, state_update(i), partition=partition)
-        await producer.flush()
-    finally:
-        await producer.stop()
+from ..support.harness import BridgeProcess, Topics, bridge_env, produce_to, seqs
 
 
 async def test_direct_assignment_reads_every_partition_and_resumes_from_the_groups_commits(
     broker: EmbeddedBroker, workdir: Path
 ) -> None:
     topics = Topics.fresh()
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
+    await topics.create(broker, 2)
     node = NodeServer("direct", port=0, printer=None)
     await node.start()
     try:
-        await admin.create_topics(
-            [NewTopic(topics.node, 2, 1)] + [NewTopic(t, 1, 1) for t in topics.all()[1:]]
-        )
-        await send(broker, topics.node, {0: range(0, 50), 1: range(50, 100)})
+        await produce_to(broker, topics.node, {0: range(0, 50), 1: range(50, 100)})
         env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", KAFKA_ASSIGNMENT="direct")
         bridge = BridgeProcess(env, workdir / "first.log").start()
         try:
@@ -51,7 +33,7 @@ async def test_direct_assignment_reads_every_partition_and_resumes_from_the_grou
         finally:
             bridge.stop()
 
-        await send(broker, topics.node, {0: range(100, 110), 1: range(110, 120)})
+        await produce_to(broker, topics.node, {0: range(100, 110), 1: range(110, 120)})
         bridge = BridgeProcess(env, workdir / "again.log").start()
         try:
             await node.wait_for(lambda: len(seqs(node)) >= 120, 30)
@@ -62,4 +44,3 @@ async def test_direct_assignment_reads_every_partition_and_resumes_from_the_grou
         assert "joined group" not in bridge.output().lower()
     finally:
         await node.close()
-        await admin.close()
