@@ -3,9 +3,10 @@
 kopf filters handlers by label only after it has listed and watched every Deployment in its
 namespaces: on a large cluster that is most of the operator's memory and traffic. This watch asks
 the API server for the bridges alone (a label selector), a page at a time, in each namespace the
-operator watches. Each change reaches `changed`; a relist after an error (or an expired version)
-passes every bridge again, for `changed` to skip what it has seen (the first list does not: kopf
-resumes every node at start).
+operator watches. Each change reaches `changed`. A watch the server ends (every five minutes) goes
+on from the last version seen; after an error or an expired version the bridges are listed again
+and each passed to `changed`, to skip what it has seen (not at the first list: kopf resumes every
+node at start).
 """
 
 from __future__ import annotations
@@ -55,21 +56,25 @@ class BridgeWatch:
 
     async def _follow(self, namespace: str | None) -> None:
         where, delay, first = namespace or "every namespace", 1.0, True
+        version: str | None = None  # where the next watch starts; None: list first
         while True:
             try:
-                items, version = await self.kube.list_bridges(namespace, items=not first)
-                for item in items:
-                    await self._pass("MODIFIED", item)
-                first = False
+                if version is None:
+                    items, version = await self.kube.list_bridges(namespace, items=not first)
+                    for item in items:
+                        await self._pass("MODIFIED", item)
+                    first = False
                 async for kind, body in self.kube.watch_bridges(namespace, version):
-                    if kind == "ERROR":  # the version expired (410 Gone): list again
-                        break
+                    version = (body.get("metadata") or {}).get("resourceVersion") or version
                     if kind != "BOOKMARK":
                         await self._pass(kind, body)
-                delay = 1.0
+                delay = 1.0  # the server ended the watch (its timeout): go on from `version`
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the API server restarting, say: list again, with backoff
+            except Exception as exc:
+                version = None  # list again: a version too old (410 Gone), or an API server restarted
+                if getattr(exc, "status", None) == 410:
+                    continue
                 log.warning(
                     "watch of bridge Deployments in %s failed (%s); again in %.0fs", where, exc, delay
                 )

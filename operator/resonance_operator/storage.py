@@ -118,7 +118,7 @@ class Kube:
         self, namespace: str | None, version: str
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Changes of the bridge Deployments since `version`, until the server ends the watch (about
-        five minutes) or says the version is too old (an ERROR event: list again)."""
+        five minutes); a version too old raises ApiException 410 (list again)."""
         call, args = self._deployments(namespace)
         stream = watch.Watch().stream(
             call,
