@@ -38,14 +38,15 @@ bench: $(STAMP)
 	else echo "operator at scale: skipped (set RESONANCE_KUBE_LITE, and no --quick)"; fi
 
 # The fault tests at their long sizes (20,000 messages each way; SOAK_SECONDS a long fault, default
-# 60; about 15 minutes in all), outside CI; prints the README's Guarantees table. Needs
+# 60; the operator restarted under 3,000 nodes; about 20 minutes in all), outside CI; prints the
+# README's Guarantees table. Needs
 # RESONANCE_KUBE_LITE for the operator's.
 SOAK_SECONDS ?= 60
 soak: $(STAMP) tools
 	rm -f bench/soak.jsonl
 	RESONANCE_SOAK=long RESONANCE_SOAK_SECONDS=$(SOAK_SECONDS) RESONANCE_SOAK_RESULTS=bench/soak.jsonl \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=1200 tests/bridge/test_soak.py tests/bridge/test_broker_faults.py \
-	  tests/operator/test_faults.py tests/operator/test_failover.py
+	  tests/operator/test_faults.py tests/operator/test_failover.py tests/operator/test_scale.py
 	$(BIN)/python bench/soak_table.py bench/soak.jsonl
 
 # helm into .tools/bin (hadolint and kubernetes-validate come with the dev extra).
