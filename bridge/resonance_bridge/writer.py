@@ -100,17 +100,19 @@ class KafkaWriter:
             self.failing[topic] = failure.message
 
         retry = Retry(f"storing a record in {topic}", self.stopping, log, on_failure=failed)
-        while True:
-            try:
-                await self.producer.send_and_wait(topic, value, key=self.key, headers=headers)
-                self.failing.pop(topic, None)
-                return
-            except TOO_LARGE:
-                raise
-            except KafkaError as exc:
-                if self.stopping.is_set():
-                    raise Stopping(f"not stored in {topic} ({exc}); the bridge is stopping") from exc
-                await retry.failed(exc)
+        try:
+            while True:
+                try:
+                    await self.producer.send_and_wait(topic, value, key=self.key, headers=headers)
+                    return
+                except TOO_LARGE:
+                    raise
+                except KafkaError as exc:
+                    if self.stopping.is_set():
+                        raise Stopping(f"not stored in {topic} ({exc}); the bridge is stopping") from exc
+                    await retry.failed(exc)
+        finally:  # however this store ends (stored, refused for its size, given up): not failing now
+            self.failing.pop(topic, None)
 
     async def dead_letter(self, rejected: Rejected, direction: str, **extra: str) -> None:
         """Store a dead letter; if Kafka refuses it for its size, with its payload cut shorter."""
