@@ -167,10 +167,7 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
         assert self.factory is not None
         old = self.consumer
         log.error("kafka consumer failed for good (%s: %s); replacing it", type(exc).__name__, exc)
-        self.window.revoke({(tp.topic, tp.partition) for tp in old.assignment()})
-        self.stepping.clear()
-        self.held.clear()
-        self.stopped.clear()
+        self._forget(old.assignment() | set(self.stepping) | set(self.held) | set(self.stopped))
         await kafka.bounded(old.stop(), "failed kafka consumer close", 2.0)
         new = await kafka.start_with_retry(self.factory, self.retry)
         if new is None:
@@ -179,6 +176,14 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
         self.progress.made()
         if not self.direct:
             new.subscribe([self.topic], listener=self)
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        """Partitions no longer this consumer's: their records and undecodable batches are not ours."""
+        for tp in partitions:
+            self.stepping.pop(tp, None)
+            self.held.pop(tp, None)
+            self.stopped.pop(tp, None)
+        self.window.revoke({(tp.topic, tp.partition) for tp in partitions})
 
     def stalled(self) -> str | None:
         return self.progress.stalled(self.consumer)
@@ -287,11 +292,7 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
             await asyncio.wait_for(self.commit(), REVOKE_COMMIT_S)
         except TimeoutError:
             log.warning("commit on rebalance timed out; the next owner redelivers from the last commit")
-        for tp in revoked:
-            self.stepping.pop(tp, None)
-            self.held.pop(tp, None)
-            self.stopped.pop(tp, None)
-        self.window.revoke({(tp.topic, tp.partition) for tp in revoked})
+        self._forget(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         pass
