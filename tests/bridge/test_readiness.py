@@ -7,12 +7,32 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
-from ..support.harness import BridgeProcess, Committed, bridge_env, consume, produce, seqs, state_update
+from ..support.harness import (
+    BridgeProcess,
+    Committed,
+    Topics,
+    bridge_env,
+    consume,
+    produce,
+    seqs,
+    state_update,
+)
 from ..support.kafkafault import FETCH, GROUP_ID_NOT_FOUND, HEARTBEAT, NOT_LEADER_OR_FOLLOWER, KafkaFaults
 from ..support.poll import until
 from ..support.proxy import Proxied
+
+
+async def faulty(
+    proxied: Proxied, node: NodeServer, workdir: Path, **env: str
+) -> tuple[EmbeddedBroker, Topics, KafkaFaults, BridgeProcess]:
+    """A broker whose answers the test may change on the wire, and a bridge on it (not started)."""
+    broker, proxy, topics = await proxied()
+    proxy.kafka = faults = KafkaFaults()
+    settings = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", **env)
+    return broker, topics, faults, BridgeProcess(settings, workdir / "bridge.log")
 
 
 async def test_a_group_consumer_in_a_fatal_state_is_not_ready_and_is_replaced(
@@ -21,10 +41,10 @@ async def test_a_group_consumer_in_a_fatal_state_is_not_ready_and_is_replaced(
     """The group coordinator answers a heartbeat with an error aiokafka cannot recover from: every
     getmany() raises it from then on, for ever. The bridge says so in /readyz, replaces the consumer,
     and every record is delivered."""
-    broker, proxy, topics = await proxied()
-    proxy.kafka = faults = KafkaFaults()
-    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", KAFKA_ASSIGNMENT="group")
-    bridge = BridgeProcess(env | {"KAFKA_AUTO_OFFSET_RESET": "earliest"}, workdir / "bridge.log").start()
+    broker, topics, faults, bridge = await faulty(
+        proxied, node, workdir, KAFKA_ASSIGNMENT="group", KAFKA_AUTO_OFFSET_RESET="earliest"
+    )
+    bridge.start()
     said: list[str] = []
 
     async def watch() -> None:  # every /readyz answer that is not 200, as it happens
@@ -60,11 +80,10 @@ async def test_a_consumer_whose_fetches_never_complete_is_not_ready_within_its_d
     with an error aiokafka retries quietly for ever (its leader never comes back): nothing raises,
     getmany() just returns nothing. Readiness comes from progress: 503 once no fetch completed for
     the request timeout plus 5 s, saying so; 200 and everything delivered once fetches work again."""
-    broker, proxy, topics = await proxied()
-    proxy.kafka = faults = KafkaFaults()
-    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", KAFKA_ASSIGNMENT="direct")
-    env |= {"KAFKA_AUTO_OFFSET_RESET": "earliest", "KAFKA_REQUEST_TIMEOUT_MS": "5000"}  # deadline 10 s
-    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    direct = {"KAFKA_ASSIGNMENT": "direct", "KAFKA_AUTO_OFFSET_RESET": "earliest"}
+    timeout = {"KAFKA_REQUEST_TIMEOUT_MS": "5000"}  # a deadline of 10 s
+    broker, topics, faults, bridge = await faulty(proxied, node, workdir, **direct, **timeout)
+    bridge.start()
     try:
         await bridge.wait_ready()
         await produce(broker, topics.node, (state_update(i) for i in range(50)))
@@ -86,11 +105,9 @@ async def test_an_inbound_topic_that_does_not_exist_is_not_ready_and_acks_nothin
     """A Kafka that does not create topics on first use, and no inbound topic: the node's messages
     wait (unacked) for the topic, and /readyz says which topic; once it exists they are stored and
     acked."""
-    broker, proxy, topics = await proxied()
-    proxy.kafka = faults = KafkaFaults()
+    broker, topics, faults, bridge = await faulty(proxied, node, workdir, KAFKA_REQUEST_TIMEOUT_MS="5000")
     faults.missing.add(topics.inbound)
-    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", KAFKA_REQUEST_TIMEOUT_MS="5000")
-    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    bridge.start()
     try:
         await bridge.wait_ready()
         await node.send(state_update(1).decode())
