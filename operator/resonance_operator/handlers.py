@@ -142,10 +142,11 @@ async def bridge_changed(memo: kopf.Memo, kind: str, body: dict[str, Any]) -> No
     own = (namespace, owner) in memo.bridges.busy or monitor.seen(
         namespace, owner, meta.get("resourceVersion")
     )
-    if kind != "DELETED" and own:
-        return  # its own write, which the reconcile that made it observes (or already did)
-    if kind != "DELETED" and await monitor.deployment_changed(namespace, owner, body):
-        return  # its status moved, its spec is as the node asks: no reconcile needed
+    if kind != "DELETED":  # a deleted one is always recreated
+        if own:
+            return  # its own write, which the reconcile that made it observes (or already did)
+        if await monitor.deployment_changed(namespace, owner, body):
+            return  # its status moved, its spec is as the node asks: no reconcile needed
     node = await memo.kube.get_node(namespace, owner)
     if node is None or node["metadata"].get("deletionTimestamp"):
         return  # the node is gone: garbage collection takes the Deployment

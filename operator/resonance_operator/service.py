@@ -72,8 +72,7 @@ async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
     legacy = fields.adopted(actual["metadata"].get("managedFields") or [], FIELD_MANAGER) if actual else None
     if actual is not None and legacy is not None:  # made by an earlier version: its fields become ours
         await kube.own_deployment_fields(actual, legacy)
-        actual, action = await kube.apply_deployment(desired), "updated"
-    elif actual is not None and not builders.is_subset(desired, actual):
+    if actual is not None and (legacy is not None or not builders.is_subset(desired, actual)):
         actual, action = await kube.apply_deployment(desired), "updated"
     digest = desired["metadata"]["annotations"][builders.HASH_ANNOTATION]
     message = {
