@@ -17,7 +17,7 @@ from resonance_bridge import logs
 
 from . import GROUP, PLURAL, VERSION, metrics, service
 from .bridgewatch import BridgeWatch
-from .diffbase import DigestDiffBaseStorage
+from .diffbase import GenerationDiffBaseStorage, QuietProgressStorage
 from .model import Node
 from .monitor import Monitor
 from .settings import Settings, load
@@ -55,9 +55,9 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     # kopf's bookkeeping goes to annotations, so that status is ours alone (and its schema strict);
-    # the spec it last handled as a digest, which fits whatever the spec's size (diffbase.py).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=GROUP)
+    # the spec it last handled is the status' observedGeneration, so that no request records it (diffbase.py).
+    settings.persistence.progress_storage = QuietProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = GenerationDiffBaseStorage(prefix=GROUP)
     # Our Events (storage.post_event) say what happened; kopf's own, for every handler run, add noise.
     settings.posting.level = logging.WARNING
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
@@ -106,10 +106,12 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, handler: str) -> 
         with contextlib.suppress(KubeError):
             await kube.post_event(node, "Warning", "ReconcileFailed", f"{exc}; the operator retries")
         raise kopf.TemporaryError(str(exc), delay=10) from exc
+    # Observed first: an event of the Deployment just written that arrives while the Event is posted
+    # is then known as the operator's own, not taken for an edit to reconcile again (3 more calls).
+    await monitor.observe(node, outcome.deployment)
     if outcome.action != "unchanged":
         with contextlib.suppress(KubeError):  # an Event lost is a pity, not a reason to fail the node
             await kube.post_event(node, "Normal", outcome.action.capitalize(), outcome.message)
-    await monitor.observe(node, outcome.deployment)
     return outcome
 
 

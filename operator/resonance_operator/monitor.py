@@ -52,6 +52,7 @@ class Tracked:
     written: dict[str, Any] = field(default_factory=dict)  # the status as last patched (or found)
     patched_at: float = float("-inf")
     ever_ready: bool = False  # a node that never was Ready is starting, not failing
+    handled: int = 0  # the last generation carried out, or refused for good: status.observedGeneration
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -110,7 +111,9 @@ class Monitor:
         tracked = self.nodes.get(key)
         before = None if tracked is None else self._wanted(tracked)
         if tracked is None:
-            tracked = self.nodes[key] = Tracked(body, node, written=dict(body.get("status") or {}))
+            written = dict(body.get("status") or {})
+            tracked = self.nodes[key] = Tracked(body, node, written=written)
+            tracked.handled = written.get("observedGeneration") or 0
         held = self.held.pop((*key, node.uid, self._source(node)), None)
         if held is not None and key not in self.beats:
             self.beats[key] = held
@@ -121,6 +124,8 @@ class Monitor:
         }
         tracked.body, tracked.node, tracked.deployment = body, node, _slim(deployment)
         tracked.error, tracked.reason = error, reason
+        if error is None or reason == "NotAllowed":  # done, or refused until the spec changes
+            tracked.handled = node.generation
         now = self._wanted(tracked)
         # Only a Kafka not read yet, or one the node left, needs a look at every node (1,000 of them).
         if (now is not None and now not in self.consumers.running) or before not in (None, now):
@@ -219,6 +224,7 @@ class Monitor:
                 beat,
                 clock,
                 tracked.reason,
+                tracked.handled,
             )
             old = tracked.written
             if status.same(new, old) and set(old) <= set(new):

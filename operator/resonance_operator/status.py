@@ -148,15 +148,17 @@ def node_status(
     beat: health.Beat | None = None,
     clock: float = 0.0,
     reason: str = "ReconcileFailed",
+    handled: int | None = None,
 ) -> dict[str, Any]:
     """The whole status; `clock` is the monotonic time the beat's age is measured against; `reason`
-    is the error's (status.NEXT)."""
+    is the error's (status.NEXT); `handled` the last generation carried out (or refused for good),
+    the node's own when not given. kopf reads it to tell a spec handled (diffbase.py)."""
     deployed, *rest = conditions(node, deployment, error, reason)
     data_plane = health.conditions(beat, clock, node.spec.frequency_hz, node.spec.endpoint)
     new = [_ready(deployed, data_plane), *rest, *data_plane]
     dep_status = (deployment or {}).get("status") or {}
     status: dict[str, Any] = {
-        "observedGeneration": node.generation,
+        "observedGeneration": node.generation if handled is None else handled,
         "deployment": deployment_name(node.name),
         "replicas": dep_status.get("replicas") or 0,  # observed, as the scale subresource means it
         "readyReplicas": dep_status.get("readyReplicas") or 0,

@@ -5,6 +5,7 @@ and writes nothing."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -131,6 +132,17 @@ async def test_a_service_account_the_operator_did_not_create_is_left_alone(
     await until(lambda: ready(cluster, namespace, "lexamoris").get("reason") == "Conflict", 30, "Conflict")
     assert f"ServiceAccount {namespace}/{BRIDGE}" in ready(cluster, namespace, "lexamoris")["message"]
     assert cluster.get("deployment", BRIDGE, namespace) is None, "a bridge ran as someone else's account"
+    # Not carried out, so retried: kopf tells that from observedGeneration (diffbase.py).
+    assert not (cluster.get("rn", "lexamoris", namespace) or {})["status"].get("observedGeneration")
+    if os.environ.get("RESONANCE_SOAK") == "long":  # make soak: the retry comes 30 s later
+        cluster.kubectl("delete", "serviceaccount", BRIDGE, "-n", namespace)
+        await until(lambda: cluster.get("deployment", BRIDGE, namespace), 60, "the retried reconcile")
+
+        def handled() -> bool:
+            body = cluster.get("rn", "lexamoris", namespace) or {}
+            return bool(body["status"].get("observedGeneration") == 1)
+
+        await until(handled, 10, "observedGeneration carried out")
 
 
 @pytest.fixture
