@@ -15,10 +15,11 @@ import time
 from typing import Any
 
 from . import batches, codec, kafka, security
-from .backoff import Failure, Retry, keep_running, pause
+from .backoff import Failure, Retry, keep_running
 from .batches import Undecodable
 from .config import CLOSE_BUDGET_S, Config
-from .connection import Connect, NodeConnection
+from .dialer import dial
+from .listener import Listener
 from .metrics import Metrics
 from .reader import KafkaReader
 from .relay import Relay
@@ -28,11 +29,9 @@ from .writer import KafkaWriter
 
 log = logging.getLogger("resonance.bridge")
 
-# A session that lasted this long was healthy: the next connection attempt starts the backoff over.
-# Shorter ones (a node that accepts and closes at once, a handshake that fails later) back off.
-HEALTHY_SESSION_S = 10.0
-# The WebSocket closing handshake waits at most this long for the node.
-CLOSE_TIMEOUT_S = 2.0
+
+def _iso(wall: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
 
 
 def _log_heartbeat_failure(future: asyncio.Future[Any]) -> None:
@@ -50,15 +49,17 @@ class Bridge:
         self.stopping = asyncio.Event()
         self.close_by = float("inf")  # monotonic deadline of the whole shutdown, once stopping
         self.session: Session | None = None
+        self.listener: Listener | None = None
+        self.client: tuple[str, float] | None = None  # a node dialled in: its address, since when
         self.first_attempt = asyncio.Event()  # set once the first connection to the node was tried
         self.kafka_ok = False
         self.reader: KafkaReader | None = None
         self.writer: KafkaWriter | None = None
         self.last_undecodable: str | None = None  # what the heartbeat and the node's status say
-        node_hints = {"where": config.endpoint, "ca_hint": "RESONANCE_TLS_CA_FILE"}
+        node_hints = {"where": config.peer, "ca_hint": "RESONANCE_TLS_CA_FILE"}
         node_hints["token_hint"] = security.token_variable(config)
         kafka_hints = {"where": config.bootstrap_servers, "ca_hint": "KAFKA_SSL_CA_FILE"}
-        self.node_retry = self._retry(f"node {config.endpoint}", "websocket", node_hints)
+        self.node_retry = self._retry(f"node {config.peer}", "websocket", node_hints)
         self.kafka_retries = [
             self._retry(f"kafka {what}", "kafka", kafka_hints) for what in ("producer", "consumer")
         ]
@@ -110,14 +111,20 @@ class Bridge:
         kafka_state = trouble or "connected"
         session = self.session
         silent = session.unresponsive_for() if session is not None else None
-        failure = self.node_retry.failure
-        if session is None:
+        failure, listener, client = self.node_retry.failure, self.listener, self.client
+        if listener is not None:  # a node that has not dialled in yet is a state, not a failure
+            serving = f"listening on port {listener.port}" if listener.port else "not listening yet"
+            who = f"node connected from {client[0]}" if client else "no node connected"
+            ws_state = f"{serving}, {who}"
+        elif session is None:
             ws_state = f"{failure.kind}: {failure.message}" if failure else "disconnected"
-        elif silent is not None:
-            ws_state = f"unresponsive (nothing heard for {silent:.0f}s)"
         else:
             ws_state = "connected"
-        ready = trouble is None and session is not None and silent is None
+        if silent is not None:
+            ws_state = f"unresponsive (nothing heard for {silent:.0f}s)"
+        # A listening bridge is ready to be dialled: the Service sends no node to one that is not.
+        up = bool(listener.port) if listener is not None else session is not None
+        ready = trouble is None and up and silent is None
         why = f"kafka {kafka_state}, websocket {ws_state}"
         stopped = self.stopped_partitions()
         if stopped:  # RESONANCE_ON_UNDECODABLE=stop asked for this to count
@@ -164,58 +171,11 @@ class Bridge:
                     await kafka.bounded(reader.consumer.stop(), "kafka consumer close", self.time_left())
 
     async def _connections(self, shared: Shared) -> None:
-        retry, cfg = self.node_retry, self.config
-        while not self.stopping.is_set():
-            try:
-                headers = security.node_headers(cfg)  # the token file read now: rotation needs no restart
-            except OSError as exc:
-                self.first_attempt.set()
-                what = f"{security.token_variable(cfg)}={cfg.auth_token_file} cannot be read ({exc.strerror})"
-                await retry.failed(exc, Failure("refused", "token", f"{what}: mount the token there"))
-                continue
-            if cfg.tls_insecure_skip_verify:
-                log.warning(
-                    "not verifying %s's certificate (RESONANCE_TLS_INSECURE_SKIP_VERIFY)", cfg.endpoint
-                )
-            try:
-                ws = await Connect(
-                    cfg.endpoint,
-                    ssl=security.node_tls(cfg),
-                    create_connection=NodeConnection,
-                    compression=None,
-                    open_timeout=10,
-                    close_timeout=CLOSE_TIMEOUT_S,
-                    ping_interval=None,  # the session's keepalive, which knows when the bridge is deaf
-                    additional_headers=headers,
-                    # Oversized frames up to 8x are read whole, to dead-letter their payload; beyond that
-                    # memory matters more: the connection is closed (1009) and the event dead-lettered.
-                    max_size=8 * self.config.max_frame_bytes,
-                    max_queue=4,  # messages buffered below the relay, each up to max_size
-                )
-            except Exception as exc:  # nothing a node answers may end the bridge: a failed attempt
-                self.first_attempt.set()
-                await retry.failed(exc)
-                continue
-            retry.succeeded(reset=False)  # the backoff starts over only after a healthy session
-            log.info("connected to node %s", self.config.endpoint)
-            started = time.monotonic()
-            assert isinstance(ws, NodeConnection)  # create_connection above
-            self.session = Session(shared, ws)
-            self.first_attempt.set()
-            try:
-                await self.session.run()
-            finally:
-                self.session = None
-            if self.stopping.is_set():
-                return
-            self.metrics.ws_reconnects.inc()
-            lasted = time.monotonic() - started
-            if lasted >= HEALTHY_SESSION_S:
-                retry.backoff.reset()
-            else:  # a node that accepts and then closes must not get thousands of connections a second
-                delay = retry.backoff.next_delay()
-                log.info("session lasted %.1fs; reconnecting in %.1fs", lasted, delay)
-                await pause(delay, self.stopping)
+        if self.config.listen:
+            self.listener = Listener(self, shared)
+            await self.listener.run()
+        else:
+            await dial(self, shared)
 
     # --- the loops that outlive a session (kept running by keep_running) ---------------------------
 
@@ -263,6 +223,9 @@ class Bridge:
             "namespace": self.config.namespace or None,
             "uid": self.config.node_uid or None,
             "websocket_connected": connected,
+            "mode": "listen" if self.config.listen else "dial",
+            "client": self.client[0] if self.client else None,
+            "connected_since": _iso(self.client[1]) if self.client else None,
             "websocket_error": None if connected or failure is None else f"{failure.kind}: {failure.message}",
             "kafka_connected": self.kafka_trouble() is None,
             "in_flight": self.relay.pending,

@@ -31,6 +31,10 @@ __all__ = [
     "var",
 ]
 
+NEITHER = (
+    "set one of them: RESONANCE_ENDPOINT (the node's URL, which the bridge dials) "
+    "or RESONANCE_LISTEN (host:port where nodes dial the bridge, e.g. 0.0.0.0:8765)"
+)
 # After the shutdown grace (waiting for acks), closing takes at most this long: the WebSocket
 # closing handshake, the final offset commit and the Kafka clients' close share it.
 CLOSE_BUDGET_S = 5.0
@@ -75,10 +79,21 @@ def kafka_security(r: EnvReader) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Config(KafkaSecurity):
-    endpoint: str = var("RESONANCE_ENDPOINT")
     topic: str = var("RESONANCE_TOPIC")
     anchor: str = var("RESONANCE_ANCHOR")
     bootstrap_servers: str = var("KAFKA_BOOTSTRAP_SERVERS")
+    endpoint: str = var("RESONANCE_ENDPOINT", "")  # the node's URL, which the bridge dials; or:
+    # host:port to listen on, for nodes that dial in (listener.py; README, "Nodes that dial in").
+    listen: str = var("RESONANCE_LISTEN", "")
+    listen_path: str = var("RESONANCE_LISTEN_PATH", "/")
+    listen_token_file: str = var("RESONANCE_LISTEN_TOKEN_FILE", "")  # read at every handshake
+    listen_anonymous: bool = var("RESONANCE_LISTEN_ANONYMOUS", False)
+    listen_tls_cert_file: str = var("RESONANCE_LISTEN_TLS_CERT_FILE", "")  # reloaded when it changes
+    listen_tls_key_file: str = var("RESONANCE_LISTEN_TLS_KEY_FILE", "")
+    listen_client_ca_file: str = var("RESONANCE_LISTEN_CLIENT_CA_FILE", "")  # mutual TLS
+    listen_allowed_origins: str = var("RESONANCE_LISTEN_ALLOWED_ORIGINS", "")  # comma-separated
+    listen_handshake_timeout_s: float = var("RESONANCE_LISTEN_HANDSHAKE_TIMEOUT_S", 10.0)
+    listen_max_pending: int = var("RESONANCE_LISTEN_MAX_PENDING", 64)  # handshakes under way
     node: str = var("RESONANCE_NODE", "resonance")
     namespace: str = var("RESONANCE_NAMESPACE", "")  # the node's, set by the operator (downward API)
     # The node's metadata.uid: the operator counts a heartbeat only for the node object it names.
@@ -135,6 +150,14 @@ class Config(KafkaSecurity):
     def heartbeat_interval_s(self) -> float:
         return 1.0 / self.frequency_hz
 
+    @property
+    def peer(self) -> str:
+        """Who the bridge relays with, as logs and metrics name it."""
+        if not self.listen:
+            return self.endpoint
+        scheme = "wss" if self.listen_tls_cert_file else "ws"
+        return f"nodes dialling {scheme}://{self.listen}{self.listen_path}"
+
 
 def _check_endpoint(reader: EnvReader, endpoint: str) -> None:
     if not endpoint:
@@ -152,13 +175,27 @@ def load(env: Mapping[str, str]) -> Config:
     node = r.text(*d["node"])
     namespace = r.text(*d["namespace"])
     node_uid = r.text(*d["node_uid"])
-    endpoint = r.required(d["endpoint"][0], "set the node's WebSocket URL, e.g. ws://lexamoris-server:8766")
+    endpoint, listen = r.text(*d["endpoint"]), r.text(*d["listen"])
+    if not endpoint and not listen:
+        r.problems.append(Problem("RESONANCE_ENDPOINT", None, "is required", NEITHER))
+    elif endpoint and listen:
+        r.problems.append(Problem("RESONANCE_LISTEN", listen, "is set with RESONANCE_ENDPOINT", NEITHER))
     _check_endpoint(r, endpoint)
     config = Config(
         node=node,
         namespace=namespace,
         node_uid=node_uid,
         endpoint=endpoint,
+        listen=listen,
+        listen_path=r.text(*d["listen_path"]),
+        listen_token_file=r.text(*d["listen_token_file"]),
+        listen_anonymous=r.boolean(*d["listen_anonymous"]),
+        listen_tls_cert_file=r.text(*d["listen_tls_cert_file"]),
+        listen_tls_key_file=r.text(*d["listen_tls_key_file"]),
+        listen_client_ca_file=r.text(*d["listen_client_ca_file"]),
+        listen_allowed_origins=r.text(*d["listen_allowed_origins"]),
+        listen_handshake_timeout_s=r.number(*d["listen_handshake_timeout_s"], 0.0, 600.0, seconds(10)),
+        listen_max_pending=r.integer(*d["listen_max_pending"], 1, 100_000),
         topic=r.topic(d["topic"][0], required=True),
         anchor=r.required(d["anchor"][0], "set the node's anchor, e.g. BOLZANO_71"),
         bootstrap_servers=r.required(d["bootstrap_servers"][0], "set host:port[,host:port], e.g. kafka:9092"),
@@ -202,7 +239,7 @@ def load(env: Mapping[str, str]) -> Config:
         tls_insecure_skip_verify=r.boolean(*d["tls_insecure_skip_verify"]),
         **kafka_security(r),
     )
-    r.problems += security.problems(config)
+    r.problems += security.listen_problems(config) if listen else security.problems(config)
     if config.heartbeat_interval_ms >= config.session_timeout_ms:
         r.problems.append(
             Problem(

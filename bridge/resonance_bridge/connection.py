@@ -1,5 +1,5 @@
-"""The WebSocket connection to a node: websockets' client connection plus what the relay needs from
-below its message API.
+"""The WebSocket connection to a node, whichever side dialled: websockets' connection plus what the
+relay needs from below its message API.
 
 - Each message is read undecoded with its kind (text or binary), so that invalid UTF-8 in a text
   frame becomes a dead letter and an error reply; websockets would close the connection (1007),
@@ -26,12 +26,17 @@ import logging
 import os
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 try:
@@ -59,10 +64,13 @@ class Connect(connect):
         return followed
 
 
-class NodeConnection(ClientConnection):
+class Relaying(Connection):
+    """What the session needs below websockets' message API, on either side of the handshake."""
+
     # Set per connection by the session (the default covers the opening handshake): what the
     # bridge's own flow-controlled sends can leave unsent, plus room for automatic replies.
     max_unsent = 8 * 1024 * 1024
+    masked = True  # a client masks its frames; a server must not (RFC 6455 5.1)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -76,7 +84,7 @@ class NodeConnection(ClientConnection):
         while self.send_in_progress is not None:  # a fragmented message goes first (we send none)
             await asyncio.shield(self.send_in_progress)
         async with self.send_context():  # checks the connection is open; writes and drains after
-            self.protocol.writes.append(text_frames(messages))
+            self.protocol.writes.append(text_frames(messages, masked=self.masked))
 
     def send_data(self) -> None:
         chunks = self.protocol.data_to_send()
@@ -107,6 +115,56 @@ class NodeConnection(ClientConnection):
             self.transport.abort()
 
 
+class NodeConnection(Relaying, ClientConnection):
+    """The bridge dialled the node."""
+
+
+class IncomingConnection(Relaying, ServerConnection):
+    """The node dialled the bridge (listener.py). `gate` counts connections not past their request
+    line and headers yet, so that a connect flood is refused at once instead of queueing."""
+
+    masked = False
+    gate: Gate
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.pending = True
+        self.gate.pending += 1
+        if self.gate.pending > self.gate.limit:
+            self.gate.refused()
+            self.handshook()
+            self.transport.abort()
+
+    def handshook(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.gate.pending -= 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.handshook()
+        super().connection_lost(exc)
+
+    def send_data(self) -> None:
+        # websockets answers a request it cannot parse with nothing but a close: a person probing the
+        # port (or a TLS client on a plain port) gets a 400 saying what was wrong instead.
+        failed = self.protocol.handshake_exc
+        if failed is not None and self.request is None and self.response is None:
+            cause = failed.__cause__ or failed
+            body = f"not a WebSocket request: {cause!s:.200}\n".encode(errors="replace")
+            head = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            self.response = Response(400, "Bad Request", Headers(), body)
+            self.transport.write(head.encode() + body)
+        super().send_data()
+
+
+@dataclass
+class Gate:
+    limit: int
+    refused: Callable[[], object]  # counts a connection dropped for the limit
+    pending: int = 0
+
+
 def why_closed(exc: BaseException | None) -> str:
     if isinstance(exc, ConnectionClosed):
         frame = exc.rcvd or exc.sent
@@ -114,19 +172,24 @@ def why_closed(exc: BaseException | None) -> str:
     return str(exc) or repr(exc)
 
 
-def text_frames(messages: Sequence[bytes]) -> bytes:
-    """Unfragmented text frames as a client sends them: masked, each with a fresh random key
-    (RFC 6455 5.3), the keys drawn with one system call for the whole batch."""
-    keys = os.urandom(4 * len(messages))
+def text_frames(messages: Sequence[bytes], masked: bool = True) -> bytes:
+    """Unfragmented text frames: a client's masked, each with a fresh random key (RFC 6455 5.3), the
+    keys drawn with one system call for the whole batch; a server's as they are."""
+    keys = os.urandom(4 * len(messages)) if masked else b""
+    bit = 0x80 if masked else 0
     out = bytearray()
     for i, payload in enumerate(messages):
-        size, key = len(payload), keys[4 * i : 4 * i + 4]
+        size = len(payload)
         if size < 126:
-            out += bytes((0x81, 0x80 | size))
+            out += bytes((0x81, bit | size))
         elif size < 65536:
-            out += struct.pack("!BBH", 0x81, 0xFE, size)
+            out += struct.pack("!BBH", 0x81, bit | 0x7E, size)
         else:
-            out += struct.pack("!BBQ", 0x81, 0xFF, size)
-        out += key
-        out += apply_mask(payload, key)
+            out += struct.pack("!BBQ", 0x81, bit | 0x7F, size)
+        if masked:
+            key = keys[4 * i : 4 * i + 4]
+            out += key
+            out += apply_mask(payload, key)
+        else:
+            out += payload
     return bytes(out)

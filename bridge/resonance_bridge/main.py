@@ -45,9 +45,7 @@ async def _main(config: configuration.Config) -> int:
             file=sys.stderr,
         )
         return 2
-    log.info(
-        "bridge %s: %s <-> %s (health and metrics on :%d)", config.node, config.topic, config.endpoint, port
-    )
+    log.info("bridge %s: %s <-> %s (health and metrics on :%d)", config.node, config.topic, config.peer, port)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
 

@@ -83,6 +83,25 @@ class Metrics:
         self.consumer_lag = Gauge(
             "resonance_consumer_lag", "Records in the node topic not yet acked by the node", registry=r
         )
+        self.handshakes = Counter(
+            "resonance_listen_handshakes",
+            "Nodes dialling a listening bridge, by result: accepted, unauthorized, not_found, busy (past "
+            "RESONANCE_LISTEN_MAX_PENDING handshakes), error",
+            ["result"],
+            registry=r,
+        )
+        self.replacements = Counter(
+            "resonance_listen_replacements", "Sessions replaced by a newer connection of the node", registry=r
+        )
+        self.client = Gauge(
+            "resonance_listen_client_connected_since_seconds",
+            "Unix time the node dialled in, labelled with its address (one series while connected)",
+            ["client"],
+            registry=r,
+        )
+        self.anonymous = Gauge(
+            "resonance_listen_anonymous", "1 while any node may connect without a token", registry=r
+        )
         self.heartbeats = Counter("resonance_heartbeats", "Heartbeats emitted", registry=r)
         self.last_heartbeat = Gauge(
             "resonance_last_heartbeat_timestamp_seconds", "Unix time of the last heartbeat", registry=r
@@ -113,7 +132,7 @@ class Metrics:
                 "node": config.node,
                 "anchor": config.anchor,
                 "topic": config.topic,
-                "endpoint": config.endpoint,
+                "endpoint": config.peer,
                 "ack_mode": config.ack_mode,
             }
         )

@@ -117,6 +117,39 @@ def problems(config: Config) -> list[Problem]:
     return found + kafka_problems(config)
 
 
+def listen_problems(config: Config) -> list[Problem]:
+    """Every problem with a listening bridge's settings (listener.py)."""
+    found: list[Problem] = []
+    port = config.listen.rpartition(":")[2]
+    if not port.isdigit() or int(port) > 65535:
+        fix = "use host:port, e.g. 0.0.0.0:8765 (or :8765)"
+        found.append(Problem("RESONANCE_LISTEN", config.listen, "is invalid", fix))
+    if not config.listen_path.startswith("/"):
+        found.append(Problem("RESONANCE_LISTEN_PATH", config.listen_path, "is invalid", "start it with /"))
+    if not config.listen_token_file and not config.listen_anonymous:
+        fix = "set RESONANCE_LISTEN_TOKEN_FILE (a file holding the token nodes present), or allow any node "
+        found.append(
+            Problem(
+                "RESONANCE_LISTEN_TOKEN_FILE", "", "is not set", fix + "with RESONANCE_LISTEN_ANONYMOUS=true"
+            )
+        )
+    _file(found, "RESONANCE_LISTEN_TOKEN_FILE", config.listen_token_file, "the token")
+    cert, key = "RESONANCE_LISTEN_TLS_CERT_FILE", "RESONANCE_LISTEN_TLS_KEY_FILE"
+    _pair(found, cert, config.listen_tls_cert_file, key, config.listen_tls_key_file)
+    _ca(found, "RESONANCE_LISTEN_CLIENT_CA_FILE", config.listen_client_ca_file)
+    if config.listen_client_ca_file and not config.listen_tls_cert_file:
+        fix = "mutual TLS needs the server's own certificate: set it and its key"
+        found.append(Problem(cert, None, "is required", fix))
+    dialling = [v for v, set_ in (("RESONANCE_AUTH_TOKEN", config.auth_token), ("RESONANCE_AUTH_TOKEN_FILE",
+        config.auth_token_file), ("RESONANCE_TLS_CA_FILE", config.tls_ca_file), ("RESONANCE_TLS_CERT_FILE",
+        config.tls_cert_file)) if set_]  # fmt: skip
+    for variable in dialling:
+        found.append(
+            Problem(variable, None, "is for dialling a node", "a listening bridge reads RESONANCE_LISTEN_*")
+        )
+    return found + kafka_problems(config)
+
+
 def kafka_problems(config: KafkaSecurity) -> list[Problem]:
     """Every problem with the KAFKA_* security settings (the bridge's, and the operator's own)."""
     found: list[Problem] = []

@@ -27,7 +27,7 @@ from websockets.frames import CloseCode
 from . import codec, kafka
 from .codec import Message, Rejected
 from .config import Config
-from .connection import NodeConnection, why_closed
+from .connection import Relaying, why_closed
 from .metrics import Metrics
 from .reader import KafkaReader
 from .relay import MISMATCH_LOG, Relay, chunks
@@ -59,9 +59,10 @@ class Shared:
 
 
 class Session:
-    def __init__(self, shared: Shared, ws: NodeConnection) -> None:
+    def __init__(self, shared: Shared, ws: Relaying, peer: str) -> None:
         self.s = shared
         self.ws = ws
+        self.peer = peer  # the node's endpoint, or the address a node dialled in from
         ws.max_unsent = 4 * shared.config.max_frame_bytes + 1024 * 1024
         self.replies: deque[Reply] = deque()  # in the node's order
         self.queued = asyncio.Event()  # set when a reply is added
@@ -75,8 +76,8 @@ class Session:
 
     async def run(self) -> None:
         cfg, metrics = self.s.config, self.s.metrics
-        metrics.websocket_connected.set(1)
         outbound = asyncio.create_task(self._outbound())
+        metrics.websocket_connected.set(1)
         tasks = {
             outbound,
             asyncio.create_task(self._inbound()),
@@ -106,21 +107,23 @@ class Session:
             metrics.websocket_connected.set(0)
             self.s.reader.seek(self.s.relay.rewind(time.monotonic()))
             if self.ws.overflowed:
-                log.warning(
-                    "node %s stopped reading (%d bytes unsent, mostly answers to its pings); reconnecting",
-                    cfg.endpoint,
-                    self.ws.overflowed,
-                )
+                what = "node %s stopped reading (%d bytes unsent, mostly answers to its pings); dropped"
+                log.warning(what, self.peer, self.ws.overflowed)
 
     def _ended(self, why: BaseException | None) -> None:
         level = logging.INFO if self.s.stopping.is_set() else logging.WARNING
-        log.log(level, "session with %s ended: %s", self.s.config.endpoint, why_closed(why))
+        log.log(level, "session with %s ended: %s", self.peer, why_closed(why))
+
+    def replace(self) -> None:
+        """The node connected again (listener.py): end this session, its unacked records going to
+        the new one; a half-open connection is dropped after the closing handshake's timeout."""
+        task = asyncio.create_task(self.ws.close(4000, "replaced by a newer connection"))
+        self.workers.add(task)
 
     async def _close(self) -> None:
         """The closing handshake, unless the connection is already gone or evidently dead."""
-        transport = self.ws.transport
         if self.ws.overflowed or self.unresponsive_for() is not None:
-            transport.abort()
+            self.ws.transport.abort()
         with contextlib.suppress(Exception):
             await self.ws.close()  # within the connection's close_timeout
 
@@ -135,9 +138,6 @@ class Session:
 
     async def send_control(self, body: dict[str, Any]) -> None:
         await self.ws.send(self.s.relay.control(body, time.monotonic()), text=True)
-
-    def _changed(self) -> None:
-        self.changed.set()
 
     async def _until(self, condition: Any) -> None:
         while not condition():
@@ -165,7 +165,7 @@ class Session:
                     relay.written(entry)
             metrics.relayed_out.inc(len(out.frames))
             metrics.unknown_out.inc(out.unknown)
-            self._changed()
+            self.changed.set()
 
     async def _dead_letter_record(self, rejected: Rejected, entry: Entry, source: dict[str, str]) -> None:
         """Stored in Kafka before it counts as done (and before the log says so)."""
@@ -177,7 +177,7 @@ class Session:
         self.s.metrics.dead_letters.labels("outbound", rejected.reason).inc()
         what, where = "record %s dead-lettered (%s): %s", source["resonance-source"]
         dead_log.warning(what, where, rejected.reason, rejected.detail, extra={"direction": "outbound"})
-        self._changed()
+        self.changed.set()
 
     async def _watchdog(self) -> None:
         """A node that acks nothing for the ack timeout gets a fresh connection and the records again."""
@@ -260,7 +260,7 @@ class Session:
             # One template per reason: each kind is shown once a minute (logs.HELD), with a count.
             acks_log.warning(MISMATCH_LOG[outcome.mismatch] + ": %.200s", message.raw)
         elif outcome.settled is not None:
-            self._changed()
+            self.changed.set()
 
     async def _replies(self) -> None:
         """Answer the node in the order it sent, each once Kafka stored the record; the answers that
@@ -277,7 +277,7 @@ class Session:
             await self.ws.send_texts([reply.answer for reply in ready])
             self.unanswered -= len(ready)
             self.unanswered_bytes -= sum(reply.size for reply in ready)
-            self._changed()
+            self.changed.set()
             relayed = sum(reply.error is None for reply in ready)
             metrics.relayed_in.inc(relayed)
             metrics.acks_to_node.inc(relayed)
@@ -293,7 +293,7 @@ class Session:
     async def _drain(self) -> None:
         """On stop: outbound stops fetching; wait for acks both ways, then close."""
         await self.s.stopping.wait()
-        self._changed()
+        self.changed.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.s.config.shutdown_grace_s):
                 await self._until(lambda: not self.s.relay.pending and not self.unanswered)

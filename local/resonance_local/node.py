@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from resonance_bridge import codec
+from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -45,12 +46,12 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-class NodeServer:
+class Node:
+    """What a node does with a bridge once connected, whichever side dialled: print, ack, count."""
+
     def __init__(
         self,
         name: str,
-        host: str = "127.0.0.1",
-        port: int = 8766,
         *,
         ack: bool = True,
         ack_delay: float = 0.0,
@@ -59,23 +60,107 @@ class NodeServer:
         tls: ssl.SSLContext | None = None,
         printer: Printer | None = _print,
     ) -> None:
-        self.tls = tls  # serve wss:// with it (and require client certificates if it says so)
-        self.name, self.host, self.port = name, host, port
-        self.token = token  # if set, handshakes without "Authorization: Bearer <token>" get 401
+        self.tls = tls  # the server's (and client certificates required if it says so), or the client's
+        self.name = name
+        self.token = token  # a server: handshakes without "Authorization: Bearer <token>" get 401
         self.token_header = token_header  # or the token as is in another header, e.g. X-API-Key
-        self.refused = 0  # handshakes answered 401
         self.ack, self.ack_delay = ack, ack_delay
         self.printer = printer
         self.received: list[dict[str, Any]] = []  # every message the bridge sent, in order
         self.replies: list[dict[str, Any]] = []  # the bridge's acks and errors for what we sent
         self.acks_sent = 0
         self.connections_seen = 0
-        self.last_authorization: str | None = None  # of the latest connection's handshake
-        self.connections: set[ServerConnection] = set()
-        self.server: Server | None = None
+        self.connections: set[Connection] = set()
         self.connected = asyncio.Event()  # set while at least one bridge is connected
         self.changed = asyncio.Event()  # set whenever a message arrives: callers wait without polling
         self.background: asyncio.Task[None] | None = None  # the --send-every talker
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def _say(self, line: str) -> None:
+        if self.printer is not None:
+            self.printer(f"[{self.name}] {line}")
+
+    def drop(self) -> None:
+        """Drop every connection as a restarting node would (a server keeps serving new ones, a
+        client dials again)."""
+        for ws in list(self.connections):
+            ws.transport.abort()
+            self.connections.discard(ws)  # now: a send to it would vanish, not fail
+        self.connected.clear()
+
+    async def send(self, frame: str | bytes, text: bool | None = None) -> int:
+        """Send one frame to every connected bridge (bytes with text=True: a text frame of those
+        bytes, valid UTF-8 or not); returns how many got it."""
+        sent = 0
+        for ws in list(self.connections):
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(frame, text=text)
+                sent += 1
+        return sent
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        """Wait until predicate() holds, re-checking whenever a message arrives."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def _session(self, ws: Connection, where: str) -> None:
+        self.connections.add(ws)
+        self.connections_seen += 1
+        self.connected.set()
+        self._say(f"bridge connected {where}")
+        try:
+            async for frame in ws:
+                await self._on_frame(ws, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(ws)
+            if not self.connections:
+                self.connected.clear()
+            self._say("bridge disconnected")
+
+    async def _on_frame(self, ws: Connection, frame: str | bytes) -> None:
+        try:
+            message = json.loads(frame)
+            mtype = message["type"]
+        except (ValueError, TypeError, KeyError):
+            self._say(f"ignored a frame that is not a Resonance message: {frame!r:.200}")
+            return
+        if mtype in codec.REPLY_TYPES:  # the bridge's answers to what this node sent
+            self.replies.append(message)
+            self._say(
+                f"<- {mtype} {json.dumps(message)}"
+                if mtype == "error"
+                else f"<- ack for {message.get('original_type')}"
+            )
+        else:
+            self.received.append(message)
+            self._say(f"<- {mtype} {json.dumps(message)[:200]}")
+            if self.ack:
+                if self.ack_delay:
+                    await asyncio.sleep(self.ack_delay)
+                reply = codec.ack(mtype, message.get("id"))  # the id echoed as sent
+                self.acks_sent += 1  # counted before sending: a count never lags what the bridge saw
+                await ws.send(json.dumps(reply))
+        self.changed.set()
+
+
+class NodeServer(Node):
+    """A node the bridge dials (the guide's LexAmoris/Nexus server)."""
+
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 8766, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.host, self.port = host, port
+        self.refused = 0  # handshakes answered 401
+        self.last_authorization: str | None = None  # of the latest connection's handshake
+        self.server: Server | None = None
 
     async def start(self) -> None:
         self.server = await serve(
@@ -109,76 +194,12 @@ class NodeServer:
             ws.transport.abort()
         await self.close()
 
-    def _say(self, line: str) -> None:
-        if self.printer is not None:
-            self.printer(f"[{self.name}] {line}")
-
-    def drop(self) -> None:
-        """Drop every connection as a restarting node would, and keep serving new ones."""
-        for ws in list(self.connections):
-            ws.transport.abort()
-
-    async def send(self, frame: str | bytes, text: bool | None = None) -> int:
-        """Send one frame to every connected bridge (bytes with text=True: a text frame of those
-        bytes, valid UTF-8 or not); returns how many got it."""
-        sent = 0
-        for ws in list(self.connections):
-            with contextlib.suppress(ConnectionClosed):
-                await ws.send(frame, text=text)
-                sent += 1
-        return sent
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
-        """Wait until predicate() holds, re-checking whenever a message arrives."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
-
     async def _handle(self, ws: ServerConnection) -> None:
-        self.connections.add(ws)
-        self.connections_seen += 1
         self.last_authorization = ws.request.headers.get("Authorization") if ws.request else None
-        self.connected.set()
-        self._say(f"bridge connected from {ws.remote_address}")
-        try:
-            async for frame in ws:
-                await self._on_frame(ws, frame)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.connections.discard(ws)
-            if not self.connections:
-                self.connected.clear()
-            self._say("bridge disconnected")
-
-    async def _on_frame(self, ws: ServerConnection, frame: str | bytes) -> None:
-        try:
-            message = json.loads(frame)
-            mtype = message["type"]
-        except (ValueError, TypeError, KeyError):
-            self._say(f"ignored a frame that is not a Resonance message: {frame!r:.200}")
-            return
-        if mtype in codec.REPLY_TYPES:  # the bridge's answers to what this node sent
-            self.replies.append(message)
-            self._say(
-                f"<- {mtype} {json.dumps(message)}"
-                if mtype == "error"
-                else f"<- ack for {message.get('original_type')}"
-            )
-        else:
-            self.received.append(message)
-            self._say(f"<- {mtype} {json.dumps(message)[:200]}")
-            if self.ack:
-                if self.ack_delay:
-                    await asyncio.sleep(self.ack_delay)
-                reply = codec.ack(mtype, message.get("id"))  # the id echoed as sent
-                self.acks_sent += 1  # counted before sending: a count never lags what the bridge saw
-                await ws.send(json.dumps(reply))
-        self.changed.set()
+        await self._session(ws, f"from {ws.remote_address}")
 
 
-async def _send_lines(node: NodeServer, lines: Any, label: str) -> None:
+async def _send_lines(node: Node, lines: Any, label: str) -> None:
     for line in lines:
         line = line.rstrip("\n")
         if not line.strip():
@@ -215,7 +236,7 @@ def _stdin_lines() -> asyncio.Queue[str | None]:
     return queue
 
 
-async def _send_every(node: NodeServer, interval: float) -> None:
+async def _send_every(node: Node, interval: float) -> None:
     """A node that talks back on its own: its state, every `interval` seconds (for demos)."""
     seq = 0
     while True:
@@ -249,11 +270,16 @@ async def serve_forever(
         name, host, port, ack=ack, token=token, token_header=token_header, tls=tls, printer=printer
     )
     await node.start()
-    if send_every > 0:
-        talker = asyncio.create_task(_send_every(node, send_every))
-        node.background = talker
     scheme = "wss" if tls else "ws"
-    _print(f"[{name}] listening on {scheme}://{host}:{node.port}; type JSON lines to send them to the bridge")
+    await run(node, f"listening on {scheme}://{host}:{node.port}", send_lines, stdin, send_every)
+
+
+async def run(node: Node, where: str, send_lines: list[str], stdin: bool, send_every: float) -> None:
+    """A started node until cancelled: it sends the file's lines, what is typed, and its own state."""
+    name = node.name
+    if send_every > 0:
+        node.background = asyncio.create_task(_send_every(node, send_every))
+    _print(f"[{name}] {where}; type JSON lines to send them to the bridge")
     try:
         await _send_lines(node, send_lines, "from file")
         if stdin and _in_background():
@@ -262,6 +288,6 @@ async def serve_forever(
             lines = _stdin_lines()
             while (line := await lines.get()) is not None:
                 await _send_lines(node, [line], "line")
-        await asyncio.Future()  # serve until cancelled (Ctrl-C, SIGTERM)
+        await asyncio.Future()  # until cancelled (Ctrl-C, SIGTERM)
     finally:
         await node.close()

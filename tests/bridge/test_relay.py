@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from resonance_local.embedded import EmbeddedBroker
-from resonance_local.node import NodeServer
+from resonance_local.embedded import EmbeddedBroker, free_port
+from resonance_local.node import Node, NodeServer
+from resonance_local.nodeclient import NodeClient
 
 from ..support.harness import (
     BridgeProcess,
@@ -24,12 +27,26 @@ from ..support.harness import (
 from ..support.poll import until
 
 
-def endpoint(node: NodeServer) -> str:
-    return f"ws://127.0.0.1:{node.port}"
+@pytest.fixture(params=["dial", "listen"])
+async def node(request: pytest.FixtureRequest) -> AsyncIterator[Node]:
+    """Each relay rule holds whichever side dialled: a node server the bridge dials, or a node that
+    dials a listening bridge (the same Session serves both: listener.py)."""
+    made: Node
+    if request.param == "dial":
+        made = NodeServer("testnode", port=0, printer=None)
+    else:
+        made = NodeClient("testnode", f"ws://127.0.0.1:{free_port()}/", printer=None)
+    await made.start()
+    yield made
+    await made.close()
+
+
+def endpoint(node: Node) -> str | NodeClient:
+    return node if isinstance(node, NodeClient) else f"ws://127.0.0.1:{node.port}"  # type: ignore[attr-defined]
 
 
 async def test_outbound_in_order_and_commits_never_pass_acks(
-    broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
+    broker: EmbeddedBroker, topics: Topics, node: Node, workdir: Path
 ) -> None:
     await produce(broker, topics.node, (state_update(i) for i in range(1000)))
     bridge = BridgeProcess(bridge_env(broker, topics, endpoint(node)), workdir / "bridge.log").start()
@@ -68,11 +85,12 @@ async def kafka_count(broker: EmbeddedBroker, topic: str) -> int:
 
 
 async def test_inbound_acked_only_after_kafka_stored(
-    broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
+    broker: EmbeddedBroker, topics: Topics, node: Node, workdir: Path
 ) -> None:
     bridge = BridgeProcess(bridge_env(broker, topics, endpoint(node)), workdir / "bridge.log").start()
     try:
         await bridge.wait_ready()
+        await asyncio.wait_for(node.connected.wait(), 30)  # a listening bridge is ready before the node dials
 
         def acks() -> list[dict[str, object]]:
             return [r for r in node.replies if r["type"] == "ack"]
@@ -131,7 +149,7 @@ async def test_node_crash_loses_nothing(broker: EmbeddedBroker, topics: Topics, 
 
 
 async def test_bridge_sigkill_loses_nothing(
-    broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
+    broker: EmbeddedBroker, topics: Topics, node: Node, workdir: Path
 ) -> None:
     node.ack_delay = 0.001
     await produce(broker, topics.node, (state_update(i) for i in range(1000)))
@@ -156,13 +174,14 @@ async def test_bridge_sigkill_loses_nothing(
 
 
 async def test_inbound_keeps_the_nodes_order_across_batched_and_large_frames(
-    broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path
+    broker: EmbeddedBroker, topics: Topics, node: Node, workdir: Path
 ) -> None:
     """Small frames go to Kafka in batches, large ones (over 64 KiB) alone: the topic still holds
     them in the order the node sent them, each once, and each ack follows its record's storing."""
     bridge = BridgeProcess(bridge_env(broker, topics, endpoint(node)), workdir / "bridge.log").start()
     try:
         await bridge.wait_ready()
+        await asyncio.wait_for(node.connected.wait(), 30)  # a listening bridge is ready before the node dials
         sizes = {i: (100_000 if i % 97 == 13 else 10) for i in range(600)}
         for i, size in sizes.items():
             body = {"type": "state_update", "data": {"seq": i, "pad": "x" * size}}

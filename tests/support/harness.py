@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_local.embedded import EMBEDDED_CLIENT_ENV, EmbeddedBroker, free_port
-from resonance_local.node import NodeServer
+from resonance_local.node import Node
+from resonance_local.nodeclient import NodeClient
 
 from .poll import until
 
@@ -75,10 +77,19 @@ class Topics:
         return [self.node, self.inbound, self.heartbeats, self.deadletter]
 
 
-def bridge_env(broker: EmbeddedBroker, topics: Topics, endpoint: str, **overrides: str) -> dict[str, str]:
+def bridge_env(
+    broker: EmbeddedBroker, topics: Topics, endpoint: str | NodeClient, **overrides: str
+) -> dict[str, str]:
+    """A bridge that dials `endpoint`, or that a NodeClient dials (listening where it dials, any node
+    welcome unless the overrides say otherwise)."""
+    if isinstance(endpoint, NodeClient):
+        where = urlsplit(endpoint.url)
+        link = {"RESONANCE_LISTEN": f"{where.hostname}:{where.port}", "RESONANCE_LISTEN_ANONYMOUS": "true"}
+    else:
+        link = {"RESONANCE_ENDPOINT": endpoint}
     env = {
         "RESONANCE_NODE": "testnode",
-        "RESONANCE_ENDPOINT": endpoint,
+        **link,
         "RESONANCE_TOPIC": topics.node,
         "RESONANCE_ANCHOR": "BOLZANO_71",
         "RESONANCE_INBOUND_TOPIC": topics.inbound,
@@ -185,7 +196,7 @@ def state_update(seq: int) -> bytes:
     ).encode()
 
 
-def seqs(node: NodeServer) -> list[int]:
+def seqs(node: Node) -> list[int]:
     """The seq of each state_update the node received, in arrival order."""
     return [m["data"]["seq"] for m in node.received if m["type"] == "state_update"]
 

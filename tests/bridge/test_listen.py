@@ -1,0 +1,267 @@
+"""Nodes that dial in (RESONANCE_LISTEN): what only a listening bridge has. The relay rules themselves
+run in both directions in test_relay.py.
+
+Real processes throughout: the bridge as `resonance bridge`, nodes as the reference node client
+(`resonance node connect`), raw sockets for what no well-behaved client sends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from resonance_bridge.config import ConfigError, load
+from resonance_local.embedded import EmbeddedBroker, free_port
+from resonance_local.nodeclient import NodeClient
+
+from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, state_update
+from ..support.pki import Authority
+from ..support.poll import until
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[NodeClient]]:
+    made: list[NodeClient] = []
+    yield made
+    for client in made:
+        await client.close()
+
+
+def client(made: list[NodeClient], url: str, **kwargs: object) -> NodeClient:
+    node = NodeClient(f"client{len(made)}", url, printer=None, **kwargs)
+    made.append(node)
+    return node
+
+
+async def raw(port: int, *data: bytes, timeout: float = 5) -> bytes:
+    """What the bridge answers to these writes, each sent once the last got an answer, until it
+    closes (or the timeout)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = b""
+    try:
+        async with asyncio.timeout(timeout):
+            for chunk in data:
+                writer.write(chunk)
+                await writer.drain()
+                answer += await reader.read(65536)
+            while more := await reader.read(65536):
+                answer += more
+    except TimeoutError:
+        pass
+    finally:
+        writer.close()
+    return answer
+
+
+async def everything(broker: EmbeddedBroker, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        values: list[bytes] = []
+        while batch := await consumer.getmany(timeout_ms=300):
+            values += [r.value for records in batch.values() for r in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
+def test_a_bridge_either_dials_or_listens_and_a_listener_names_who_may_connect() -> None:
+    base = {"RESONANCE_TOPIC": "t", "RESONANCE_ANCHOR": "A", "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+    cases = {
+        "neither": ({}, "RESONANCE_ENDPOINT", "is required: set one of them"),
+        "both": (
+            {
+                "RESONANCE_ENDPOINT": "ws://n:1",
+                "RESONANCE_LISTEN": ":8765",
+                "RESONANCE_LISTEN_ANONYMOUS": "1",
+            },
+            "RESONANCE_LISTEN",
+            "set one of them",
+        ),
+        "nobody": (
+            {"RESONANCE_LISTEN": ":8765"},
+            "RESONANCE_LISTEN_TOKEN_FILE",
+            "RESONANCE_LISTEN_ANONYMOUS",
+        ),
+        "port": (
+            {"RESONANCE_LISTEN": "8765x", "RESONANCE_LISTEN_ANONYMOUS": "1"},
+            "RESONANCE_LISTEN",
+            "host:port",
+        ),
+        "dial settings": (
+            {"RESONANCE_LISTEN": ":8765", "RESONANCE_LISTEN_ANONYMOUS": "1", "RESONANCE_AUTH_TOKEN": "x"},
+            "RESONANCE_AUTH_TOKEN",
+            "RESONANCE_LISTEN_*",
+        ),
+    }
+    for name, (env, variable, needle) in cases.items():
+        with pytest.raises(ConfigError) as error:
+            load({**base, **env})
+        [problem] = error.value.problems
+        assert problem.variable == variable and needle in str(problem), (name, str(problem))
+    config = load({**base, "RESONANCE_LISTEN": ":8765", "RESONANCE_LISTEN_ANONYMOUS": "true"})
+    assert config.peer == "nodes dialling ws://:8765/"
+
+
+async def test_a_node_that_dials_in_gets_everything_both_ways_while_it_flaps(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path, clients: list[NodeClient]
+) -> None:
+    """Killed and dialling again 20 times mid-stream, and then replaced by a second client: every record
+    reaches a node, every frame sent and acked is in Kafka; what was in flight is delivered again."""
+    total, port = 20_000 if os.environ.get("RESONANCE_SOAK") == "long" else 2000, free_port()
+    first = client(clients, f"ws://127.0.0.1:{port}/")
+    first.ack_delay = 0.001
+    bridge = BridgeProcess(bridge_env(broker, topics, first), workdir / "bridge.log").start()
+    try:
+        await first.start()
+        await produce(broker, topics.node, (state_update(i) for i in range(total)))
+        delivered: set[int] = set()
+        sent = 0
+        for flap in range(20):
+            enough = total // 50 * (flap + 1)
+            await first.wait_for(lambda: first.connected.is_set() and len(seqs(first)) > enough, 30)  # noqa: B023
+            sent += await first.send(json.dumps({"type": "state_update", "id": f"in-{sent}", "data": {}}))
+            await first.wait_for(lambda: len(first.replies) >= sent, 30)  # noqa: B023
+            first.drop()  # the client redials by itself
+        second = client(clients, f"ws://127.0.0.1:{port}/")
+        await second.start()
+        await until(lambda: bridge.metric("resonance_listen_replacements_total") >= 1, 30, "a replacement")
+        await second.wait_for(lambda: set(seqs(first)) | set(seqs(second)) >= set(range(total)), 60)
+        delivered = set(seqs(first)) | set(seqs(second))
+        assert delivered == set(range(total))
+        acked = [r["id"] for r in first.replies + second.replies if r["type"] == "ack" and r.get("id")]
+        stored = await everything(broker, topics.inbound)
+        assert {json.loads(v).get("id") for v in stored} >= set(acked), "an acked frame is not in Kafka"
+        dupes = len(seqs(first)) + len(seqs(second)) - total
+        print(f"listen flapping: {total} delivered, 0 lost, {dupes} again; {len(acked)}/{sent} acked inbound")
+        assert bridge.metric("resonance_listen_handshakes_total", result="accepted") >= 21
+        assert len(acked) == sent == 20
+    finally:
+        bridge.stop()
+
+
+async def test_who_may_connect_and_what_others_are_answered(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path, clients: list[NodeClient]
+) -> None:
+    port = free_port()
+    token = workdir / "token"
+    token.write_text("s3cret\n")
+    env = bridge_env(broker, topics, "ws://unused:1", RESONANCE_LISTEN=f"127.0.0.1:{port}")
+    del env["RESONANCE_ENDPOINT"]
+    env.update(RESONANCE_LISTEN_TOKEN_FILE=str(token), RESONANCE_LISTEN_PATH="/resonance")
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        await bridge.wait_ready()
+        assert "no node connected" in bridge.readyz()
+        wrong = client(clients, f"ws://127.0.0.1:{port}/resonance", token="guess")
+        await wrong.start()
+        await until(lambda: wrong.refused >= 1, 10, "a 401")
+        assert "HTTP 401" in (wrong.last_error or "")
+        assert bridge.metric("resonance_listen_handshakes_total", result="unauthorized") >= 1
+        # The guide's curl line, a wrong path and garbage: prompt HTTP answers that say why.
+        curl = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        assert (await raw(port, curl)).startswith(b"HTTP/1.1 404")
+        guide = curl.replace(b"GET / ", b"GET /resonance ")
+        answer = await raw(port, guide)
+        assert answer.startswith(b"HTTP/1.1 401"), answer  # the token first, saying how to present it
+        assert b"Authorization: Bearer" in answer, answer
+        answer = await raw(port, guide.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer s3cret\r\n\r\n"))
+        assert answer.startswith(b"HTTP/1.1 400") and b"Sec-WebSocket-Key" in answer, answer
+        assert (await raw(port, b"\x16\x03\x01garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        right = client(clients, f"ws://127.0.0.1:{port}/resonance", token="s3cret")
+        await right.start()
+        await asyncio.wait_for(right.connected.wait(), 10)
+        await until(lambda: "node connected from 127.0.0.1" in bridge.readyz(), 10, "readyz naming the node")
+        by_query = client(clients, f"ws://127.0.0.1:{port}/resonance?token=s3cret")
+        await by_query.start()  # a browser cannot set headers: the token in the query also serves
+        await asyncio.wait_for(by_query.connected.wait(), 10)
+        assert "s3cret" not in bridge.output()
+    finally:
+        bridge.stop()
+
+
+async def test_hostile_clients_get_bounded_answers_and_the_node_keeps_flowing(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path, clients: list[NodeClient]
+) -> None:
+    """A compressed frame (no compression was negotiated: no inflation bomb), a frame past the limit,
+    a flood of 2,000 connections that never finish their handshake: the node's flow goes on."""
+    port = free_port()
+    node = client(clients, f"ws://127.0.0.1:{port}/")
+    env = bridge_env(broker, topics, node, RESONANCE_LISTEN_MAX_PENDING="32")
+    env["RESONANCE_LISTEN_HANDSHAKE_TIMEOUT_S"] = "2"
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        await node.start()
+        await asyncio.wait_for(node.connected.wait(), 30)
+        hello = (
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        deflated = bytes((0xC1, 0x80 | 5)) + b"\x00\x00\x00\x00" + b"\xf3H\xcd\xc9\xc9"  # RSV1: compressed
+        answer = await raw(port, hello, deflated)
+        assert b"101 Switching Protocols" in answer and b"\x88" in answer, answer  # upgraded, then closed
+        assert struct.unpack("!H", answer[answer.index(b"\x88") + 2 : answer.index(b"\x88") + 4])[0] == 1002
+        # The flood: connections that say nothing, far past the cap of pending handshakes.
+        await produce(broker, topics.node, (state_update(i) for i in range(3000)))
+        await asyncio.wait_for(node.connected.wait(), 30)  # again: the raw client above replaced it
+        seen, socks = node.connections_seen, []
+        for _ in range(2000):
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", port))
+            socks.append(s)
+        before = len(seqs(node))
+        await node.wait_for(lambda: len(set(seqs(node))) >= 3000, 60)
+        print(f"during a 2,000-connection flood the node got {len(seqs(node)) - before} records")
+        for s in socks:
+            s.close()
+        await until(lambda: bridge.metric("resonance_listen_handshakes_total", result="busy") > 0, 10, "busy")
+        assert node.connections_seen == seen, "the flood cost the node its connection"
+    finally:
+        bridge.stop()
+
+
+async def test_wss_with_a_private_ca_and_mutual_tls(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path, clients: list[NodeClient]
+) -> None:
+    pki = Authority.make(workdir / "pki")
+    server, node_cert = pki.issue("bridge"), pki.issue("node", client=True)
+    port = free_port()
+    env = bridge_env(broker, topics, "ws://unused:1", RESONANCE_LISTEN=f"127.0.0.1:{port}")
+    del env["RESONANCE_ENDPOINT"]
+    env.update(
+        RESONANCE_LISTEN_ANONYMOUS="true",
+        RESONANCE_LISTEN_TLS_CERT_FILE=str(server.cert),
+        RESONANCE_LISTEN_TLS_KEY_FILE=str(server.key),
+        RESONANCE_LISTEN_CLIENT_CA_FILE=str(pki.cert),
+    )
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        await bridge.wait_ready()
+        trusting = ssl.create_default_context(cafile=pki.cert)
+        anonymous = client(clients, f"wss://127.0.0.1:{port}/", tls=trusting)
+        await anonymous.start()
+        await until(lambda: anonymous.failed >= 1, 10, "a TLS refusal without a client certificate")
+        assert not anonymous.connected.is_set()
+        mutual = ssl.create_default_context(cafile=pki.cert)
+        mutual.load_cert_chain(node_cert.cert, node_cert.key)
+        node = client(clients, f"wss://127.0.0.1:{port}/", tls=mutual)
+        await node.start()
+        await produce(broker, topics.node, (state_update(i) for i in range(100)))
+        await node.wait_for(lambda: set(seqs(node)) == set(range(100)), 30)
+    finally:
+        bridge.stop()
