@@ -84,7 +84,15 @@ def _field(spec: NodeSpec, path: str) -> Any:
 def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings, uid: str) -> dict[str, str]:
     """The bridge's configuration contract (see the README's bridge table), derived from the node."""
     from_spec = {var: _field(spec, path) for var, path in SPEC_ENV.items()}
+    listen = spec.listen
+    listening = {} if listen is None else {
+        "RESONANCE_LISTEN": f"0.0.0.0:{listen.port}",
+        "RESONANCE_LISTEN_PATH": listen.path,
+        "RESONANCE_LISTEN_ANONYMOUS": "true" if listen.anonymous else "false",
+        "RESONANCE_LISTEN_ALLOWED_ORIGINS": ",".join(listen.allowed_origins),
+    }  # fmt: skip
     return {
+        **listening,
         "RESONANCE_NODE": name,
         # In its heartbeats: the operator counts them for this node object only, not a namesake's.
         "RESONANCE_NODE_UID": uid,
@@ -148,6 +156,11 @@ def owned_by(body: dict[str, Any], uid: str) -> bool:
     )
 
 
+def listen_ports(node: Node) -> list[dict[str, Any]]:
+    listen = node.spec.listen
+    return [] if listen is None else [{"name": "websocket", "containerPort": listen.port, "protocol": "TCP"}]
+
+
 def container(node: Node, settings: Settings, secured: Mounts) -> dict[str, Any]:
     probe = {
         "httpGet": {"path": "/healthz", "port": "http"},
@@ -161,7 +174,7 @@ def container(node: Node, settings: Settings, secured: Mounts) -> dict[str, Any]
         "imagePullPolicy": "IfNotPresent",
         "command": ["resonance", "bridge"],
         "env": _env_list(bridge_env(node.name, node.namespace, node.spec, settings, node.uid), secured),
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}, *listen_ports(node)],
         "livenessProbe": probe,
         "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
         "resources": _resources(node.spec, settings),

@@ -23,6 +23,10 @@ API_CALLS = frozenset(
         ("", "events", "patch"),  # a repeated Event's count
         ("", "serviceaccounts", "get"),
         ("", "serviceaccounts", "create"),
+        ("", "services", "get"),  # a listening node's (spec.listen)
+        ("", "services", "create"),
+        ("", "services", "patch"),
+        ("", "services", "delete"),
     }
 )
 # Leader election (leader.py): one Lease, in the operator's own namespace (a Role of its own there).

@@ -31,6 +31,8 @@ class Beat:
     bridge: dict[str, Any]  # status.bridge
     undecodable: str | None = None  # the last batch of the topic that could not be decoded
     stopped: str | None = None  # partitions stopped at such a batch (spec.onUndecodable: stop)
+    listening: bool = False  # the node dials the bridge (spec.listen)
+    client: str | None = None  # and is connected from this address
 
 
 def _significant(value: Any, digits: int = 3) -> float | int:
@@ -73,6 +75,15 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[Identity, Bea
         "frequencyHz": _significant(record.get("measured_frequency_hz")),
         "driftSeconds": round(float(_significant(record.get("drift_seconds"), 2)), 2),
     }
+    listening, client = record.get("mode") == "listen", record.get("client")
+    client = client[:100] if isinstance(client, str) and websocket else None
+    if listening:
+        bridge["mode"] = "listen"
+        if client:
+            bridge["client"] = client
+            since = record.get("connected_since")
+            if isinstance(since, str):
+                bridge["connectedSince"] = since[:40]
     stopped = record.get("stopped_partitions")
     stopped = "; ".join(str(p) for p in stopped)[:300] if isinstance(stopped, list) and stopped else None
     undecodable = record.get("undecodable")
@@ -85,6 +96,8 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[Identity, Bea
         bridge,
         undecodable[:300] if isinstance(undecodable, str) else None,
         stopped,
+        listening,
+        client,
     )
     return (namespace, node, uid if isinstance(uid, str) else ""), beat
 
@@ -112,7 +125,7 @@ def decodable(beat: Beat) -> Condition:
 
 def conditions(beat: Beat | None, now: float, frequency_hz: float, endpoint: str) -> list[Condition]:
     """KafkaConnected, WebSocketConnected, BatchesDecodable (from the latest beat) and HeartbeatFresh
-    (from its age)."""
+    (from its age). `endpoint`: the node's URL, or for a listening node where the bridge listens."""
     window = MISSED_PERIODS / frequency_hz
     if beat is None:
         waiting = f"no heartbeat from the bridge yet (one is due every {1 / frequency_hz:.3g}s)"
@@ -138,7 +151,13 @@ def conditions(beat: Beat | None, now: float, frequency_hz: float, endpoint: str
         if beat.kafka_connected
         else _condition("KafkaConnected", "False", "KafkaDisconnected", "the bridge cannot reach Kafka")
     )
-    if beat.websocket_connected:
+    if beat.listening:  # a node not connected yet is a state of a listening bridge, not a failure
+        websocket = (
+            _condition("WebSocketConnected", "True", "Connected", f"a node is connected from {beat.client}")
+            if beat.websocket_connected
+            else _condition("WebSocketConnected", "False", "WaitingForNode", f"no node connected: {endpoint}")
+        )
+    elif beat.websocket_connected:
         websocket = _condition(
             "WebSocketConnected", "True", "Connected", f"the bridge is connected to {endpoint}"
         )

@@ -115,8 +115,35 @@ class PodTemplate(_Model):
     spec: PodSpec = Field(default_factory=PodSpec)
 
 
+class ListenAuth(_Model):
+    token_secret_ref: SecretKeyRef
+
+
+class ListenTLS(_Model):
+    cert_secret_ref: SecretRef  # a kubernetes.io/tls Secret: the bridge's server certificate
+    client_ca_secret_ref: SecretKeyRef | None = None  # mutual TLS
+
+
+class ListenService(_Model):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Listen(_Model):
+    """The node dials the bridge: where the bridge listens, and who may connect."""
+
+    port: int = 8765
+    path: str = "/"
+    auth: ListenAuth | None = None
+    anonymous: bool = False
+    tls: ListenTLS | None = None
+    allowed_origins: list[str] = Field(default_factory=list)
+    service: ListenService = Field(default_factory=ListenService)
+
+
 class NodeSpec(_Model):
-    endpoint: str
+    endpoint: str | None = None  # the bridge dials the node; or, exclusive with it:
+    listen: Listen | None = None  # the node dials the bridge
     topic: str
     anchor: str
     inbound_topic: str = crd_default("inboundTopic")

@@ -261,6 +261,8 @@ class Monitor:
         ready = next(c for c in new["conditions"] if c["type"] == "Ready")
         if after[0] == "True":
             kind, reason = "Normal", "Ready"
+        elif after[1] == "WaitingForNode":  # a listening node went away: a state, not a failure
+            kind, reason = "Normal", "WaitingForNode"
         elif before is not None and tracked.ever_ready:
             kind, reason = "Warning", "NotReady"
         else:

@@ -1,7 +1,8 @@
 """Secret references in, the bridge's files out: volumes, their mounts and the *_FILE variables.
 
 Secrets reach a bridge only as read-only files (a mounted Secret follows rotations; the bridge reads
-the token at every connect and the Kafka password at every client start), never as values in the
+the token at every connect and the Kafka password at every client start; a listening bridge its
+token at every handshake, and its certificate when it changes), never as values in the
 Deployment: the operator never reads a Secret, it only names one. Non-secret names (a SASL user
 from a Secret) come through `secretKeyRef`.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import SASL, KafkaSecurityRefs, KafkaTLS, NodeSpec, NodeTLS, SecretKeyRef, SecretRef
+from .model import SASL, KafkaSecurityRefs, KafkaTLS, Listen, NodeSpec, NodeTLS, SecretKeyRef, SecretRef
 
 ROOT = "/etc/resonance"
 MODE = 0o440  # owner and group (the pod's fsGroup) read; nobody writes
@@ -63,6 +64,15 @@ def _node(m: Mounts, spec: NodeSpec) -> None:
         m.value("RESONANCE_AUTH_HEADER", auth.header)
 
 
+def _listen(m: Mounts, listen: Listen) -> None:
+    """A listening node's secrets (its port, path and origins are plain: builders.bridge_env)."""
+    if listen.auth is not None:
+        m.file("RESONANCE_LISTEN_TOKEN_FILE", "listen-token", listen.auth.token_secret_ref, "token")
+    if listen.tls is not None:
+        m.pair("RESONANCE_LISTEN_TLS", "listen-cert", listen.tls.cert_secret_ref)
+        m.ca("RESONANCE_LISTEN_CLIENT_CA_FILE", "listen-client-ca", listen.tls.client_ca_secret_ref)
+
+
 def kafka(m: Mounts, security: KafkaSecurityRefs) -> None:
     """The bridge's KAFKA_* security variables and files; the chart mounts the operator's default
     the same way into the operator's own pod (its heartbeat consumer): tested to match."""
@@ -101,6 +111,9 @@ def kafka_security(spec: NodeSpec, default: KafkaSecurityRefs, default_bootstrap
 
 def bridge(spec: NodeSpec, default: KafkaSecurityRefs, default_bootstrap: str) -> Mounts:
     m = Mounts()
-    _node(m, spec)
+    if spec.listen is not None:
+        _listen(m, spec.listen)
+    else:
+        _node(m, spec)
     kafka(m, kafka_security(spec, default, default_bootstrap))
     return m

@@ -82,7 +82,7 @@ def problems(node: Node, settings: Settings) -> list[str]:
     """Everything about the node that the operator's settings do not allow, each naming the field."""
     spec = node.spec
     found = [
-        endpoint(spec.endpoint, settings.allowed_endpoints),
+        endpoint(spec.endpoint, settings.allowed_endpoints) if spec.endpoint else None,
         bootstrap(
             spec.kafka.bootstrap_servers if spec.kafka else None,
             settings.kafka_bootstrap_servers,

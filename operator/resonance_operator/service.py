@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import builders, fields, policy
+from . import builders, fields, listening, policy
 from .model import Node
 from .settings import Settings
 from .storage import FIELD_MANAGER, Kube
@@ -51,6 +51,28 @@ def _check_owner(node: Node, kind: str, actual: dict[str, Any] | None) -> None:
     )
 
 
+async def _service(kube: Kube, node: Node, before: dict[str, Any] | None) -> None:
+    """A listening node's Service, as specified; gone once the node dials out again (its Deployment,
+    as it was before this reconcile, still had the listening port). Nothing for a dialling node."""
+    desired = listening.service(node)
+    name = builders.deployment_name(node.name)
+    if desired is None:
+        if before is not None and _listened(before):
+            actual = await kube.get_deployment(node.namespace, name, "Service")
+            if actual is not None and builders.owned_by(actual, node.uid):
+                await kube.delete_service(node.namespace, name)
+        return
+    actual = await kube.get_deployment(node.namespace, name, "Service")
+    _check_owner(node, "Service", actual)
+    if actual is None or not builders.is_subset(desired, actual):
+        await kube.apply_deployment(desired)
+
+
+def _listened(deployment: dict[str, Any]) -> bool:
+    containers = deployment["spec"]["template"]["spec"].get("containers") or ()
+    return any(p.get("name") == "websocket" for c in containers for p in c.get("ports") or ())
+
+
 async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
     """Raises Refused (nothing written) or KubeError when the API server refuses (the caller reports
     it, kopf retries)."""
@@ -58,7 +80,7 @@ async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
         raise Refused("NotAllowed", "; ".join(problems))
     desired = builders.deployment(node, settings)
     name = desired["metadata"]["name"]
-    actual = await kube.get_deployment(node.namespace, name)
+    actual = before = await kube.get_deployment(node.namespace, name)
     _check_owner(node, "Deployment", actual)
     account = builders.service_account(node)
     _check_owner(node, "ServiceAccount", await kube.ensure_service_account(account, actual is None))
@@ -74,6 +96,7 @@ async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
         await kube.own_deployment_fields(actual, legacy)
     if actual is not None and (legacy is not None or not builders.is_subset(desired, actual)):
         actual, action = await kube.apply_deployment(desired), "updated"
+    await _service(kube, node, before)
     digest = desired["metadata"]["annotations"][builders.HASH_ANNOTATION]
     message = {
         "created": f"created Deployment {name} (config {digest})",

@@ -139,6 +139,14 @@ def _ready(deployed: Condition, data_plane: list[Condition]) -> Condition:
     return _condition("Ready", True, "BridgeReady", f"{deployed['message']}; connected, heartbeats arrive")
 
 
+def where(node: Node) -> str:
+    """The node's URL, or where its bridge listens for it."""
+    listen = node.spec.listen
+    if listen is None:
+        return node.spec.endpoint or ""
+    return f"the bridge listens on port {listen.port}, path {listen.path}"
+
+
 def node_status(
     node: Node,
     deployment: dict[str, Any] | None,
@@ -154,7 +162,7 @@ def node_status(
     is the error's (status.NEXT); `handled` the last generation carried out (or refused for good),
     the node's own when not given. kopf reads it to tell a spec handled (diffbase.py)."""
     deployed, *rest = conditions(node, deployment, error, reason)
-    data_plane = health.conditions(beat, clock, node.spec.frequency_hz, node.spec.endpoint)
+    data_plane = health.conditions(beat, clock, node.spec.frequency_hz, where(node))
     new = [_ready(deployed, data_plane), *rest, *data_plane]
     dep_status = (deployment or {}).get("status") or {}
     status: dict[str, Any] = {

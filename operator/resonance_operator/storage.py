@@ -80,11 +80,25 @@ class Kube:
         info = await self._json("get /apis", client.ApisApi(self.api).get_api_versions, missing_ok=False)
         return f"{len(info.get('groups', []))} API groups"
 
-    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _calls(self, kind: str) -> tuple[Any, Any, Any]:
+        """read, patch and delete of the namespaced kinds the operator writes."""
+        if kind == "Deployment":
+            apps = self.apps
+            return apps.read_namespaced_deployment, apps.patch_namespaced_deployment, None
+        core = self.core
+        return core.read_namespaced_service, core.patch_namespaced_service, core.delete_namespaced_service
+
+    async def get_deployment(
+        self, namespace: str, name: str, kind: str = "Deployment"
+    ) -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._json(
-            f"get Deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace
+            f"get {kind} {namespace}/{name}", self._calls(kind)[0], name, namespace
         )
         return result
+
+    async def delete_service(self, namespace: str, name: str) -> None:
+        """A listening node's Service, once the node dials out again (gone already: fine)."""
+        await self._json(f"delete Service {namespace}/{name}", self._calls("Service")[2], name, namespace)
 
     async def list_bridges(
         self, namespace: str | None, items: bool = True
@@ -144,12 +158,12 @@ class Kube:
             raise
 
     async def apply_deployment(self, body: dict[str, Any], force: bool = True) -> dict[str, Any]:
-        """Server-side apply of the fields we own: repairs hand edits to them, removes those we no
-        longer set, leaves the rest alone."""
+        """Server-side apply of the fields we own (of a Deployment, or a Service): repairs hand edits
+        to them, removes those we no longer set, leaves the rest alone."""
         meta = body["metadata"]
         result: dict[str, Any] = await self._json(
-            f"apply Deployment {meta['namespace']}/{meta['name']}",
-            self.apps.patch_namespaced_deployment,
+            f"apply {body['kind']} {meta['namespace']}/{meta['name']}",
+            self._calls(body["kind"])[1],
             meta["name"],
             meta["namespace"],
             body,
@@ -227,30 +241,18 @@ class Kube:
         return result
 
     async def get_node(self, namespace: str, name: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = await self._json(
-            f"get ResonanceNode {namespace}/{name}",
-            self.custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-        )
+        what, call = f"get ResonanceNode {namespace}/{name}", self.custom.get_namespaced_custom_object
+        result: dict[str, Any] | None = await self._json(what, call, GROUP, VERSION, namespace, PLURAL, name)
         return result
 
     async def patch_node_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; a node deleted meanwhile is not an error."""
-        await self._json(
+        what, call = (
             f"patch status of ResonanceNode {namespace}/{name}",
             self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-            _content_type="application/merge-patch+json",
         )
+        where = (GROUP, VERSION, namespace, PLURAL, name)
+        await self._json(what, call, *where, {"status": status}, _content_type="application/merge-patch+json")
 
     async def post_event(self, node: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """An Event on the node, as `kubectl describe` and `kubectl get events` show them; a repeat

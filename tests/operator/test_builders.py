@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-from resonance_operator import builders, health, podpolicy, status
+from resonance_operator import builders, health, listening, podpolicy, status
 from resonance_operator.model import Node, Toleration
 from resonance_operator.settings import Settings, load
 
@@ -51,21 +52,50 @@ SECURED = {
         },
     },
 }
-NODES = {"lexamoris": {}, "nexus": {}, "secured": SECURED}
+# A node that dials in (spec.listen), with every field: a token, wss with mutual TLS, browsers' origins.
+LISTENING = {
+    "listen": {
+        "port": 8765,
+        "path": "/resonance",
+        "auth": {"tokenSecretRef": {"name": "server-token", "key": "token"}},
+        "tls": {
+            "certSecretRef": {"name": "bridge-server-cert"},
+            "clientCaSecretRef": {"name": "nodes-ca", "key": "ca.crt"},
+        },
+        "allowedOrigins": ["https://app.example.com"],
+        "service": {"type": "LoadBalancer", "annotations": {"example.com/lb": "internal"}},
+    }
+}
+NODES: dict[str, dict[str, Any]] = {"lexamoris": {}, "nexus": {}, "secured": SECURED, "listening": LISTENING}
+EXAMPLES = {"nexus": "nexus", "listening": "resonance-server"}
+
+
+def node_of(name: str) -> Node:
+    return example(EXAMPLES.get(name, "lexamoris"), **NODES[name])
 
 
 def built(name: str) -> dict[str, Any]:
-    return builders.deployment(example("nexus" if name == "nexus" else "lexamoris", **NODES[name]), SETTINGS)
+    return builders.deployment(node_of(name), SETTINGS)
+
+
+def golden(path: Path, made: dict[str, Any]) -> None:
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(yaml.safe_dump(made, sort_keys=False))
+    assert made == yaml.safe_load(path.read_text()), "run with UPDATE_GOLDEN=1 to accept a deliberate change"
 
 
 @pytest.mark.parametrize("name", NODES)
 def test_deployment_matches_golden_yaml(name: str) -> None:
-    golden = GOLDEN / f"{name}-deployment.yaml"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        golden.write_text(yaml.safe_dump(built(name), sort_keys=False))
-    assert built(name) == yaml.safe_load(golden.read_text()), (
-        "run with UPDATE_GOLDEN=1 to accept a deliberate change"
-    )
+    golden(GOLDEN / f"{name}-deployment.yaml", built(name))
+
+
+def test_a_listening_nodes_service_matches_golden_yaml_and_a_dialling_node_has_none() -> None:
+    service = listening.service(node_of("listening"))
+    assert service is not None
+    golden(GOLDEN / "listening-service.yaml", service)
+    for version in ("1.30", "1.37"):
+        kubernetes_validate.validate(service, version, strict=True)
+    assert listening.service(node_of("lexamoris")) is None
 
 
 @pytest.mark.parametrize("version", ["1.30", "1.37"])

@@ -64,6 +64,43 @@ from ..support.kube import Cluster, node
             'spec.kafka.sasl.mechanism: Unsupported value: "GSSAPI"',
         ),
         ({"auth": {"header": "X API Key"}}, "spec.auth.header in body should match"),
+        # A node either is dialled (endpoint) or dials in (listen), and a listener says who may connect.
+        (
+            {"endpoint": None},
+            "spec: set exactly one of spec.endpoint (the bridge dials the node) and spec.listen",
+        ),
+        ({"listen": {"anonymous": True}}, "spec: set exactly one of spec.endpoint"),
+        (
+            {"endpoint": None, "listen": {}},
+            "spec.listen: set auth.tokenSecretRef (the token a node presents)",
+        ),
+        (
+            {
+                "endpoint": None,
+                "listen": {"anonymous": True, "auth": {"tokenSecretRef": {"name": "t", "key": "k"}}},
+            },
+            "spec.listen: set auth.tokenSecretRef",
+        ),
+        (
+            {"endpoint": None, "listen": {"anonymous": True, "port": 70000}},
+            "spec.listen.port in body should be less",
+        ),
+        (
+            {"endpoint": None, "listen": {"anonymous": True, "path": "x"}},
+            "spec.listen.path in body should match",
+        ),
+        (
+            {"endpoint": None, "listen": {"anonymous": True}, "replicas": 2},
+            "spec.replicas: a listening node has one",
+        ),
+        (
+            {"endpoint": None, "listen": {"anonymous": True}, "auth": {"header": "X-Key"}},
+            "spec.auth and spec.tls are for dialling a node",
+        ),
+        (
+            {"endpoint": None, "listen": {"anonymous": True, "service": {"type": "ExternalName"}}},
+            'spec.listen.service.type: Unsupported value: "ExternalName"',
+        ),
         (
             {"template": {"spec": {"tolerations": [{"operator": "Maybe"}]}}},
             'spec.template.spec.tolerations[0].operator: Unsupported value: "Maybe"',

@@ -1,18 +1,21 @@
 """The whole journey, as a user makes it: the chart installed (its operator run from its own pod spec
-by the kubelet harness), the guide's two nodes applied from examples/, their reference node servers
-running, and then `kubectl get resonancenodes`, `resonance send` and the node's reply in Kafka."""
+by the kubelet harness), the guide's two nodes and its Resonance server (a node that dials in) applied
+from examples/, their reference nodes running, and then `kubectl get resonancenodes`, `resonance send`
+and each node's reply in Kafka."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import uuid
 from pathlib import Path
 
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
+from resonance_local.nodeclient import NodeClient
 
 from ..support.chart import helm
 from ..support.harness import consume
@@ -22,10 +25,13 @@ from ..support.poll import until
 
 
 def columns(table: str) -> list[dict[str, str]]:
-    """`kubectl get` output as rows of header -> value (values never hold spaces here)."""
+    """`kubectl get` output as rows of header -> value, cut where the header's columns start: a cell
+    may be empty (LISTEN for a node the bridge dials, ENDPOINT for one that dials in)."""
     header, *rows = table.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
     names = header.split()
-    return [dict(zip(names, row.split(), strict=False)) for row in rows]
+    return [{n: row[a:b].strip() for n, a, b in zip(names, starts, ends, strict=True)} for row in rows]
 
 
 async def test_install_apply_examples_and_relay_both_ways(
@@ -51,10 +57,20 @@ async def test_install_apply_examples_and_relay_both_ways(
         "lexamoris-server:8766": f"127.0.0.1:{lexamoris.port}",
         "nexus-server:8767": f"127.0.0.1:{nexus.port}",
     }
+    dialled: list[NodeClient] = []
     try:
-        async with kubelet(cluster, namespace, tmp_path, **hosts):
-            examples = [str(ROOT / "examples" / f"{n}-node.yaml") for n in ("lexamoris", "nexus")]
-            cluster.kubectl("apply", "-n", namespace, "-f", examples[0], "-f", examples[1])
+        async with kubelet(cluster, namespace, tmp_path, **hosts) as pods:
+            names = ("lexamoris", "nexus", "resonance-server")
+            examples = [a for n in names for a in ("-f", str(ROOT / "examples" / f"{n}-node.yaml"))]
+            cluster.kubectl("apply", "-n", namespace, *examples)
+            # The node that dials in dials its bridge's Service, which leads to the pod's port.
+            listening = "resonance-bridge-resonance-server"
+            await until(lambda: listening in pods.pods, 60, "the listening bridge's pod")
+            server = NodeClient(
+                "resonance-server", f"ws://127.0.0.1:{pods.port(listening, 'websocket')}/", printer=None
+            )
+            await server.start()
+            dialled.append(server)
 
             def table() -> list[dict[str, str]]:
                 return columns(cluster.kubectl("get", "resonancenodes", "-n", namespace).stdout)
@@ -67,8 +83,9 @@ async def test_install_apply_examples_and_relay_both_ways(
                     else None
                 )
 
-            rows = await until(both_ready, 120, lambda: f"both nodes Ready:\n{table()}")
-            assert [r["NAME"] for r in rows] == ["lexamoris", "nexus"]
+            rows = await until(both_ready, 120, lambda: f"every node Ready:\n{table()}")
+            assert [r["NAME"] for r in rows] == list(names)
+            assert rows[2]["LISTEN"] == "8765" and rows[2]["ENDPOINT"] == "" and rows[0]["LISTEN"] == ""
             wide = cluster.kubectl("get", "resonancenodes", "-n", namespace, "-o", "wide").stdout
             print(f"\n$ kubectl get resonancenodes -o wide\n{wide}")
 
@@ -95,6 +112,28 @@ async def test_install_apply_examples_and_relay_both_ways(
             )
             stored = [json.loads(r.value) for r in await consume(broker, "resonance.inbound", 1)]
             assert reply in stored
+
+            # Both ways through the node that dialled in, as through the one the bridge dialled.
+            def heard() -> bool:
+                return any((m.get("data") or {}).get("message") == "dialled" for m in server.received)
+
+            send = ["send", "--type", "state", "--message", "dialled", "--topic", "resonance.server"]
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "resonance_local", *send, "--bootstrap-servers", broker.bootstrap
+            )
+            assert await asyncio.wait_for(process.wait(), 30) == 0
+            await server.wait_for(heard, 30)
+            back = {"type": "state_update", "anchor": "BOLZANO_71", "data": {"status": "dialled in"}}
+            await server.send(json.dumps(back))
+            await server.wait_for(
+                lambda: {"type": "ack", "original_type": "state_update"} in server.replies, 30
+            )
+            stored = [json.loads(r.value) for r in await consume(broker, "resonance.inbound", 2)]
+            assert back in stored
+            body = cluster.get("rn", "resonance-server", namespace) or {}
+            assert body["status"]["bridge"]["client"].startswith("127.0.0.1:"), body["status"]
     finally:
+        for client in dialled:
+            await client.close()
         await lexamoris.close()
         await nexus.close()

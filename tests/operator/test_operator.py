@@ -62,7 +62,11 @@ async def test_each_example_gets_exactly_one_deployment(
         pod = deployment["spec"]["template"]
         bridge = pod["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in bridge["env"]}
-        assert env["RESONANCE_ENDPOINT"] == manifest["spec"]["endpoint"]
+        if "listen" in manifest["spec"]:  # the node dials in: the bridge listens, behind a Service
+            assert env["RESONANCE_LISTEN"] == f"0.0.0.0:{manifest['spec']['listen']['port']}"
+            assert cluster.get("service", f"resonance-bridge-{name}", namespace) is not None
+        else:
+            assert env["RESONANCE_ENDPOINT"] == manifest["spec"]["endpoint"]
         assert env["RESONANCE_TOPIC"] == manifest["spec"]["topic"]
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == operator.env["RESONANCE_KAFKA_BOOTSTRAP_SERVERS"]
         assert env["KAFKA_GROUP_ID"] == f"resonance-bridge.{namespace}.{name}"
@@ -72,7 +76,11 @@ async def test_each_example_gets_exactly_one_deployment(
         assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert len(pod["metadata"]["annotations"][builders.HASH_ANNOTATION]) == 16
     names = sorted(d["metadata"]["name"] for d in cluster.items("deployments", namespace))
-    assert names == ["resonance-bridge-lexamoris", "resonance-bridge-nexus"]
+    assert names == [
+        "resonance-bridge-lexamoris",
+        "resonance-bridge-nexus",
+        "resonance-bridge-resonance-server",
+    ]
     status = await until(
         lambda: (cluster.get("rn", "nexus", namespace) or {}).get("status"), 30, "nexus status"
     )
@@ -86,7 +94,7 @@ async def test_kubectl_get_prints_the_columns(cluster: Cluster, operator: Operat
         lambda: condition(cluster.get("rn", "lexamoris", namespace), "Ready"), 30, "a Ready condition"
     )
     table = cluster.kubectl("get", "resonancenodes", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "ENDPOINT", "TOPIC", "ANCHOR", "READY", "HEARTBEAT", "AGE"]
+    assert table[0].split() == ["NAME", "ENDPOINT", "LISTEN", "TOPIC", "ANCHOR", "READY", "HEARTBEAT", "AGE"]
     assert table[1].split()[:5] == [
         "lexamoris",
         "ws://lexamoris-server:8766",
@@ -96,7 +104,8 @@ async def test_kubectl_get_prints_the_columns(cluster: Cluster, operator: Operat
     ]
     wide = cluster.kubectl("get", "rn", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide[0].split() == [
-        "NAME", "ENDPOINT", "TOPIC", "ANCHOR", "READY", "HEARTBEAT", "INBOUND", "REPLICAS", "RELAYED", "AGE"
+        "NAME", "ENDPOINT", "LISTEN", "CLIENT", "TOPIC", "ANCHOR", "READY", "HEARTBEAT", "INBOUND", "REPLICAS",
+        "RELAYED", "AGE",
     ]  # fmt: skip
     assert wide[1].split()[5:7] == ["resonance.inbound", "1"]  # no heartbeat yet: an empty column
 

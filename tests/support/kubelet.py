@@ -5,6 +5,8 @@ that container's readiness probe.
 - `resonance ...` commands run as `python -m resonance_local ...` from this checkout;
 - each containerPort gets a free local port, and env values naming a container port get that port
   (RESONANCE_HTTP_PORT=8080 becomes RESONANCE_HTTP_PORT=<free>);
+- a listen address on a container port (RESONANCE_LISTEN=0.0.0.0:8765) becomes 127.0.0.1:<its port>:
+  what a listening node's Service leads to (`port(deployment, "websocket")`);
 - `hosts` maps Service addresses to local ones in env values (lexamoris-server:8766 -> 127.0.0.1:<port>);
 - downward-API namespaces and Secret keys are resolved as the kubelet would; Secret volumes become
   files in the logs folder (rewritten at every pass, as the kubelet follows a Secret's updates), and
@@ -172,6 +174,9 @@ class Kubelet:
             value = str(item["value"])
             if value in ports:
                 return str(ports[value])
+            host, colon, port = value.rpartition(":")
+            if colon and port in ports and host in ("0.0.0.0", ""):  # a listen address: its local port
+                return f"127.0.0.1:{ports[port]}"
             for service, local in self.hosts.items():
                 value = value.replace(service, local)
             return value
