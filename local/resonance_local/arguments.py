@@ -74,15 +74,15 @@ def parser() -> argparse.ArgumentParser:
         help="relay one node's topic <-> WebSocket (configured by RESONANCE_* "
         "and KAFKA_* environment variables; flags override them)",
         description="Relay one node's Kafka topic <-> its WebSocket endpoint, at-least-once both ways.",
-        epilog=f"Required: {', '.join(required)} (or the flags above). Every variable, with its default: "
-        "the README's bridge table.",
+        epilog=f"Required: RESONANCE_ENDPOINT (or RESONANCE_LISTEN: nodes dial in), {', '.join(required)} "
+        "(or the flags above). Every variable, with its default: the README's bridge table.",
     )
     for flag, var in BRIDGE_FLAGS.items():
         bridge.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"overrides {var}")
 
-    node_cmd = sub.add_parser("node", help="the reference node server").add_subparsers(
-        dest="action", required=True
-    )
+    node_cmd = sub.add_parser(
+        "node", help="the reference nodes: a server the bridge dials, a client that dials it"
+    ).add_subparsers(dest="action", required=True)
     serve = node_cmd.add_parser("serve", help="a node server that prints and acks what it receives")
     serve.add_argument("--port", type=port, default=8766)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -110,6 +110,23 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="SECONDS",
         help="send a state_update of the node's own every SECONDS (demos)",
+    )
+
+    dial = node_cmd.add_parser(
+        "connect", help="a node that dials a listening bridge (spec.listen), prints and acks what it receives"
+    )
+    dial.add_argument("url", help="the bridge's ws:// or wss:// URL, e.g. ws://127.0.0.1:8765")
+    dial.add_argument("--name", default="resonance-server")
+    dial.add_argument("--no-ack", action="store_true", help="never ack (for bridges in ack mode 'send')")
+    dial.add_argument("--token", help="present 'Authorization: Bearer TOKEN' (spec.listen.auth)")
+    dial.add_argument("--ca", type=Path, help="verify a wss:// bridge with this PEM CA bundle")
+    dial.add_argument("--cert", type=Path, help="a client certificate for mutual TLS (and --key)")
+    dial.add_argument("--key", type=Path, help="the certificate's PEM key")
+    dial.add_argument("--quiet", action="store_true", help="do not print every message")
+    dial.add_argument("--send-file", type=Path, help="send each line of this file once connected")
+    dial.add_argument("--no-stdin", action="store_true", help="do not read lines to send from stdin")
+    dial.add_argument(
+        "--send-every", type=float, default=0.0, metavar="SECONDS", help="send a state_update every SECONDS"
     )
 
     sub.add_parser(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,6 +103,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(up.up(opts))
     if args.command == "broker":
         return _broker(args.port)
+    if args.command == "node" and args.action == "connect":
+        return _connect(args)
     if args.command == "node":
         from . import node
 
@@ -139,6 +142,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(topics.as_json(found) if args.json else topics.table(found))
         return 0
     asyncio.run(tools.tail(args.bootstrap_servers, args.topic, args.from_beginning, args.count, args.timeout))
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    """`resonance node connect URL`: the reference node that dials a listening bridge."""
+    from . import node, nodeclient
+
+    if not args.url.startswith(("ws://", "wss://")) or (args.cert is None) != (args.key is None):
+        print("resonance node connect: give a ws:// or wss:// URL (and --cert with --key)", file=sys.stderr)
+        return 2
+    tls = None
+    if args.url.startswith("wss://"):
+        tls = ssl.create_default_context(cafile=args.ca)
+        if args.cert:
+            tls.load_cert_chain(args.cert, args.key)
+    lines = args.send_file.read_text().splitlines() if args.send_file else []
+    client = nodeclient.NodeClient(args.name, args.url, ack=not args.no_ack, token=args.token, tls=tls)
+    if args.quiet:
+        client.printer = None
+
+    async def main() -> None:
+        await client.start()
+        await node.run(client, f"dialling {args.url}", lines, not args.no_stdin, args.send_every)
+
+    asyncio.run(main())
     return 0
 
 

@@ -29,6 +29,7 @@ LOCAL_OVERRIDES = {
     "RESONANCE_ENDPOINT": "the local reference node, when `up` starts the nodes",
     "RESONANCE_HTTP_PORT": "one port per bridge on the one machine",
     "RESONANCE_HTTP_HOST": "a laptop's listeners answer on 127.0.0.1 alone",
+    "RESONANCE_LISTEN": "a listening node's bridge, likewise (the guide's ws://127.0.0.1:8765)",
     "RESONANCE_NAMESPACE": "no pod to read it from: the bridges say `local`",
     "KAFKA_ENABLE_IDEMPOTENCE": "the embedded broker has no idempotent producer",
     "KAFKA_FETCH_MAX_WAIT_MS": "the embedded broker answers a fetch only when the wait expires",
@@ -54,8 +55,15 @@ class LocalNode:
         return local_uid(self.name)
 
     @property
+    def listen_path(self) -> str:
+        return self.spec.listen.path if self.spec.listen is not None else ""
+
+    @property
     def port(self) -> int:
-        parts = urlsplit(self.spec.endpoint)
+        """The local node server's port, or where a listening node's bridge listens."""
+        if self.spec.listen is not None:
+            return self.spec.listen.port
+        parts = urlsplit(self.spec.endpoint or "")
         return parts.port or (443 if parts.scheme == "wss" else 80)
 
 
@@ -177,6 +185,8 @@ def local_env(
     env["RESONANCE_NAMESPACE"] = "local"
     if endpoint is not None:
         env["RESONANCE_ENDPOINT"] = endpoint
+    if node.spec.listen is not None:
+        env["RESONANCE_LISTEN"] = f"127.0.0.1:{node.spec.listen.port}"
     if embedded_broker:
         env.update(EMBEDDED_CLIENT_ENV)
     return env

@@ -81,6 +81,10 @@ class Node:
     async def close(self) -> None:
         raise NotImplementedError
 
+    async def kill(self) -> None:
+        """Die like a crashed process: no closing handshakes."""
+        raise NotImplementedError
+
     def _say(self, line: str) -> None:
         if self.printer is not None:
             self.printer(f"[{self.name}] {line}")

@@ -128,7 +128,7 @@ async def up(opts: Options) -> int:
                 return 2
         for i, node in enumerate(nodes):
             endpoint = None
-            if opts.nodes:
+            if opts.nodes and node.spec.listen is None:  # a listening node is dialled in by whoever wants
                 args = ["resonance_local", "node", "serve", "--port", str(node.port), "--name", node.name]
                 child = spawn(
                     running, f"node {node.name}", [*args, "--no-stdin", "--send-every", "5"], None, None
@@ -164,7 +164,7 @@ async def up(opts: Options) -> int:
         print(
             json.dumps([summary(n, states.get(n.name, {}), running.ports[n.name]) for n in nodes], indent=2)
         )
-    never = [n.name for n in nodes if n.name not in seen]
+    never = [n.name for n in nodes if n.name not in seen and n.spec.listen is None]
     for name in never:
         print(f"resonance up: the bridge of {name} never connected to its node", file=sys.stderr)
     return 1 if never else 0
@@ -208,8 +208,13 @@ def config_lines(opts: Options) -> list[str]:
         "nodes:",
     ]
     for i, node in enumerate(nodes):
+        where = (
+            f"listening (local ws://127.0.0.1:{node.port}{node.listen_path}: dial it)"
+            if node.spec.listen
+            else f"endpoint {node.spec.endpoint} (local ws://127.0.0.1:{node.port})"
+        )
         lines.append(
-            f"  {node.name}: endpoint {node.spec.endpoint} (local ws://127.0.0.1:{node.port}), topic "
+            f"  {node.name}: {where}, topic "
             f"{node.spec.topic}, anchor {node.spec.anchor}, {node.spec.frequency_hz} Hz, "
             f"bridge http :{opts.http_port_base + i}  [{node.source}]"
         )

@@ -59,7 +59,16 @@ def in_use(node: LocalNode, m: Metrics) -> str:
     for key in m:
         if key.startswith("resonance_bridge_info{") and (found := re.search(r'endpoint="([^"]*)"', key)):
             return found.group(1)
-    return node.spec.endpoint
+    return node.spec.endpoint or f"nodes dialling ws://127.0.0.1:{node.port}{node.listen_path}"
+
+
+def client_of(m: Metrics) -> str | None:
+    """The address a listening bridge's node dialled in from, while it is connected."""
+    for key in m:
+        if key.startswith("resonance_listen_client_connected_since_seconds{"):
+            found = re.search(r'client="([^"]*)"', key)
+            return found.group(1) if found else None
+    return None
 
 
 def summary(node: LocalNode, m: Metrics, port: int) -> dict[str, Any]:
@@ -72,6 +81,8 @@ def summary(node: LocalNode, m: Metrics, port: int) -> dict[str, Any]:
         "topic": node.spec.topic,
         "metrics": f"http://127.0.0.1:{port}/metrics",
         "connected": m.get("resonance_websocket_connected") == 1.0,
+        "listening": node.spec.listen is not None,
+        "client": client_of(m),
         "kafka_connected": m.get("resonance_kafka_connected") == 1.0,
         "relayed_out": int(m.get('resonance_messages_relayed_total{direction="outbound"}', 0)),
         "relayed_in": int(m.get('resonance_messages_relayed_total{direction="inbound"}', 0)),
@@ -127,6 +138,12 @@ def _payload(body: str) -> str:
     return json.dumps(shown, separators=(",", ":"))
 
 
+def _ws(s: dict[str, Any]) -> str:
+    if s["listening"]:  # waiting for its node to dial in is no failure
+        return f"[green]<-{s['client']}[/]" if s["connected"] else "[yellow]waiting[/]"
+    return "[green]up[/]" if s["connected"] else "[red]down[/]"
+
+
 def render(
     nodes: list[LocalNode], states: dict[str, Metrics], ports: dict[str, int], recent: Iterable[str]
 ) -> Any:
@@ -144,7 +161,7 @@ def render(
         s = summary(node, states.get(node.name, {}), ports[node.name])
         table.add_row(
             node.name,
-            "[green]up[/]" if s["connected"] else "[red]down[/]",
+            _ws(s),
             str(s["relayed_out"]),
             str(s["relayed_in"]),
             f"{s['acks_from_node']}/{s['acks_to_node']}",

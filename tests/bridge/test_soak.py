@@ -11,6 +11,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
@@ -20,7 +21,9 @@ from ..support.proxy import Proxy
 from ..support.soak import (
     Recovery,
     Talker,
+    endpoint,
     inbound,
+    made,
     no_loss,
     outbound,
     rss_kib,
@@ -37,15 +40,16 @@ def reconnected(node: NodeServer, seen: int, delivered: int) -> bool:
     return node.connections_seen > seen and len(node.received) > delivered
 
 
+@pytest.mark.parametrize("kind", ["dial", "listen"])
 async def test_a_flapping_node_loses_nothing_either_way(
-    broker: EmbeddedBroker, topics: Topics, workdir: Path
+    broker: EmbeddedBroker, topics: Topics, workdir: Path, kind: str
 ) -> None:
     """The node restarts every ~2 s (dropping every connection, as a crash does) while messages flow
-    both ways."""
+    both ways: a node the bridge dials, or one that dials a listening bridge."""
     sent, window = size(3000, 20000), 200
     lasting = seconds(10)
     pace = sent / (lasting * 0.8)  # both ways, so that the flow spans the faults
-    node = NodeServer("flapping", port=0, printer=None, ack_delay=1 / pace)
+    node = made(kind, "flapping", ack_delay=1 / pace)
     await node.start()
     flaps = 0
     try:
@@ -59,7 +63,7 @@ async def test_a_flapping_node_loses_nothing_either_way(
                 await asyncio.sleep(random.uniform(1.5, 2.5))
                 await node.kill()
                 await asyncio.sleep(0.1)
-                await node.start()  # the same port
+                await node.start()  # the same port (a node that dials in: dialling again)
                 flaps += 1
             await settle(node, talker, 120)
             assert not flow.talking.done() or flow.talking.exception() is None
@@ -68,9 +72,10 @@ async def test_a_flapping_node_loses_nothing_either_way(
     out_stall.stop()
     in_stall.stop()
     note = f"{flaps} restarts in {lasting:.0f}s"
-    out = outbound("node flapping", node, sent, recover_s=out_stall.longest, note=note)
+    fault = "node flapping" if kind == "dial" else "node flapping, dialling in"
+    out = outbound(fault, node, sent, recover_s=out_stall.longest, note=note)
     took = in_stall.longest
-    into = await inbound("node flapping", broker, topics.inbound, sent, recover_s=took, note=note)
+    into = await inbound(fault, broker, topics.inbound, sent, recover_s=took, note=note)
     no_loss(out, into)
     for result in (out, into):
         assert result.duplicated <= flaps * window, result  # at most what was in flight at each
@@ -124,17 +129,19 @@ async def test_a_slow_node_bounds_in_flight_and_memory_and_loses_nothing(
     assert grew < 20, f"the bridge's memory grew {grew:.1f} MiB while the node was slow"
 
 
+@pytest.mark.parametrize("kind", ["dial", "listen"])
 async def test_a_bridge_killed_again_and_again_loses_nothing(
-    broker: EmbeddedBroker, topics: Topics, workdir: Path
+    broker: EmbeddedBroker, topics: Topics, workdir: Path, kind: str
 ) -> None:
     """SIGKILL at random points, each time replaced by a new process; duplicates per kill stay within
-    the in-flight window (what was sent and not yet acked or committed)."""
+    the in-flight window (what was sent and not yet acked or committed). Listening, the new process
+    takes the port over and the node dials it again."""
     sent, kills, window = size(3000, 20000), size(3, 10), 200
     pace = sent / (kills * 1.25 * 1.2)  # both ways, so that the flow spans the kills
-    node = NodeServer("steady", port=0, printer=None, ack_delay=1 / pace)
+    node = made(kind, "steady", ack_delay=1 / pace)
     await node.start()
     await produce(broker, topics.node, (state_update(i) for i in range(sent)))
-    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_MAX_IN_FLIGHT=str(window))
+    env = bridge_env(broker, topics, endpoint(node), RESONANCE_MAX_IN_FLIGHT=str(window))
     bridges = [BridgeProcess(env, workdir / "bridge-0.log").start()]
     talker = Talker(node, sent, window=window, rate=pace)
     talking = asyncio.create_task(talker.run())
@@ -156,9 +163,10 @@ async def test_a_bridge_killed_again_and_again_loses_nothing(
     out_stall.stop()
     in_stall.stop()
     note = f"{kills} kills"
-    out = outbound("bridge SIGKILL", node, sent, recover_s=out_stall.longest, note=note)
+    fault = "bridge SIGKILL" if kind == "dial" else "bridge SIGKILL, node dialling in"
+    out = outbound(fault, node, sent, recover_s=out_stall.longest, note=note)
     took = in_stall.longest
-    into = await inbound("bridge SIGKILL", broker, topics.inbound, sent, recover_s=took, note=note)
+    into = await inbound(fault, broker, topics.inbound, sent, recover_s=took, note=note)
     no_loss(out, into)
     assert out.duplicated <= kills * window and into.duplicated <= kills * window, (out, into)
 

@@ -238,7 +238,8 @@ async def test_version_and_the_bridges_required_variables() -> None:
     assert code == 0 and out.strip() == f"resonance {version('resonance')}"
     code, out, _ = await run("bridge", "--help")
     flat = " ".join(out.split())
-    assert "Required: RESONANCE_ENDPOINT, RESONANCE_TOPIC, RESONANCE_ANCHOR, KAFKA_BOOTSTRAP_SERVERS" in flat
+    required = "RESONANCE_TOPIC, RESONANCE_ANCHOR, KAFKA_BOOTSTRAP_SERVERS"
+    assert f"Required: RESONANCE_ENDPOINT (or RESONANCE_LISTEN: nodes dial in), {required}" in flat
 
 
 async def test_send_a_file_or_stdin_exactly_as_given(

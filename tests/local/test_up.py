@@ -19,6 +19,7 @@ from resonance_local.manifests import LOCAL_OVERRIDES, load_nodes, local_env
 from resonance_operator import builders
 from resonance_operator.model import Node
 from resonance_operator.settings import Settings
+from websockets.asyncio.client import connect
 
 from ..support.poll import until
 
@@ -26,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PIPE = asyncio.subprocess.PIPE
 
 
-def free_run(count: int = 2) -> int:
+def free_run(count: int = 3) -> int:
     """The first of `count` consecutive free ports: `up` gives bridge i the port base+i, and a port
-    beside a free one may be a running `make run`'s (18080, 18081)."""
+    beside a free one may be a running `make run`'s (18080 to 18082: one per example node)."""
     for _ in range(100):
         base = free_port()
         if base + count <= 65535 and all(_free(base + i) for i in range(count)):
@@ -50,9 +51,12 @@ def manifests(folder: Path, **endpoints: str) -> Path:
     folder.mkdir(exist_ok=True)
     for path in sorted((ROOT / "examples").glob("*-node.yaml")):
         doc = yaml.safe_load(path.read_text())
-        doc["spec"]["endpoint"] = endpoints.get(
-            doc["metadata"]["name"], f"ws://{doc['metadata']['name']}:{free_port()}"
-        )
+        if "listen" in doc["spec"]:  # the bridge listens: a port of the test's own
+            doc["spec"]["listen"]["port"] = int(endpoints.get(doc["metadata"]["name"], free_port()))
+        else:
+            doc["spec"]["endpoint"] = endpoints.get(
+                doc["metadata"]["name"], f"ws://{doc['metadata']['name']}:{free_port()}"
+            )
         (folder / path.name).write_text(yaml.safe_dump(doc))
     return folder
 
@@ -84,15 +88,39 @@ def leftovers(marker: str) -> list[int]:
     return found
 
 
+async def guide_session(port: int, acks: list[dict[str, object]]) -> None:
+    """The guide's WebSocket test against a listening node: connect (again until `up` serves it),
+    send its heartbeat, keep the acks; stay connected until cancelled."""
+    while True:
+        try:
+            async with connect(f"ws://127.0.0.1:{port}") as ws:
+                await ws.send(json.dumps({"type": "heartbeat", "anchor": "TEST"}))
+                async for frame in ws:
+                    message = json.loads(frame)
+                    if message.get("type") == "ack" and message.get("original_type") == "heartbeat":
+                        acks.append(message)
+        except OSError:
+            await asyncio.sleep(0.2)
+
+
 async def test_up_runs_the_pipeline_and_stops_clean(tmp_path: Path) -> None:
-    broker, http = free_port(), free_run()
-    folder = manifests(tmp_path / "nodes")
-    code, out, err = await up(
-        str(folder), "--for", "14", "--json", "--broker-port", str(broker), "--http-port-base", str(http)
-    )
+    broker, http, listen = free_port(), free_run(3), free_port()
+    folder = manifests(tmp_path / "nodes", **{"resonance-server": str(listen)})
+    acks: list[dict[str, object]] = []
+    guide = asyncio.create_task(guide_session(listen, acks))
+    try:
+        code, out, err = await up(
+            str(folder), "--for", "14", "--json", "--broker-port", str(broker), "--http-port-base", str(http)
+        )
+    finally:
+        guide.cancel()
     assert code == 0, err
     summary = {s["node"]: s for s in json.loads(out)}
-    assert set(summary) == {"lexamoris", "nexus"}
+    assert set(summary) == {"lexamoris", "nexus", "resonance-server"}
+    # The guide's `wscat -c ws://localhost:8765` and its heartbeat: acked once Kafka stored it.
+    served = summary.pop("resonance-server")
+    assert acks and served["listening"] and served["connected"] and served["relayed_in"] >= 1, served
+    assert served["client"].startswith("127.0.0.1:") and served["endpoint"].endswith(f":{listen}/"), served
     for node in summary.values():
         assert node["connected"] and node["kafka_connected"], node
         assert node["relayed_out"] >= 2, node  # the demo stream reached the node
@@ -148,7 +176,7 @@ async def test_bad_manifest_is_named_and_the_others_start(tmp_path: Path) -> Non
     )
     assert code == 0, err
     assert f"{bad} (nexus): spec.endpoint:" in err and "ws:// or wss://" in err
-    assert [s["node"] for s in json.loads(out)] == ["lexamoris"]
+    assert [s["node"] for s in json.loads(out)] == ["lexamoris", "resonance-server"]
 
 
 async def test_missing_broker_binary_says_what_to_do(tmp_path: Path) -> None:
@@ -163,7 +191,7 @@ async def test_missing_broker_binary_says_what_to_do(tmp_path: Path) -> None:
 def test_local_env_is_the_operators_env_but_for_documented_overrides() -> None:
     settings = Settings(kafka_bootstrap_servers="127.0.0.1:9092", kafka_enable_idempotence=False)
     nodes, errors = load_nodes([ROOT / "examples"], settings)
-    assert errors == [] and [n.name for n in nodes] == ["lexamoris", "nexus"]
+    assert errors == [] and [n.name for n in nodes] == ["lexamoris", "nexus", "resonance-server"]
     for node in nodes:
         body = {
             "metadata": {"name": node.name, "namespace": "local", "uid": node.uid},
@@ -173,17 +201,19 @@ def test_local_env_is_the_operators_env_but_for_documented_overrides() -> None:
         cluster_env = {
             e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         }
-        local = local_env(node, settings, 18080, f"ws://127.0.0.1:{node.port}", embedded_broker=True)
+        endpoint = f"ws://127.0.0.1:{node.port}" if node.spec.endpoint else None  # a local node server
+        local = local_env(node, settings, 18080, endpoint, embedded_broker=True)
         assert set(cluster_env) <= set(local)
         changed = {k for k in local if local[k] != cluster_env.get(k)}
         assert changed <= set(LOCAL_OVERRIDES), changed
-        assert "RESONANCE_ENDPOINT" in changed and "RESONANCE_TOPIC" not in changed
+        assert ("RESONANCE_ENDPOINT" if endpoint else "RESONANCE_LISTEN") in changed
+        assert "RESONANCE_TOPIC" not in changed
         assert {k: v for k, v in local.items() if k not in LOCAL_OVERRIDES} == {
             k: v for k, v in cluster_env.items() if k not in LOCAL_OVERRIDES
         }
     # A local node has a uid of its own, derived from its name (so the same at every run).
     uids = {n.name: n.uid for n in nodes}
-    assert len(set(uids.values())) == 2 and uids == {
+    assert len(set(uids.values())) == 3 and uids == {
         n.name: n.uid for n in load_nodes([ROOT / "examples"], settings)[0]
     }
 
@@ -254,7 +284,11 @@ async def test_a_terminals_ctrl_c_stops_bridges_first_and_a_killed_up_leaves_no_
     )
     try:
         await until(
-            lambda: "connected to node" in _text(logs / "bridge-nexus.log"), 60, "the bridges to connect"
+            lambda: all(
+                "connected to node" in _text(logs / f"bridge-{n}.log") for n in ("lexamoris", "nexus")
+            ),
+            60,
+            "the bridges to connect",
         )
         # Every child in a session of its own: the terminal's Ctrl-C reaches `up` alone, not the broker.
         children = leftovers(f"tcp://127.0.0.1:{broker}") + leftovers(f"RESONANCE_HTTP_PORT={ports[1]}")
@@ -305,7 +339,9 @@ async def test_an_existing_kafka_keeps_the_users_idempotence_setting(
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_ENABLE_IDEMPOTENCE="false",
     )  # fmt: skip
     assert code == 0, err
-    assert all(node["kafka_connected"] and node["connected"] for node in json.loads(out)), out
+    summary = json.loads(out)
+    assert all(node["kafka_connected"] for node in summary), out
+    assert all(node["connected"] for node in summary if not node["listening"]), out  # nobody dialled in
 
 
 def test_manifest_problems_are_all_reported_as_the_api_server_would(tmp_path: Path) -> None:

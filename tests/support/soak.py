@@ -18,14 +18,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resonance_local.embedded import EmbeddedBroker
-from resonance_local.node import NodeServer
+from resonance_local.embedded import EmbeddedBroker, free_port
+from resonance_local.node import Node, NodeServer
+from resonance_local.nodeclient import NodeClient
 from websockets.exceptions import ConnectionClosed
 
 from .harness import BridgeProcess, Topics, bridge_env, consume, produce, seqs, state_update
 
 LONG = os.environ.get("RESONANCE_SOAK") == "long"
 SECONDS = float(os.environ.get("RESONANCE_SOAK_SECONDS") or 60)  # a long fault's duration
+
+
+def made(kind: str, name: str, **kwargs: Any) -> Node:
+    """A node the bridge dials (kind "dial"), or one that dials a listening bridge ("listen"): the
+    fault tests hold for both, through the one Session."""
+    if kind == "dial":
+        return NodeServer(name, port=0, printer=None, **kwargs)
+    return NodeClient(name, f"ws://127.0.0.1:{free_port()}/", printer=None, **kwargs)
+
+
+def endpoint(node: Node) -> str | NodeClient:
+    return node if isinstance(node, NodeClient) else f"ws://127.0.0.1:{node.port}"  # type: ignore[attr-defined]
 
 
 def size(short: int, long: int) -> int:
@@ -72,7 +85,7 @@ def no_loss(*results: Tally) -> None:
         assert result.lost == 0, result
 
 
-def outbound(fault: str, node: NodeServer, sent: int, **kw: float | str) -> Tally:
+def outbound(fault: str, node: Node, sent: int, **kw: float | str) -> Tally:
     return tally(fault, "to node", sent, seqs(node), **kw)
 
 
@@ -91,7 +104,7 @@ class Talker:
     """A node that sends `count` messages with ids and re-sends what was not acked: after every
     reconnect, and after `patience` seconds without an ack. At most `window` unacked at a time."""
 
-    node: NodeServer
+    node: Node
     count: int
     window: int = 200
     patience: float = 5.0
@@ -157,7 +170,7 @@ class Talker:
             await asyncio.sleep(0.01)
 
 
-async def settle(node: NodeServer, talker: Talker, timeout: float) -> None:
+async def settle(node: Node, talker: Talker, timeout: float) -> None:
     """Until every message arrived both ways: each record at the node, each of its messages acked."""
     deadline, sent = time.monotonic() + timeout, talker.count
     while len(set(seqs(node))) < sent or len(talker.acked) < sent:
@@ -176,7 +189,7 @@ class Flow:
 async def two_way(
     broker: EmbeddedBroker,
     topics: Topics,
-    node: NodeServer,
+    node: Node,
     log: Path,
     sent: int,
     window: int,
@@ -188,7 +201,7 @@ async def two_way(
     bridge with `window` in flight (to the node, or to `port`: a proxy in front of it). The Talker
     and the bridge are stopped on exit."""
     await produce(broker, topics.node, (state_update(i) for i in range(sent)))
-    endpoint = f"ws://127.0.0.1:{port or node.port}"
+    endpoint = node if isinstance(node, NodeClient) else f"ws://127.0.0.1:{port or node.port}"  # type: ignore[attr-defined]
     bridge = BridgeProcess(
         bridge_env(broker, topics, endpoint, RESONANCE_MAX_IN_FLIGHT=str(window), **env), log
     )
