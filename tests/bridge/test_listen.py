@@ -17,12 +17,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from resonance_bridge.config import ConfigError, load
 from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.nodeclient import NodeClient
 
-from ..support.harness import BridgeProcess, Topics, bridge_env, produce, seqs, state_update
+from ..support.harness import BridgeProcess, Topics, bridge_env, everything, produce, seqs, state_update
 from ..support.pki import Authority
 from ..support.poll import until
 
@@ -59,23 +58,6 @@ async def raw(port: int, *data: bytes, timeout: float = 5) -> bytes:
     finally:
         writer.close()
     return answer
-
-
-async def everything(broker: EmbeddedBroker, topic: str) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        values: list[bytes] = []
-        while batch := await consumer.getmany(timeout_ms=300):
-            values += [r.value for records in batch.values() for r in records]
-        return values
-    finally:
-        await consumer.stop()
 
 
 def test_a_bridge_either_dials_or_listens_and_a_listener_names_who_may_connect() -> None:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.node import Node, NodeServer
 from resonance_local.nodeclient import NodeClient
@@ -20,6 +19,7 @@ from ..support.harness import (
     Topics,
     bridge_env,
     consume,
+    everything,
     produce,
     seqs,
     state_update,
@@ -67,21 +67,8 @@ async def test_outbound_in_order_and_commits_never_pass_acks(
 
 
 async def kafka_count(broker: EmbeddedBroker, topic: str) -> int:
-    """How many records the broker holds now: read until a fetch comes back empty."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        total = 0
-        while batch := await consumer.getmany(timeout_ms=100):
-            total += sum(len(records) for records in batch.values())
-        return total
-    finally:
-        await consumer.stop()
+    """How many records the broker holds now."""
+    return len(await everything(broker, topic))
 
 
 async def test_inbound_acked_only_after_kafka_stored(

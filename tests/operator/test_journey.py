@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from resonance_local.embedded import EmbeddedBroker
-from resonance_local.node import NodeServer
+from resonance_local.node import Node, NodeServer
 from resonance_local.nodeclient import NodeClient
 
 from ..support.chart import helm
@@ -32,6 +32,32 @@ def columns(table: str) -> list[dict[str, str]]:
     ends = [*starts[1:], None]
     names = header.split()
     return [{n: row[a:b].strip() for n, a, b in zip(names, starts, ends, strict=True)} for row in rows]
+
+
+async def both_ways(broker: EmbeddedBroker, node: Node, topic: str, word: str, stored: int) -> None:
+    """`resonance send` to the node's topic reaches the node; the node's reply is acked, and is in
+    Kafka (among the first `stored` records of the inbound topic). A new node starts at the end of
+    its topic once its consumer has joined its group: a message sent before that is not for it.
+    Sent until one arrives, as a user would retry."""
+
+    def arrived() -> bool:
+        return any((m.get("data") or {}).get("message") == word for m in node.received)
+
+    send = ["send", "--type", "state", "--message", word, "--topic", topic]
+    for _ in range(30):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "resonance_local", *send, "--bootstrap-servers", broker.bootstrap
+        )
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        with contextlib.suppress(TimeoutError):
+            await node.wait_for(arrived, 3)
+        if arrived():
+            break
+    assert arrived(), f"the message never reached {node.name}"
+    reply = {"type": "state_update", "anchor": "BOLZANO_71", "data": {"status": f"{word} reply"}}
+    await node.send(json.dumps(reply))
+    await node.wait_for(lambda: {"type": "ack", "original_type": "state_update"} in node.replies, 30)
+    assert reply in [json.loads(r.value) for r in await consume(broker, "resonance.inbound", stored)]
 
 
 async def test_install_apply_examples_and_relay_both_ways(
@@ -89,47 +115,9 @@ async def test_install_apply_examples_and_relay_both_ways(
             wide = cluster.kubectl("get", "resonancenodes", "-n", namespace, "-o", "wide").stdout
             print(f"\n$ kubectl get resonancenodes -o wide\n{wide}")
 
-            # A new node starts at the end of its topic once its consumer has joined its group: a
-            # message sent before that is not for it. Send until one arrives, as a user would retry.
-            def arrived() -> bool:
-                return any((m.get("data") or {}).get("message") == "journey" for m in lexamoris.received)
-
-            send = ["send", "--type", "state", "--message", "journey", "--topic", "resonance.lexamoris"]
-            for _ in range(30):
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "resonance_local", *send, "--bootstrap-servers", broker.bootstrap
-                )
-                assert await asyncio.wait_for(process.wait(), 30) == 0
-                with contextlib.suppress(TimeoutError):
-                    await lexamoris.wait_for(arrived, 3)
-                if arrived():
-                    break
-            assert arrived(), "the message never reached LexAmoris"
-            reply = {"type": "state_update", "anchor": "BOLZANO_71", "data": {"status": "journey reply"}}
-            await lexamoris.send(json.dumps(reply))
-            await lexamoris.wait_for(
-                lambda: {"type": "ack", "original_type": "state_update"} in lexamoris.replies, 30
-            )
-            stored = [json.loads(r.value) for r in await consume(broker, "resonance.inbound", 1)]
-            assert reply in stored
-
-            # Both ways through the node that dialled in, as through the one the bridge dialled.
-            def heard() -> bool:
-                return any((m.get("data") or {}).get("message") == "dialled" for m in server.received)
-
-            send = ["send", "--type", "state", "--message", "dialled", "--topic", "resonance.server"]
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "resonance_local", *send, "--bootstrap-servers", broker.bootstrap
-            )
-            assert await asyncio.wait_for(process.wait(), 30) == 0
-            await server.wait_for(heard, 30)
-            back = {"type": "state_update", "anchor": "BOLZANO_71", "data": {"status": "dialled in"}}
-            await server.send(json.dumps(back))
-            await server.wait_for(
-                lambda: {"type": "ack", "original_type": "state_update"} in server.replies, 30
-            )
-            stored = [json.loads(r.value) for r in await consume(broker, "resonance.inbound", 2)]
-            assert back in stored
+            # Both ways, through the node the bridge dialled and through the one that dialled in.
+            await both_ways(broker, lexamoris, "resonance.lexamoris", "journey", 1)
+            await both_ways(broker, server, "resonance.server", "dialled", 2)
             body = cluster.get("rn", "resonance-server", namespace) or {}
             assert body["status"]["bridge"]["client"].startswith("127.0.0.1:"), body["status"]
     finally:

@@ -257,6 +257,24 @@ async def written(
             await task
 
 
+async def everything(broker: EmbeddedBroker, topic: str) -> list[bytes]:
+    """Every record value partition 0 of the topic holds now: read until a fetch comes back empty."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        values: list[bytes] = []
+        while batch := await consumer.getmany(timeout_ms=100):
+            values += [r.value for records in batch.values() for r in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
 async def consume(
     broker: EmbeddedBroker,
     topic: str,
