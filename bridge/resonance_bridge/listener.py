@@ -147,7 +147,9 @@ class Listener:
             pass
 
         Incoming.gate = gate
-        origins: Any = [o.strip() for o in cfg.listen_allowed_origins.split(",") if o.strip()] or None
+        # A browser sends its Origin; a node that is not a browser sends none, and is let in.
+        allowed = [o.strip() for o in cfg.listen_allowed_origins.split(",") if o.strip()]
+        origins: Any = [None, *allowed] if allowed else None
         if not log.isEnabledFor(logging.DEBUG):  # a line per connection: a flood would flood the log
             logging.getLogger("websockets.server").setLevel(logging.WARNING)
         if cfg.listen_anonymous and not cfg.listen_token_file:

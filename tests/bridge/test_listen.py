@@ -144,6 +144,7 @@ async def test_who_may_connect_and_what_others_are_answered(
     env = bridge_env(broker, topics, "ws://unused:1", RESONANCE_LISTEN=f"127.0.0.1:{port}")
     del env["RESONANCE_ENDPOINT"]
     env.update(RESONANCE_LISTEN_TOKEN_FILE=str(token), RESONANCE_LISTEN_PATH="/resonance")
+    env["RESONANCE_LISTEN_ALLOWED_ORIGINS"] = "https://app.example.com"
     bridge = BridgeProcess(env, workdir / "bridge.log").start()
     try:
         await bridge.wait_ready()
@@ -171,6 +172,12 @@ async def test_who_may_connect_and_what_others_are_answered(
         await by_query.start()  # a browser cannot set headers: the token in the query also serves
         await asyncio.wait_for(by_query.connected.wait(), 10)
         assert "s3cret" not in bridge.output()
+        # Browsers: an Origin not allowed is refused (403); an allowed one, or none (not a browser), serves.
+        key = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        upgrade = guide.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer s3cret\r\n" + key)
+        for origin, status in ((b"https://evil.example", b"403"), (b"https://app.example.com", b"101")):
+            answer = await raw(port, upgrade + b"Origin: " + origin + b"\r\n\r\n", timeout=2)
+            assert answer.startswith(b"HTTP/1.1 " + status), answer
     finally:
         bridge.stop()
 
@@ -213,6 +220,15 @@ async def test_hostile_clients_get_bounded_answers_and_the_node_keeps_flowing(
             s.close()
         await until(lambda: bridge.metric("resonance_listen_handshakes_total", result="busy") > 0, 10, "busy")
         assert node.connections_seen == seen, "the flood cost the node its connection"
+
+        # A connection that went half-open (it reads nothing, answers no close) never locks the node
+        # out: the node dials again, and is served once the closing handshake's timeout has passed.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(hello)
+        await reader.readuntil(b"\r\n\r\n")  # upgraded: it replaced the node's session; now silent
+        await produce(broker, topics.node, (state_update(i) for i in range(3000, 3100)))
+        await node.wait_for(lambda: set(range(3000, 3100)) <= set(seqs(node)), 30)
+        writer.transport.abort()
     finally:
         bridge.stop()
 
@@ -245,5 +261,25 @@ async def test_wss_with_a_private_ca_and_mutual_tls(
         await node.start()
         await produce(broker, topics.node, (state_update(i) for i in range(100)))
         await node.wait_for(lambda: set(seqs(node)) == set(range(100)), 30)
+
+        # The Secret rotates: the kubelet rewrites the files; new handshakes get the new certificate.
+        rotated = pki.issue("bridge-rotated")
+        server.key.write_bytes(rotated.key.read_bytes())
+        server.cert.write_bytes(rotated.cert.read_bytes())
+        expected = ssl.PEM_cert_to_DER_cert(rotated.cert.read_text())
+
+        async def presented() -> bytes:
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=mutual)
+            try:
+                return bytes(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+            finally:
+                writer.close()
+
+        for _ in range(40):  # the bridge looks every 10 s
+            if await presented() == expected:
+                break
+            await asyncio.sleep(0.5)
+        assert await presented() == expected, "the rotated certificate was not taken up"
+        assert "server certificate reloaded" in bridge.output()
     finally:
         bridge.stop()
