@@ -70,4 +70,4 @@ async def proxied(workdir: Path) -> AsyncIterator[Proxied]:
     yield make
     for broker, proxy in made:
         await proxy.cut()
-        broker.stop()
+        broker.stop(grace=0.5)  # the test is over: its clients' goodbyes are not worth 5 s each

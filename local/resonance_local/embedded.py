@@ -113,11 +113,12 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerUnavailable(f"the embedded broker did not listen on port {self.port} within {timeout}s")
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, and SIGKILL after `grace` seconds: tansu waits for its clients to go first."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(5)
+                self.process.wait(grace)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

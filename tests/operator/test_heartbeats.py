@@ -69,7 +69,7 @@ async def rogue_kafka(tmp_path: Path) -> AsyncIterator[EmbeddedBroker]:
             await admin.close()
         yield rogue
     finally:
-        rogue.stop()
+        rogue.stop(grace=0.5)
 
 
 REJECTED = "resonance_operator_heartbeats_rejected_total"
