@@ -22,13 +22,14 @@ import contextlib
 import hmac
 import http
 import logging
+import os
 import ssl
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from . import logs
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("resonance.bridge")
 CLOSE_TIMEOUT_S = 2.0
 RELOAD_EVERY_S = 10.0  # a rotated certificate Secret shows up within this (plus the kubelet's sync)
+
+
+class ListenUnavailable(Exception):
+    """The listen address cannot be bound: one line for the user (main.py)."""
 
 
 def address(listen: str) -> tuple[str, int]:
@@ -141,12 +146,6 @@ class Listener:
     async def run(self) -> None:
         cfg, metrics = self.config, self.bridge.metrics
         host, port = address(cfg.listen)
-        gate = self.gate
-
-        class Incoming(IncomingConnection):
-            pass
-
-        Incoming.gate = gate
         # A browser sends its Origin; a node that is not a browser sends none, and is let in.
         allowed = [o.strip() for o in cfg.listen_allowed_origins.split(",") if o.strip()]
         origins: Any = [None, *allowed] if allowed else None
@@ -155,21 +154,12 @@ class Listener:
         if cfg.listen_anonymous and not cfg.listen_token_file:
             log.warning("any node may connect to %s (RESONANCE_LISTEN_ANONYMOUS): no token asked", cfg.peer)
         metrics.anonymous.set(int(cfg.listen_anonymous and not cfg.listen_token_file))
-        server = await serve(
-            self.handle,
-            host,
-            port,
-            ssl=self.tls,
-            create_connection=Incoming,
-            process_request=self.process_request,
-            origins=origins,
-            compression=None,
-            open_timeout=cfg.listen_handshake_timeout_s,
-            close_timeout=CLOSE_TIMEOUT_S,
-            ping_interval=None,  # the session's keepalive
-            max_size=8 * cfg.max_frame_bytes,
-            max_queue=4,
-        )
+        try:
+            server = await self._serve(host, port, origins)
+        except OSError as exc:  # taken, or no address of this machine: the user's to change
+            why = os.strerror(exc.errno) if exc.errno else str(exc)  # not asyncio's long wording
+            what = f"RESONANCE_LISTEN={cfg.listen} cannot be used ({why})"
+            raise ListenUnavailable(f"{what}: choose a free port, or an address of this machine") from None
         self.port = server.sockets[0].getsockname()[1]
         log.info("listening on %s (port %d)", cfg.peer, self.port)
         self.bridge.first_attempt.set()  # waiting for a node is a state: heartbeats say so
@@ -185,6 +175,28 @@ class Listener:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.bridge.time_left()):
                     await server.wait_closed()
+
+    async def _serve(self, host: str, port: int, origins: Any) -> Server:
+        cfg = self.config
+
+        class Incoming(IncomingConnection):
+            gate = self.gate
+
+        return await serve(
+            self.handle,
+            host,
+            port,
+            ssl=self.tls,
+            create_connection=Incoming,
+            process_request=self.process_request,
+            origins=origins,
+            compression=None,
+            open_timeout=cfg.listen_handshake_timeout_s,
+            close_timeout=CLOSE_TIMEOUT_S,
+            ping_interval=None,  # the session's keepalive
+            max_size=8 * cfg.max_frame_bytes,
+            max_queue=4,
+        )
 
     async def _reload(self) -> None:
         """A rotated certificate Secret: new handshakes get the new certificate, no restart needed."""

@@ -15,6 +15,7 @@ from . import config as configuration
 from . import logs
 from .bridge import Bridge
 from .health import HealthServer
+from .listener import ListenUnavailable
 
 log = logging.getLogger("resonance")
 
@@ -64,6 +65,9 @@ async def _main(config: configuration.Config) -> int:
         loop.add_signal_handler(sig, on_signal)
     try:
         await bridge.run()
+    except ListenUnavailable as exc:
+        print(f"resonance bridge: {exc}", file=sys.stderr)
+        return 2
     except asyncio.CancelledError:
         log.warning("bridge %s: shutdown cut short; unacked records will be redelivered", config.node)
         return 1

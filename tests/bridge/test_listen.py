@@ -98,6 +98,21 @@ def test_a_bridge_either_dials_or_listens_and_a_listener_names_who_may_connect()
     assert config.peer == "nodes dialling ws://:8765/"
 
 
+async def test_a_taken_listen_port_is_one_line_and_exit_2(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path, clients: list[NodeClient]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        node = client(clients, f"ws://127.0.0.1:{port}/")
+        bridge = BridgeProcess(bridge_env(broker, topics, node), workdir / "bridge.log").start()
+        code = await asyncio.to_thread(bridge.wait, 60)
+    assert code == 2, bridge.output()
+    said = f"resonance bridge: RESONANCE_LISTEN=127.0.0.1:{port} cannot be used (Address already in use)"
+    assert said in bridge.output() and "Traceback" not in bridge.output(), bridge.output()
+
+
 async def test_a_node_that_dials_in_gets_everything_both_ways_while_it_flaps(
     broker: EmbeddedBroker, topics: Topics, workdir: Path, clients: list[NodeClient]
 ) -> None:
