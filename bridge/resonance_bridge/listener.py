@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resonance.bridge")
 CLOSE_TIMEOUT_S = 2.0
-RELOAD_EVERY_S = 10.0  # a rotated certificate Secret shows up within this (plus the kubelet's sync)
+RELOAD_EVERY_S = 10.0
+ACCEPT_BACKLOG = 16  # a rotated certificate Secret shows up within this (plus the kubelet's sync)
 
 
 class ListenUnavailable(Exception):
@@ -196,6 +197,9 @@ class Listener:
             ping_interval=None,  # the session's keepalive
             max_size=8 * cfg.max_frame_bytes,
             max_queue=4,
+            # asyncio accepts up to `backlog` connections per turn of the loop: a small one leaves the
+            # node's session its turns during a connect flood (the kernel refuses the excess).
+            backlog=ACCEPT_BACKLOG,
         )
 
     async def _reload(self) -> None:

@@ -7,12 +7,13 @@ Real processes throughout: the bridge as `resonance bridge`, nodes as the refere
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
 import ssl
 import struct
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +25,25 @@ from resonance_local.nodeclient import NodeClient
 from ..support.harness import BridgeProcess, Topics, bridge_env, everything, produce, seqs, state_update
 from ..support.pki import Authority
 from ..support.poll import until
+
+# Connections that never say a word, opened as fast as one process can for ARGV[2] seconds; at most
+# 2,000 open at once (the oldest closed). Prints how many it opened.
+FLOOD = """
+import socket, sys, time
+port, end, socks, opened = int(sys.argv[1]), time.monotonic() + float(sys.argv[2]), [], 0
+while time.monotonic() < end:
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect(("127.0.0.1", port))
+    except OSError:
+        pass
+    socks.append(s)
+    opened += 1
+    if len(socks) > 2000:
+        socks.pop(0).close()
+print(opened)
+"""
 
 
 @pytest.fixture
@@ -218,21 +238,28 @@ async def test_hostile_clients_get_bounded_answers_and_the_node_keeps_flowing(
         answer = await raw(port, hello, deflated)
         assert b"101 Switching Protocols" in answer and b"\x88" in answer, answer  # upgraded, then closed
         assert struct.unpack("!H", answer[answer.index(b"\x88") + 2 : answer.index(b"\x88") + 4])[0] == 1002
-        # The flood: connections that say nothing, far past the cap of pending handshakes.
-        await produce(broker, topics.node, (state_update(i) for i in range(3000)))
+        # The flood: another process opening connections that say nothing, as fast as it can, far past
+        # the cap of pending handshakes. The node's throughput with and without it, in one run.
+        total = 60_000  # more than both measuring windows take
+        await produce(broker, topics.node, (state_update(i) for i in range(total)))
         await asyncio.wait_for(node.connected.wait(), 30)  # again: the raw client above replaced it
-        seen, socks = node.connections_seen, []
-        for _ in range(2000):
-            s = socket.socket()
-            s.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                s.connect(("127.0.0.1", port))
-            socks.append(s)
-        before = len(seqs(node))
-        await node.wait_for(lambda: len(set(seqs(node))) >= 3000, 60)
-        print(f"during a 2,000-connection flood the node got {len(seqs(node)) - before} records")
-        for s in socks:
-            s.close()
+        seen = node.connections_seen
+
+        async def rate(seconds: float) -> float:
+            before, started = len(seqs(node)), time.monotonic()
+            await asyncio.sleep(seconds)
+            return (len(seqs(node)) - before) / (time.monotonic() - started)
+
+        await node.wait_for(lambda: len(seqs(node)) > 1000, 30)  # flowing at full speed
+        calm = await rate(0.5)
+        flood = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FLOOD, str(port), "3", stdout=asyncio.subprocess.PIPE
+        )
+        await asyncio.sleep(0.3)  # the flood under way
+        flooded = await rate(1.0)
+        opened = int((await flood.communicate())[0] or 0)
+        await node.wait_for(lambda: len(set(seqs(node))) >= total, 120)
+        print(f"node throughput {calm:.0f} records/s, {flooded:.0f} during a flood of {opened} connections")
         await until(lambda: bridge.metric("resonance_listen_handshakes_total", result="busy") > 0, 10, "busy")
         assert node.connections_seen == seen, "the flood cost the node its connection"
 
@@ -241,8 +268,8 @@ async def test_hostile_clients_get_bounded_answers_and_the_node_keeps_flowing(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(hello)
         await reader.readuntil(b"\r\n\r\n")  # upgraded: it replaced the node's session; now silent
-        await produce(broker, topics.node, (state_update(i) for i in range(3000, 3100)))
-        await node.wait_for(lambda: set(range(3000, 3100)) <= set(seqs(node)), 30)
+        await produce(broker, topics.node, (state_update(i) for i in range(total, total + 100)))
+        await node.wait_for(lambda: set(range(total, total + 100)) <= set(seqs(node)), 30)
         writer.transport.abort()
     finally:
         bridge.stop()
