@@ -58,14 +58,14 @@ async def _service(kube: Kube, node: Node, before: dict[str, Any] | None) -> Non
     name = builders.deployment_name(node.name)
     if desired is None:
         if before is not None and _listened(before):
-            actual = await kube.get_deployment(node.namespace, name, "Service")
+            actual = await kube.get_object(node.namespace, name, "Service")
             if actual is not None and builders.owned_by(actual, node.uid):
                 await kube.delete_service(node.namespace, name)
         return
-    actual = await kube.get_deployment(node.namespace, name, "Service")
+    actual = await kube.get_object(node.namespace, name, "Service")
     _check_owner(node, "Service", actual)
     if actual is None or not builders.is_subset(desired, actual):
-        await kube.apply_deployment(desired)
+        await kube.apply_object(desired)
 
 
 def _listened(deployment: dict[str, Any]) -> bool:
@@ -80,7 +80,7 @@ async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
         raise Refused("NotAllowed", "; ".join(problems))
     desired = builders.deployment(node, settings)
     name = desired["metadata"]["name"]
-    actual = before = await kube.get_deployment(node.namespace, name)
+    actual = before = await kube.get_object(node.namespace, name)
     _check_owner(node, "Deployment", actual)
     account = builders.service_account(node)
     _check_owner(node, "ServiceAccount", await kube.ensure_service_account(account, actual is None))
@@ -89,13 +89,13 @@ async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
         actual = await kube.create_deployment(desired)
         action = "created"
         if actual is None:  # lost a race with a concurrent reconcile: take what it made
-            actual, action = await kube.get_deployment(node.namespace, name), "unchanged"
+            actual, action = await kube.get_object(node.namespace, name), "unchanged"
             _check_owner(node, "Deployment", actual)
     legacy = fields.adopted(actual["metadata"].get("managedFields") or [], FIELD_MANAGER) if actual else None
     if actual is not None and legacy is not None:  # made by an earlier version: its fields become ours
         await kube.own_deployment_fields(actual, legacy)
     if actual is not None and (legacy is not None or not builders.is_subset(desired, actual)):
-        actual, action = await kube.apply_deployment(desired), "updated"
+        actual, action = await kube.apply_object(desired), "updated"
     await _service(kube, node, before)
     digest = desired["metadata"]["annotations"][builders.HASH_ANNOTATION]
     message = {

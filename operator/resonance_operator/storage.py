@@ -88,9 +88,7 @@ class Kube:
         core = self.core
         return core.read_namespaced_service, core.patch_namespaced_service, core.delete_namespaced_service
 
-    async def get_deployment(
-        self, namespace: str, name: str, kind: str = "Deployment"
-    ) -> dict[str, Any] | None:
+    async def get_object(self, namespace: str, name: str, kind: str = "Deployment") -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._json(
             f"get {kind} {namespace}/{name}", self._calls(kind)[0], name, namespace
         )
@@ -151,13 +149,13 @@ class Kube:
         longer sets one removes it); None if someone else's writes got there first (a concurrent
         reconcile, or an object that is not ours: the caller looks)."""
         try:
-            return await self.apply_deployment(body, force=False)
+            return await self.apply_object(body, force=False)
         except KubeError as exc:
             if exc.status == 409:
                 return None
             raise
 
-    async def apply_deployment(self, body: dict[str, Any], force: bool = True) -> dict[str, Any]:
+    async def apply_object(self, body: dict[str, Any], force: bool = True) -> dict[str, Any]:
         """Server-side apply of the fields we own (of a Deployment, or a Service): repairs hand edits
         to them, removes those we no longer set, leaves the rest alone."""
         meta = body["metadata"]
