@@ -33,10 +33,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 try:
@@ -150,11 +148,8 @@ class IncomingConnection(Relaying, ServerConnection):
         failed = self.protocol.handshake_exc
         if failed is not None and self.request is None and self.response is None:
             cause = failed.__cause__ or failed
-            body = f"not a WebSocket request: {cause!s:.200}\n".encode(errors="replace")
-            head = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            self.response = Response(400, "Bad Request", Headers(), body)
-            self.transport.write(head.encode() + body)
+            self.response = self.protocol.reject(400, f"not a WebSocket request: {cause!s:.200}\n")
+            self.transport.write(self.response.serialize())
         super().send_data()
 
 
