@@ -27,6 +27,14 @@ API_CALLS = frozenset(
         ("", "services", "create"),
         ("", "services", "patch"),
         ("", "services", "delete"),
+        ("networking.k8s.io", "ingresses", "get"),  # spec.listen.ingress
+        ("networking.k8s.io", "ingresses", "create"),
+        ("networking.k8s.io", "ingresses", "patch"),
+        ("networking.k8s.io", "ingresses", "delete"),
+        ("gateway.networking.k8s.io", "httproutes", "get"),  # spec.listen.httpRoute
+        ("gateway.networking.k8s.io", "httproutes", "create"),
+        ("gateway.networking.k8s.io", "httproutes", "patch"),
+        ("gateway.networking.k8s.io", "httproutes", "delete"),
     }
 )
 # Leader election (leader.py): one Lease, in the operator's own namespace (a Role of its own there).

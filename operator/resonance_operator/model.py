@@ -129,6 +129,27 @@ class ListenService(_Model):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+class ListenIngress(_Model):
+    """An Ingress in front of the Service: its host must be in the operator's allowed hosts."""
+
+    host: str
+    class_name: str | None = None
+    tls_secret_name: str | None = None  # the Ingress terminates TLS with it
+
+
+class ParentRef(_Model):
+    name: str
+    namespace: str | None = None
+    section_name: str | None = None
+
+
+class ListenRoute(_Model):
+    """A Gateway API HTTPRoute to the Service, attached to a Gateway someone else runs."""
+
+    host: str
+    parent_refs: list[ParentRef]
+
+
 class Listen(_Model):
     """The node dials the bridge: where the bridge listens, and who may connect."""
 
@@ -139,6 +160,8 @@ class Listen(_Model):
     tls: ListenTLS | None = None
     allowed_origins: list[str] = Field(default_factory=list)
     service: ListenService = Field(default_factory=ListenService)
+    ingress: ListenIngress | None = None
+    http_route: ListenRoute | None = None
 
 
 class NodeSpec(_Model):

@@ -78,6 +78,25 @@ def bootstrap(value: str | None, default: str, allowed: tuple[str, ...]) -> str 
     )
 
 
+def exposed_host(node: Node, allowed: tuple[str, ...]) -> str | None:
+    """Why a listening node's Ingress or HTTPRoute host is not allowed, or None. A host is routed for
+    the whole cluster: a node that could name any host could take another team's traffic, so an empty
+    list allows none. `{namespace}` in a pattern is the node's namespace."""
+    listen = node.spec.listen
+    exposure = None if listen is None else listen.ingress or listen.http_route
+    if listen is None or exposure is None:
+        return None
+    field = "spec.listen.ingress.host" if listen.ingress else "spec.listen.httpRoute.host"
+    patterns = tuple(p.replace("{namespace}", node.namespace) for p in allowed)
+    if matches(exposure.host, None, patterns):
+        return None
+    return (
+        f"{field}: {exposure.host} is not in the operator's allowed hosts "
+        f"({', '.join(patterns) or 'none'}): use an allowed host, or ask an administrator to add it "
+        "to the chart value nodes.allowedIngressHosts"
+    )
+
+
 def problems(node: Node, settings: Settings) -> list[str]:
     """Everything about the node that the operator's settings do not allow, each naming the field."""
     spec = node.spec
@@ -88,5 +107,6 @@ def problems(node: Node, settings: Settings) -> list[str]:
             settings.kafka_bootstrap_servers,
             settings.allowed_bootstrap_servers,
         ),
+        exposed_host(node, settings.allowed_ingress_hosts),
     ]
     return [problem for problem in found if problem is not None] + podpolicy.problems(spec, settings)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from . import builders, fields, listening, policy
 from .model import Node
 from .settings import Settings
-from .storage import FIELD_MANAGER, Kube
+from .storage import FIELD_MANAGER, Kube, KubeError
 
 Action = Literal["created", "updated", "unchanged"]
 
@@ -51,21 +51,39 @@ def _check_owner(node: Node, kind: str, actual: dict[str, Any] | None) -> None:
     )
 
 
-async def _service(kube: Kube, node: Node, before: dict[str, Any] | None) -> None:
-    """A listening node's Service, as specified; gone once the node dials out again (its Deployment,
-    as it was before this reconcile, still had the listening port). Nothing for a dialling node."""
-    desired = listening.service(node)
-    name = builders.deployment_name(node.name)
-    if desired is None:
-        if before is not None and _listened(before):
-            actual = await kube.get_object(node.namespace, name, "Service")
+async def _listening(kube: Kube, node: Node, settings: Settings, before: dict[str, Any] | None) -> None:
+    """A listening node's Service, and its Ingress or HTTPRoute, as specified. What it no longer asks
+    for is deleted, if its Deployment (as it was before this reconcile) listened. Nothing for a node
+    that dials and did not listen before."""
+    name, listened = builders.deployment_name(node.name), before is not None and _listened(before)
+    exposure = listening.exposure(node, settings)
+    wanted = {"Service": listening.service(node)} | {
+        kind: exposure if exposure is not None and exposure["kind"] == kind else None
+        for _, kind in listening.EXPOSURES
+    }
+    for kind, desired in wanted.items():
+        if desired is None and not listened:
+            continue
+        actual = await kube.get_object(node.namespace, name, kind)
+        if desired is None:
             if actual is not None and builders.owned_by(actual, node.uid):
-                await kube.delete_service(node.namespace, name)
-        return
-    actual = await kube.get_object(node.namespace, name, "Service")
-    _check_owner(node, "Service", actual)
-    if actual is None or not builders.is_subset(desired, actual):
-        await kube.apply_object(desired)
+                await kube.delete_object(node.namespace, name, kind)
+            continue
+        _check_owner(node, kind, actual)
+        if actual is None or not builders.is_subset(desired, actual):
+            try:
+                await kube.apply_object(desired)
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+                field = "ingress" if kind == "Ingress" else "httpRoute"
+                raise KubeError(
+                    f"spec.listen.{field}",
+                    404,
+                    None,
+                    f"this cluster does not serve "
+                    f"{desired['apiVersion']} {kind}: install it, or use another way in",
+                ) from exc
 
 
 def _listened(deployment: dict[str, Any]) -> bool:
@@ -96,7 +114,7 @@ async def reconcile(kube: Kube, node: Node, settings: Settings) -> Outcome:
         await kube.own_deployment_fields(actual, legacy)
     if actual is not None and (legacy is not None or not builders.is_subset(desired, actual)):
         actual, action = await kube.apply_object(desired), "updated"
-    await _service(kube, node, before)
+    await _listening(kube, node, settings, before)
     digest = desired["metadata"]["annotations"][builders.HASH_ANNOTATION]
     message = {
         "created": f"created Deployment {name} (config {digest})",

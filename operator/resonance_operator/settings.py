@@ -53,6 +53,11 @@ class Settings(KafkaSecurity):
     allowed_node_selectors: tuple[tuple[str, str], ...] = var("RESONANCE_ALLOWED_NODE_SELECTORS", ())
     allowed_tolerations: tuple[Toleration, ...] = var("RESONANCE_ALLOWED_TOLERATIONS", ())  # JSON list
     allowed_priority_classes: tuple[str, ...] = var("RESONANCE_ALLOWED_PRIORITY_CLASSES", ())
+    # A listening node's Ingress or HTTPRoute host: DNS globs, {namespace} the node's; empty allows
+    # none (a host is shared by the whole cluster: a node must not claim another team's).
+    allowed_ingress_hosts: tuple[str, ...] = var("RESONANCE_ALLOWED_INGRESS_HOSTS", ())
+    # Annotations of every Ingress (the controller's, e.g. timeouts): the administrator's, not a node's.
+    ingress_annotations: tuple[tuple[str, str], ...] = var("RESONANCE_INGRESS_ANNOTATIONS", ())  # JSON {k: v}
 
 
 def _json(adapter: TypeAdapter[T]) -> Callable[[str], T]:
@@ -120,6 +125,12 @@ def load(env: Mapping[str, str]) -> Settings:
             '[{"key": "dedicated", "operator": "Equal", "value": "bridges", "effect": "NoSchedule"}]',
         ),
         allowed_priority_classes=names("allowed_priority_classes"),
+        allowed_ingress_hosts=names("allowed_ingress_hosts"),
+        ingress_annotations=r.parsed(
+            *d["ingress_annotations"],
+            lambda raw: tuple(_json(TypeAdapter(dict[str, str]))(raw).items()),
+            'use a JSON object, e.g. {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}',
+        ),
         **kafka_security(r),
     )
     r.problems += security.kafka_problems(settings)

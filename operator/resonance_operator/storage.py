@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from kubernetes_asyncio import client, config, watch
@@ -24,6 +25,7 @@ from .metrics import EVENTS_HELD
 # The label every bridge Deployment carries: the API server filters the operator's watch by it.
 BRIDGE_SELECTOR = f"app.kubernetes.io/managed-by={COMPONENT}"
 FIELD_MANAGER = COMPONENT  # the Events' source has the same name
+ROUTES = {"group": "gateway.networking.k8s.io", "version": "v1", "plural": "httproutes"}
 
 
 class KubeError(Exception):
@@ -44,6 +46,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.leases = client.CoordinationV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -80,23 +83,28 @@ class Kube:
         info = await self._json("get /apis", client.ApisApi(self.api).get_api_versions, missing_ok=False)
         return f"{len(info.get('groups', []))} API groups"
 
-    def _calls(self, kind: str) -> tuple[Any, Any, Any]:
-        """read, patch and delete of the namespaced kinds the operator writes."""
-        if kind == "Deployment":
-            apps = self.apps
-            return apps.read_namespaced_deployment, apps.patch_namespaced_deployment, None
-        core = self.core
-        return core.read_namespaced_service, core.patch_namespaced_service, core.delete_namespaced_service
+    def _calls(self, kind: str) -> tuple[Any, ...]:
+        """read, patch and delete of the namespaced kinds the operator writes (called with keywords)."""
+        if kind == "HTTPRoute":  # Gateway API: a custom resource, where the cluster has it
+            calls = (
+                getattr(self.custom, f"{v}_namespaced_custom_object") for v in ("get", "patch", "delete")
+            )
+            return tuple(partial(call, **ROUTES) for call in calls)
+        apis = {"Deployment": (self.apps, "deployment"), "Ingress": (self.networking, "ingress")}
+        api, kind_ = apis.get(kind, (self.core, "service"))
+        return tuple(getattr(api, f"{verb}_namespaced_{kind_}") for verb in ("read", "patch", "delete"))
 
     async def get_object(self, namespace: str, name: str, kind: str = "Deployment") -> dict[str, Any] | None:
         result: dict[str, Any] | None = await self._json(
-            f"get {kind} {namespace}/{name}", self._calls(kind)[0], name, namespace
+            f"get {kind} {namespace}/{name}", self._calls(kind)[0], name=name, namespace=namespace
         )
         return result
 
-    async def delete_service(self, namespace: str, name: str) -> None:
-        """A listening node's Service, once the node dials out again (gone already: fine)."""
-        await self._json(f"delete Service {namespace}/{name}", self._calls("Service")[2], name, namespace)
+    async def delete_object(self, namespace: str, name: str, kind: str) -> None:
+        """What stood in front of a listening node, once the node no longer asks for it (gone: fine)."""
+        await self._json(
+            f"delete {kind} {namespace}/{name}", self._calls(kind)[2], name=name, namespace=namespace
+        )
 
     async def list_bridges(
         self, namespace: str | None, items: bool = True
@@ -156,15 +164,16 @@ class Kube:
             raise
 
     async def apply_object(self, body: dict[str, Any], force: bool = True) -> dict[str, Any]:
-        """Server-side apply of the fields we own (of a Deployment, or a Service): repairs hand edits
+        """Server-side apply of the fields we own (of a Deployment, or what a listening node has in
+        front of it): repairs hand edits
         to them, removes those we no longer set, leaves the rest alone."""
         meta = body["metadata"]
         result: dict[str, Any] = await self._json(
             f"apply {body['kind']} {meta['namespace']}/{meta['name']}",
             self._calls(body["kind"])[1],
-            meta["name"],
-            meta["namespace"],
-            body,
+            name=meta["name"],
+            namespace=meta["namespace"],
+            body=body,
             field_manager=FIELD_MANAGER,
             force=force,
             _content_type="application/apply-patch+yaml",
@@ -179,9 +188,7 @@ class Kube:
         await self._json(
             f"adopt fields of Deployment {meta['namespace']}/{meta['name']}",
             self.apps.patch_namespaced_deployment,
-            meta["name"],
-            meta["namespace"],
-            patch,
+            *(meta["name"], meta["namespace"], patch),
             _content_type="application/merge-patch+json",
             missing_ok=False,
         )
@@ -245,12 +252,12 @@ class Kube:
 
     async def patch_node_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; a node deleted meanwhile is not an error."""
-        what, call = (
-            f"patch status of ResonanceNode {namespace}/{name}",
+        call, where = (
             self.custom.patch_namespaced_custom_object_status,
+            (GROUP, VERSION, namespace, PLURAL, name),
         )
-        where = (GROUP, VERSION, namespace, PLURAL, name)
-        await self._json(what, call, *where, {"status": status}, _content_type="application/merge-patch+json")
+        what, patch = f"patch status of ResonanceNode {namespace}/{name}", {"status": status}
+        await self._json(what, call, *where, patch, _content_type="application/merge-patch+json")
 
     async def post_event(self, node: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """An Event on the node, as `kubectl describe` and `kubectl get events` show them; a repeat

@@ -34,9 +34,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 f"the CRD is not what the API server reads: {applied.stderr}"
             )
             crds = ["crd/resonancenodes.resonance.io"]
-            if not server.controllers:  # kube-lite: the chart's admission policy needs somewhere to go
-                cluster.kubectl("apply", "-f", str(ROOT / "tests" / "support" / "admissionregistration.yaml"))
+            if not server.controllers:  # kube-lite: the chart's admission policy needs somewhere to go,
+                # and a listening node's Ingress or HTTPRoute too
+                for stand_ins in ("admissionregistration.yaml", "exposures-as-crds.yaml"):
+                    cluster.kubectl("apply", "-f", str(ROOT / "tests" / "support" / stand_ins))
                 crds += [f"crd/{k}.admissionregistration.k8s.io" for k in ADMISSION_KINDS]
+                crds += ["crd/ingresses.networking.k8s.io", "crd/httproutes.gateway.networking.k8s.io"]
             cluster.kubectl("wait", "--for=condition=Established", *crds, "--timeout=60s")
             yield cluster
         finally:

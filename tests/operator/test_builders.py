@@ -98,6 +98,32 @@ def test_a_listening_nodes_service_matches_golden_yaml_and_a_dialling_node_has_n
     assert listening.service(node_of("lexamoris")) is None
 
 
+@pytest.mark.parametrize(
+    ("where", "exposure"),
+    [
+        ("ingress", {"host": "lexamoris.nodes.example.com", "className": "nginx", "tlsSecretName": "tls"}),
+        (
+            "httpRoute",
+            {
+                "host": "lexamoris.nodes.example.com",
+                "parentRefs": [{"name": "edge", "namespace": "gateways", "sectionName": "https"}],
+            },
+        ),
+    ],
+)
+def test_a_listening_nodes_ingress_or_route_matches_golden_yaml(where: str, exposure: dict[str, Any]) -> None:
+    node = example("resonance-server", listen={**LISTENING["listen"], where: exposure})
+    settings = dataclasses.replace(SETTINGS, ingress_annotations=(("example.com/read-timeout", "3600"),))
+    made = listening.exposure(node, settings)
+    assert made is not None
+    golden(GOLDEN / f"listening-{made['kind'].lower()}.yaml", made)
+    if made["kind"] == "Ingress":  # the strict schemas know no Gateway API
+        for version in ("1.30", "1.37"):
+            kubernetes_validate.validate(made, version, strict=True)
+    assert listening.exposure(node_of("listening"), settings) is None
+    assert listening.exposure(node_of("lexamoris"), settings) is None
+
+
 @pytest.mark.parametrize("version", ["1.30", "1.37"])
 @pytest.mark.parametrize("name", NODES)
 def test_deployment_passes_strict_kubernetes_schemas(version: str, name: str) -> None:

@@ -102,6 +102,25 @@ from ..support.kube import Cluster, node
             'spec.listen.service.type: Unsupported value: "ExternalName"',
         ),
         (
+            {
+                "endpoint": None,
+                "listen": {
+                    "anonymous": True,
+                    "ingress": {"host": "a.example.com"},
+                    "httpRoute": {"host": "a.example.com", "parentRefs": [{"name": "gw"}]},
+                },
+            },
+            "spec.listen: set ingress or httpRoute, not both",
+        ),
+        (
+            {"endpoint": None, "listen": {"anonymous": True, "ingress": {"host": "https://a.example.com"}}},
+            "spec.listen.ingress.host in body should match",
+        ),
+        (
+            {"endpoint": None, "listen": {"anonymous": True, "httpRoute": {"host": "a.example.com"}}},
+            "spec.listen.httpRoute.parentRefs: Required value",
+        ),
+        (
             {"template": {"spec": {"tolerations": [{"operator": "Maybe"}]}}},
             'spec.template.spec.tolerations[0].operator: Unsupported value: "Maybe"',
         ),

@@ -78,3 +78,44 @@ async def test_a_listening_node_gets_a_service_a_waiting_state_and_loses_the_ser
         return [p["name"] for p in d["spec"]["template"]["spec"]["containers"][0]["ports"]] == ["http"]
 
     await until(dialling, 30, "the Deployment without the websocket port")
+
+
+async def test_a_listening_nodes_ingress_becomes_an_httproute_a_host_not_allowed_is_refused_and_both_go(
+    cluster: Cluster, operator: Operator, namespace: str
+) -> None:
+    host = f"lexamoris.{namespace}.nodes.example.com"  # the operator allows *.{namespace}.nodes...
+    ingress = {"host": host, "className": "nginx", "tlsSecretName": "nodes-tls"}
+    cluster.apply(node(namespace, endpoint=None, listen={**LISTEN, "ingress": ingress}))
+    made = await until(lambda: cluster.get("ingress", BRIDGE, namespace), 30, "the node's Ingress")
+    assert made["spec"]["rules"][0]["host"] == host and made["spec"]["ingressClassName"] == "nginx"
+    backend = made["spec"]["rules"][0]["http"]["paths"][0]
+    assert backend["path"] == "/resonance" and backend["backend"]["service"]["name"] == BRIDGE
+    assert made["metadata"]["annotations"] == {"example.com/read-timeout": "3600"}  # the administrator's
+    assert made["metadata"]["ownerReferences"][0]["uid"] == uid_of(cluster, namespace)
+
+    # An HTTPRoute instead: the Ingress goes.
+    route = {"host": host, "parentRefs": [{"name": "edge", "namespace": "gateways"}]}
+    cluster.patch("rn", "lexamoris", namespace, {"spec": {"listen": {"ingress": None, "httpRoute": route}}})
+    made = await until(lambda: cluster.get("httproute", BRIDGE, namespace), 30, "the node's HTTPRoute")
+    assert made["spec"]["hostnames"] == [host] and made["spec"]["parentRefs"] == route["parentRefs"]
+    assert made["spec"]["rules"][0]["backendRefs"] == [{"name": BRIDGE, "port": 9000}]
+    await until(lambda: cluster.get("ingress", BRIDGE, namespace) is None, 30, "the Ingress deleted")
+
+    # Another team's host: refused, naming the field; what exists stays as it was.
+    taken = "lexamoris.team-b.nodes.example.com"
+    cluster.patch("rn", "lexamoris", namespace, {"spec": {"listen": {"httpRoute": {"host": taken}}}})
+
+    def refused() -> dict[str, Any] | None:
+        ready = condition(cluster.get("rn", "lexamoris", namespace), "Ready") or {}
+        return ready if ready.get("reason") == "NotAllowed" else None
+
+    ready = await until(refused, 30, "Ready=False, NotAllowed")
+    assert ready["message"].startswith(f"spec.listen.httpRoute.host: {taken} is not in"), ready
+    assert (cluster.get("httproute", BRIDGE, namespace) or {})["spec"]["hostnames"] == [host]
+
+    # Dialling out again: the HTTPRoute and the Service go.
+    cluster.patch(
+        "rn", "lexamoris", namespace, {"spec": {"listen": None, "endpoint": "ws://lexamoris-server:8766"}}
+    )
+    await until(lambda: cluster.get("httproute", BRIDGE, namespace) is None, 30, "the HTTPRoute deleted")
+    assert cluster.get("service", BRIDGE, namespace) is None

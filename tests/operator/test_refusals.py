@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from resonance_local.embedded import EmbeddedBroker
 from resonance_operator import builders, policy
+from resonance_operator.model import Node
 
 from ..support.kube import Cluster, Operator, condition, node
 from ..support.poll import until
@@ -48,6 +49,23 @@ def test_an_empty_allow_list_allows_any_and_the_default_kafka_is_always_allowed(
     assert policy.bootstrap(None, "kafka:9092", ("other:1",)) is None
     refused = policy.bootstrap("kafka:9092,x:1", "", ("kafka:*",))
     assert refused is not None and refused.startswith("spec.kafka.bootstrapServers: x:1 not in")
+
+
+def test_an_ingress_host_must_be_allowed_and_an_empty_list_allows_none() -> None:
+    def host(where: str, allowed: tuple[str, ...]) -> str | None:
+        exposure = {"host": "a.team-a.nodes.example.com", "parentRefs": [{"name": "gw"}]}
+        body = {
+            "metadata": {"name": "a", "namespace": "team-a", "uid": "u", "generation": 1},
+            "spec": {"topic": "t", "anchor": "A", "listen": {"anonymous": True, where: exposure}},
+        }
+        return policy.exposed_host(Node.from_body(body), allowed)
+
+    for where in ("ingress", "httpRoute"):
+        assert host(where, ("*.{namespace}.nodes.example.com",)) is None
+        refused = host(where, ("*.team-b.nodes.example.com",))
+        assert refused is not None and refused.startswith(f"spec.listen.{where}.host: a.team-a.nodes")
+        assert "(*.team-b.nodes.example.com)" in refused and "nodes.allowedIngressHosts" in refused
+        assert "allowed hosts (none)" in (host(where, ()) or "")
 
 
 def events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str, str]]:

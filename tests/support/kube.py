@@ -97,6 +97,9 @@ class Operator:
             "RESONANCE_WATCH_NAMESPACES": "t-*",
             # A Lease of its own: another test's operators (or a cluster's) elect on theirs.
             "RESONANCE_LEASE_NAME": f"resonance-operator-{uuid.uuid4().hex[:8]}",
+            # A listening node's Ingress or HTTPRoute: hosts of its own namespace only.
+            "RESONANCE_ALLOWED_INGRESS_HOSTS": "*.{namespace}.nodes.example.com",
+            "RESONANCE_INGRESS_ANNOTATIONS": '{"example.com/read-timeout": "3600"}',
         }
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
