@@ -382,3 +382,31 @@ def test_pod_monitors_select_the_operator_and_every_bridge_and_the_dashboard_shi
     ]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["resonance.json"])["panels"]
+
+
+def test_the_admission_policy_checks_every_secret_a_node_can_name() -> None:
+    """Every *SecretRef and *SecretName of the CRD, walked from its schema: a field the policy missed
+    would let a node's author hand a Secret they cannot read to their bridge or their Ingress."""
+    crd = yaml.safe_load((ROOT / "crds" / "resonancenodes.yaml").read_text())
+
+    def named(schema: dict[str, Any], path: str) -> list[str]:
+        found = []
+        for key, sub in (schema.get("properties") or {}).items():
+            if key.endswith(("SecretRef", "SecretName")):
+                found.append(f"{path}{key}")
+            elif key not in ("template", "status"):  # pull secrets only pull the operator's image
+                found += named(sub, f"{path}{key}.")
+        return found
+
+    fields = named(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"], "")
+    assert "listen.tls.certSecretRef" in fields and "listen.ingress.tlsSecretName" in fields
+    (policy,) = (d for d in render() if d["kind"] == "ValidatingAdmissionPolicy")
+    said = [v["messageExpression"] for v in policy["spec"]["validations"]]
+    assert sorted(m.split(":")[0].strip("'").removeprefix("spec.") for m in said) == sorted(fields)
+    for field in fields:  # and each reads its own field, by the name it gives
+        (expression,) = (
+            v["expression"]
+            for v in policy["spec"]["validations"]
+            if f"spec.{field}:" in v["messageExpression"]
+        )
+        assert f"object.spec.?{field.replace('.', '.?')}" in expression, expression

@@ -55,6 +55,11 @@ def server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield server
 
 
+def listening(**listen: object) -> dict[str, Any]:
+    """A listening node's spec (which sets no spec.auth), with its token a Secret the author may read."""
+    return {"endpoint": None, "auth": None, "listen": {"auth": token(READABLE), **listen}}
+
+
 def token(name: str) -> dict[str, object]:
     return {"tokenSecretRef": {"name": name, "key": "token"}}
 
@@ -90,9 +95,15 @@ async def test_a_node_may_name_only_secrets_its_author_can_read(server: Guarded,
             {"endpoint": "wss://n:1", "tls": {"caSecretRef": {"name": "ca", "key": "c"}}},
         ),
         ("spec.kafka.tls.clientCertSecretRef", {"kafka": {"tls": {"clientCertSecretRef": {"name": "kc"}}}}),
+        # A listening node: the server certificate its bridge presents, and its Ingress's.
+        ("spec.listen.tls.certSecretRef", listening(tls={"certSecretRef": {"name": "team-b-cert"}})),
+        (
+            "spec.listen.ingress.tlsSecretName",
+            listening(ingress={"host": "a.example.com", "tlsSecretName": "w"}),
+        ),
     ]
     for field, spec in cases:
-        said = author.apply(node(namespace, "mine", auth=token(READABLE), **spec), check=False).stderr
+        said = author.apply(node(namespace, "mine", **({"auth": token(READABLE)} | spec)), check=False).stderr
         assert f"{field}: you may not get Secret" in said, said
     # Someone who may read the Secret (an admin) names it; the author edits that node's spec: refused,
     # since the edit would send it elsewhere. Touching only metadata is not refused.
