@@ -110,7 +110,22 @@ class Bench:
         topic, group, watch = f"bench.{tag}", f"bench-{tag}", self.logs / f"{tag}.watch"
         limit = 60 + n / 2000
         async with self.scoped(topic) as procs:
-            if direction == "outbound":
+            if who == "bridge-listen":  # the node dials in: the same peers, as clients
+                if direction == "outbound":
+                    await prefill(self.broker.bootstrap, topic, n)
+                else:
+                    counting = self.kafka(topic, "--expect", str(n), "--watch", f"@{watch}")
+                    counter = await self.peer(procs, "kafka_side.py", tag, "counter", *counting)
+                    await counter.wait("ready", 30)
+                relayed, url = await self.spawn_listening(procs, tag, direction, topic, group)
+                role = "drain" if direction == "outbound" else "feeder"
+                node = await self.peer(
+                    procs, "wire.py", tag, role, "--endpoint", url, "--count", str(n), "--watch", f"@{watch}"
+                )
+                firsts = [await node.wait("first", limit)]
+                ends = [await node.wait("done", limit)]
+                ends += [await counter.wait("done", limit)] if direction == "inbound" else []
+            elif direction == "outbound":
                 await prefill(self.broker.bootstrap, topic, n)
                 ender = starter = await self.peer(
                     procs, "wire.py", tag, "receiver", "--expect", str(n), "--watch", f"@{watch}"
@@ -189,6 +204,20 @@ class Bench:
         for proc in procs:
             proc.needs.append(relayed)
         return relayed
+
+    async def spawn_listening(
+        self, procs: list[Proc], tag: str, direction: str, topic: str, group: str
+    ) -> tuple[Proc, str]:
+        """A bridge that listens (RESONANCE_LISTEN) for its node, and the URL the node dials."""
+        env = {**EMBEDDED_CLIENT_ENV, **dict(s.split("=", 1) for s in self.args.bridge_env)}
+        port = free_port()
+        command = self.relay("bridge-ack", direction, topic, group, "", env)
+        del env["RESONANCE_ENDPOINT"]
+        env.update(RESONANCE_LISTEN=f"127.0.0.1:{port}", RESONANCE_LISTEN_ANONYMOUS="true")
+        relayed = await self.proc("relay", tag).start(command, env)
+        procs.append(relayed)
+        self.watching(tag, *procs)
+        return relayed, f"ws://127.0.0.1:{port}/"
 
     def measured(
         self,
@@ -297,7 +326,8 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
     await b.admin.start()
     try:
         await b.topics(*CONTROL)
-        contenders = ["bridge-ack", "bridge-send", "minimal"] + (["mq-bridge"] if args.mq_python else [])
+        contenders = ["bridge-ack", "bridge-send", "bridge-listen", "minimal"]
+        contenders += ["mq-bridge"] if args.mq_python else []
         contenders = [c for c in contenders if c in (args.contenders or contenders)]
         for round_no in range(1, args.rounds + 1):
             order = contenders if round_no % 2 else contenders[::-1]
@@ -308,10 +338,10 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
                     if direction == "inbound" and who in ("bridge-send", "mq-bridge"):
                         continue  # send mode is outbound only; mq-bridge cannot connect out for inbound
                     results.add(await b.run(round_no, direction, who))
-        for who in ["kafka alone", *[c for c in contenders if c != "bridge-send"]]:
+        for who in ["kafka alone", *[c for c in contenders if c not in ("bridge-send", "bridge-listen")]]:
             results.latencies.append(await b.latency(who))
             print(results.latencies[-1].line(), flush=True)
-        for who in ["bridge-direct", *[c for c in contenders if c != "bridge-send"]]:
+        for who in ["bridge-direct", *[c for c in contenders if c not in ("bridge-send", "bridge-listen")]]:
             results.first[who] = await b.first_message(who)
             print(f"first message after a restart, {who}: {results.first[who]:.2f} s", flush=True)
         results.idle = await b.idle()
@@ -336,7 +366,7 @@ def main() -> int:
         "--contender",
         dest="contenders",
         action="append",
-        choices=("bridge-ack", "bridge-send", "minimal", "mq-bridge"),
+        choices=("bridge-ack", "bridge-send", "bridge-listen", "minimal", "mq-bridge"),
         help="only these",
     )
     parser.add_argument(

@@ -22,6 +22,7 @@ NAMES = {
     "bridge-ack": "bridge, ack mode `ack`",
     "bridge-send": "bridge, ack mode `send`",
     "bridge-direct": "bridge, KAFKA_ASSIGNMENT=direct (the operator's, for one replica)",
+    "bridge-listen": "bridge, listening (the node dials in), ack mode `ack`",
     "minimal": "minimal relay",
     "mq-bridge": "mq-bridge 1.2.0 (Rust)",
 }
@@ -144,7 +145,7 @@ def ratios(results: Results) -> list[str]:
         groups = results.groups(direction)
         rate = {relay: median(r.rate for r in runs) for relay, runs in groups.items()}
         if "minimal" in rate:
-            for relay in ("bridge-ack", "bridge-send", "mq-bridge"):
+            for relay in ("bridge-ack", "bridge-send", "bridge-listen", "mq-bridge"):
                 if relay in rate:
                     out.append(
                         f"- {direction}: {NAMES[relay]} at "

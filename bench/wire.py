@@ -269,11 +269,19 @@ async def main(args: argparse.Namespace) -> None:
         return
     url = urlsplit(args.endpoint)
     peer: Peer
-    if args.role == "feeder":  # the receiver's ceiling: fed with no relay between
+    # feeder: the receiver's ceiling, fed with no relay between; or a node that dials a listening relay
+    if args.role == "feeder":
         peer = Sender(args.count, watch, True, args.endpoint)
-    else:  # the sender's ceiling: read and acked like a relay would, with no Kafka behind
+    else:  # drain: the sender's ceiling, read and acked like a relay would; or a node dialling in
         peer = Receiver(Counts(args.count, watch, False), args.endpoint)
-    await loop.create_connection(lambda: peer, url.hostname, url.port)
+    for attempt in range(300):  # a listening relay may be starting: dial until it answers
+        try:
+            await loop.create_connection(lambda: peer, url.hostname, url.port)
+            break
+        except ConnectionRefusedError:
+            if attempt == 299:
+                raise
+            await asyncio.sleep(0.1)
     await asyncio.wait([stop, peer.closed], return_when=asyncio.FIRST_COMPLETED)
 
 
