@@ -251,7 +251,7 @@ class Bridge:
                 await session.send_control(body)
             except Exception as exc:  # a closing connection: the beat still goes to Kafka
                 log.debug("heartbeat not sent to the node: %r", exc)
-        record = {**body, **self.health(session is not None)}
+        record = {**body, **self.health(session is not None), **self.metrics.delivery_period()}
         future = await writer.send(
             cfg.heartbeat_topic, codec.encode(record), kafka.headers(cfg, **{"resonance-type": "heartbeat"})
         )

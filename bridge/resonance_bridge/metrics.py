@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from .config import Config
+from .latency import Delivery, DeliveryCollector
 
 
 class Metrics:
@@ -102,6 +105,15 @@ class Metrics:
         self.anonymous = Gauge(
             "resonance_listen_anonymous", "1 while any node may connect without a token", registry=r
         )
+        self.delivery_out, self.delivery_in = Delivery(), Delivery()
+        r.register(DeliveryCollector({"outbound": self.delivery_out, "inbound": self.delivery_in}))
+        self.delivery_recent = Gauge(
+            "resonance_delivery_recent_seconds",
+            "p50 and p99 of resonance_delivery_seconds over the last heartbeat period (absent: nothing "
+            "delivered in it), as the heartbeat record and the node's status say",
+            ["direction", "quantile"],
+            registry=r,
+        )
         self.heartbeats = Counter("resonance_heartbeats", "Heartbeats emitted", registry=r)
         self.last_heartbeat = Gauge(
             "resonance_last_heartbeat_timestamp_seconds", "Unix time of the last heartbeat", registry=r
@@ -118,6 +130,24 @@ class Metrics:
         self.acks_from_node, self.acks_to_node = self.acks.labels("from_node"), self.acks.labels("to_node")
         self.ws_reconnects = self.reconnects.labels("websocket")
         self.kafka_reconnects = self.reconnects.labels("kafka")
+
+    def delivery_period(self) -> dict[str, float | None]:
+        """p50 and p99 (ms) of each direction since the last call, for the heartbeat record; the
+        resonance_delivery_recent_seconds gauges say the same (absent for a direction with none)."""
+        fields: dict[str, float | None] = {}
+        for direction, delivery, name in (
+            ("outbound", self.delivery_out, "latency"),
+            ("inbound", self.delivery_in, "inbound_latency"),
+        ):
+            period = delivery.period() or (None, None)
+            for (quantile, suffix), value in zip((("0.5", "p50"), ("0.99", "p99")), period, strict=True):
+                fields[f"{name}_{suffix}_ms"] = None if value is None else round(value * 1000, 1)
+                if value is not None:
+                    self.delivery_recent.labels(direction, quantile).set(value)
+                else:
+                    with contextlib.suppress(KeyError):  # none delivered: no series, not a stale one
+                        self.delivery_recent.remove(direction, quantile)
+        return fields
 
     def value(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0

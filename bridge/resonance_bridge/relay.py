@@ -35,6 +35,7 @@ class Record(Protocol):
     topic: str
     partition: int
     offset: int
+    timestamp: int  # ms; -1: none
     value: bytes | None
 
 
@@ -109,6 +110,7 @@ class Relay:
         for records in batch.values():
             for record in records:
                 entry = self.window.track((record.topic, record.partition), record.offset)
+                entry.timestamp = record.timestamp / 1000 if record.timestamp > 0 else 0.0
                 decoded = codec.decode(record.value or b"", self.max_frame_bytes)
                 if isinstance(decoded, Rejected):
                     source = {"resonance-source": f"{record.topic}/{record.partition}/{record.offset}"}

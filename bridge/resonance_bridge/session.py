@@ -32,7 +32,7 @@ from .metrics import Metrics
 from .reader import KafkaReader
 from .relay import MISMATCH_LOG, Relay, chunks
 from .window import Entry
-from .writer import KafkaWriter, Reply, Stopping
+from .writer import KafkaWriter, Reply, Stopping, answered
 
 log = logging.getLogger("resonance.bridge")
 acks_log = logging.getLogger("resonance.acks")  # held to one line a minute per kind (logs.py)
@@ -161,8 +161,11 @@ class Session:
                 worker.add_done_callback(self.workers.discard)
             for chunk in chunks(out.frames):  # one write each, with flow control between them
                 await self.ws.send_texts([raw for raw, _ in chunk])
+                wall = time.time()
                 for _, entry in chunk:
                     relay.written(entry)
+                    if not relay.acks and entry.timestamp:  # ack mode send: delivered when written
+                        metrics.delivery_out.observe(wall - entry.timestamp)
             metrics.relayed_out.inc(len(out.frames))
             metrics.unknown_out.inc(out.unknown)
             self.changed.set()
@@ -219,6 +222,7 @@ class Session:
         try:
             while True:
                 data, text = await self.ws.receive()
+                arrived = time.monotonic()
                 decoded = codec.decode_frame(data, text, cfg.max_frame_bytes)
                 if isinstance(decoded, Message):
                     if decoded.type == "ack":
@@ -232,6 +236,7 @@ class Session:
                 if not self._room():
                     await self._until(self._room)
                 reply = await self.s.writer.request(decoded)
+                reply.arrived = arrived
                 relay.hearing(time.monotonic())
                 self.unanswered += 1
                 self.unanswered_bytes += len(data)
@@ -260,33 +265,26 @@ class Session:
             # One template per reason: each kind is shown once a minute (logs.HELD), with a count.
             acks_log.warning(MISMATCH_LOG[outcome.mismatch] + ": %.200s", message.raw)
         elif outcome.settled is not None:
+            if outcome.settled.timestamp:
+                self.s.metrics.delivery_out.observe(time.time() - outcome.settled.timestamp)
             self.changed.set()
 
     async def _replies(self) -> None:
         """Answer the node in the order it sent, each once Kafka stored the record; the answers that
         are ready together go out in one write."""
-        metrics = self.s.metrics
         while True:
             while not self.replies:
                 self.queued.clear()
                 await self.queued.wait()
             await self.s.writer.settle(self.replies[0])
-            ready = [self.replies.popleft()]
+            stored, ready = time.monotonic(), [self.replies.popleft()]
             while self.replies and self.replies[0].stored:  # nothing to settle: answered with it
                 ready.append(self.replies.popleft())
             await self.ws.send_texts([reply.answer for reply in ready])
             self.unanswered -= len(ready)
             self.unanswered_bytes -= sum(reply.size for reply in ready)
             self.changed.set()
-            relayed = sum(reply.error is None for reply in ready)
-            metrics.relayed_in.inc(relayed)
-            metrics.acks_to_node.inc(relayed)
-            for reply in ready:
-                if reply.error is not None:
-                    metrics.dead_letters.labels("inbound", reply.error).inc()
-                    detail = reply.rejected.detail if reply.rejected else ""
-                    what = "frame from the node dead-lettered (%s): %s"
-                    dead_log.warning(what, reply.error, detail, extra={"direction": "inbound"})
+            answered(ready, stored, self.s.metrics)
 
     # --- stopping -------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ class Entry:
     type: str = ""
     id: str | None = None
     sent_at: float = 0.0
+    timestamp: float = 0.0  # the record's Kafka timestamp (Unix seconds; 0: none), for latency
     control: bool = False  # a message the bridge originated
     awaits_ack: bool = False
     done: bool = False

@@ -21,8 +21,10 @@ from .backoff import Failure, Retry
 from .batcher import Batcher
 from .codec import Rejected
 from .config import Config
+from .metrics import Metrics
 
 log = logging.getLogger("resonance.writer")
+dead_log = logging.getLogger("resonance.deadletters")  # held to one line a minute per kind (logs.py)
 
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 # Frames up to this size go to Kafka in batches (batcher.py); larger ones alone, as few as they are.
@@ -43,6 +45,7 @@ class Reply:
     size: int  # bytes of the node's frame, held until the answer is sent
     rejected: Rejected | None = None  # why the frame is a dead letter, when it is one
     batched: bool = False  # stored with others (batcher.py): a refusal may be another record's
+    arrived: float = 0.0  # monotonic: when the frame was read, for resonance_delivery_seconds
 
     @property
     def stored(self) -> bool:
@@ -170,3 +173,18 @@ class KafkaWriter:
             )
             await self.dead_letter(rejected, "inbound")
             reply.answer, reply.rejected = codec.encode(codec.error(rejected)), rejected
+
+
+def answered(replies: list[Reply], stored: float, metrics: Metrics) -> None:
+    """The node was answered, once Kafka stored each (at `stored`, monotonic): count and log them."""
+    relayed = sum(reply.error is None for reply in replies)
+    metrics.relayed_in.inc(relayed)
+    metrics.acks_to_node.inc(relayed)
+    for reply in replies:
+        if reply.error is None:
+            metrics.delivery_in.observe(stored - reply.arrived)
+            continue
+        metrics.dead_letters.labels("inbound", reply.error).inc()
+        detail = reply.rejected.detail if reply.rejected else ""
+        what = "frame from the node dead-lettered (%s): %s"
+        dead_log.warning(what, reply.error, detail, extra={"direction": "inbound"})

@@ -75,6 +75,7 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[Identity, Bea
         "frequencyHz": _significant(record.get("measured_frequency_hz")),
         "driftSeconds": round(float(_significant(record.get("drift_seconds"), 2)), 2),
     }
+    bridge |= _latency(record)
     listening, client = record.get("mode") == "listen", record.get("client")
     client = client[:100] if isinstance(client, str) and websocket else None
     if listening:
@@ -100,6 +101,39 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[Identity, Bea
         client,
     )
     return (namespace, node, uid if isinstance(uid, str) else ""), beat
+
+
+def _latency(record: dict[str, Any]) -> dict[str, Any]:
+    """The delivery latency of the bridge's last heartbeat period, to 2 significant digits: fields
+    absent where nothing was delivered in it."""
+    found: dict[str, Any] = {}
+    for field, key in (
+        ("latencyP50Ms", "latency_p50_ms"),
+        ("latencyP99Ms", "latency_p99_ms"),
+        ("inboundLatencyP50Ms", "inbound_latency_p50_ms"),
+        ("inboundLatencyP99Ms", "inbound_latency_p99_ms"),
+    ):
+        value = record.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            found[field] = _significant(max(value, 0), 2)
+    if "latencyP50Ms" in found and "latencyP99Ms" in found:
+        found["latency"] = f"{found['latencyP50Ms']:g}ms/{found['latencyP99Ms']:g}ms"
+    return found
+
+
+def late(beat: Beat | None, objective_ms: int) -> Condition:
+    """DeliveryLate (spec.latencyObjectiveMs; not part of Ready): True while the outbound p99 of the
+    bridge's last heartbeat period passes the objective."""
+    if beat is None:
+        return _condition("DeliveryLate", "Unknown", "NoHeartbeatYet", "no heartbeat from the bridge yet")
+    p99, objective = beat.bridge.get("latencyP99Ms"), f"spec.latencyObjectiveMs ({objective_ms} ms)"
+    if p99 is None:
+        message = f"nothing delivered in the bridge's last heartbeat period; the objective is {objective}"
+        return _condition("DeliveryLate", "False", "NothingDelivered", message)
+    if p99 > objective_ms:
+        message = f"p99 {p99:g} ms over the bridge's last heartbeat period is above {objective}"
+        return _condition("DeliveryLate", "True", "AboveObjective", message)
+    return _condition("DeliveryLate", "False", "WithinObjective", f"p99 {p99:g} ms is within {objective}")
 
 
 def _condition(type_: str, status: str, reason: str, message: str) -> Condition:

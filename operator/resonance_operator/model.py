@@ -171,6 +171,7 @@ class NodeSpec(_Model):
     anchor: str
     inbound_topic: str = crd_default("inboundTopic")
     frequency_hz: float = crd_default("frequencyHz")
+    latency_objective_ms: int | None = None
     s_roi: float = crd_default("sRoi")
     ack_mode: Literal["ack", "send"] = crd_default("ackMode")
     on_undecodable: Literal["deadLetter", "stop"] = crd_default("onUndecodable")

@@ -164,6 +164,8 @@ def node_status(
     deployed, *rest = conditions(node, deployment, error, reason)
     data_plane = health.conditions(beat, clock, node.spec.frequency_hz, where(node))
     new = [_ready(deployed, data_plane), *rest, *data_plane]
+    if node.spec.latency_objective_ms is not None:
+        new.append(health.late(beat, node.spec.latency_objective_ms))
     dep_status = (deployment or {}).get("status") or {}
     status: dict[str, Any] = {
         "observedGeneration": node.generation if handled is None else handled,

@@ -7,12 +7,13 @@ import datetime
 import itertools
 import json
 import statistics
+import time
 from pathlib import Path
 
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
-from ..support.harness import BridgeProcess, Topics, bridge_env, consume
+from ..support.harness import BridgeProcess, Topics, bridge_env, consume, produce, state_update
 
 
 async def test_heartbeats_at_frequency_and_sync_on_connect(
@@ -71,3 +72,48 @@ async def test_heartbeats_at_frequency_and_sync_on_connect(
         assert bridge.metric("resonance_last_heartbeat_timestamp_seconds") > 1.7e9
     finally:
         bridge.stop()
+
+
+async def test_delivery_latency_of_a_node_that_acks_after_200_ms_is_in_metrics_and_heartbeats(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """A node that acks each message 200 ms after it arrived: outbound delivery (from the record's
+    Kafka timestamp to the ack) takes that and a fetch, so p50 within 20% of 200 ms; inbound (to
+    Kafka's ack) takes no part of it."""
+    node = NodeServer("testnode", port=0, printer=None, ack_delay=0.2)
+    await node.start()
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{node.port}", RESONANCE_FREQUENCY_HZ="0.5")
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        await bridge.wait_ready()
+        await produce(broker, topics.node, [state_update(-1)])  # waits for the group's assignment
+        await node.wait_for(lambda: node.acks_sent >= 1, 30)
+        await asyncio.sleep(2.5)  # a heartbeat period: the ones from now on cover the run only
+        measured = time.time()
+        for seq in range(24):  # 0.3 s apart: each acked before the next comes, nothing queues
+            await produce(broker, topics.node, [state_update(seq)])
+            if seq % 4 == 0:
+                await node.send(state_update(seq).decode())
+            await asyncio.sleep(0.3)
+        await node.wait_for(lambda: node.acks_sent >= 25, 30)
+        recent = bridge.metric("resonance_delivery_recent_seconds", direction="outbound", quantile="0.5")
+        count = bridge.metric("resonance_delivery_seconds_count", direction="outbound")
+        faster = bridge.metric("resonance_delivery_seconds_bucket", direction="outbound", le="0.1")
+        assert 0.16 <= recent <= 0.24 and count >= 25 and faster == 0, (recent, count, faster)
+        inbound = bridge.metric("resonance_delivery_seconds_count", direction="inbound")
+        assert (
+            inbound >= 6
+            and bridge.metric("resonance_delivery_seconds_bucket", direction="inbound", le="0.1") == inbound
+        ), "an inbound record waits for Kafka only"
+
+        beats = [json.loads(r.value) for r in await consume(broker, topics.heartbeats, 6)]
+        beats = [b for b in beats if datetime.datetime.fromisoformat(b["timestamp"]).timestamp() > measured]
+        timed = [b for b in beats if b["latency_p50_ms"] is not None]
+        assert len(timed) >= 2, beats
+        for beat in timed:
+            assert 160 <= beat["latency_p50_ms"] <= 240 and beat["latency_p99_ms"] >= 200, beat
+        assert any(b["inbound_latency_p50_ms"] is not None for b in beats)
+        assert all(b["inbound_latency_p99_ms"] is None or b["inbound_latency_p99_ms"] < 100 for b in beats)
+    finally:
+        bridge.stop()
+        await node.close()

@@ -35,6 +35,7 @@ class Rec:
     value: bytes | None
     topic: str = TOPIC
     partition: int = 0
+    timestamp: int = -1
 
 
 def message(mtype: str, seq: int, msg_id: str | None = None) -> bytes:

@@ -120,6 +120,7 @@ from ..support.kube import Cluster, node
             {"endpoint": None, "listen": {"anonymous": True, "httpRoute": {"host": "a.example.com"}}},
             "spec.listen.httpRoute.parentRefs: Required value",
         ),
+        ({"latencyObjectiveMs": 0}, "spec.latencyObjectiveMs in body should be greater than or equal to 1"),
         (
             {"template": {"spec": {"tolerations": [{"operator": "Maybe"}]}}},
             'spec.template.spec.tolerations[0].operator: Unsupported value: "Maybe"',

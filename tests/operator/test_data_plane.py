@@ -112,6 +112,63 @@ async def test_the_node_shows_its_bridge_connected_silent_and_back(
     assert any(m.startswith("HeartbeatMissing: no heartbeat for over 3s") for m in warnings), warnings
 
 
+async def test_a_node_acking_after_200_ms_shows_its_latency_and_turns_delivery_late(
+    cluster: Cluster, operator: Operator, namespace: str, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A real bridge and a node that acks each message 200 ms after it arrived: the node's status has
+    the p50 within 20% of it, -o wide shows it, and an objective of 100 ms turns DeliveryLate True
+    (Ready stays True: lateness is not unreadiness); raised to 1 s, DeliveryLate is False again."""
+    server = NodeServer("lexamoris", port=0, printer=None, ack_delay=0.2)
+    await server.start()
+    topic = f"node.{uuid.uuid4().hex[:8]}"
+    async with kubelet(cluster, namespace, tmp_path, **{"lexamoris-server:8766": f"127.0.0.1:{server.port}"}):
+        cluster.apply(node(namespace, topic=topic, frequencyHz=1, latencyObjectiveMs=100))
+        await until(lambda: UP.items() <= conditions(cluster, namespace).items(), 60, "Ready with its bridge")
+
+        async def paced() -> None:  # 0.3 s apart: each acked before the next comes, nothing queues
+            for seq in range(40):
+                await produce(
+                    broker, topic, [json.dumps({"type": "state_update", "data": {"seq": seq}}).encode()]
+                )
+                await asyncio.sleep(0.3)
+
+        producing = asyncio.create_task(paced())
+        try:
+            late = await until(
+                lambda: (
+                    (b := cluster.get("rn", "lexamoris", namespace))
+                    and (condition(b, "DeliveryLate") or {}).get("status") == "True"
+                    and b
+                ),
+                30,
+                "DeliveryLate True",
+            )
+            bridge = late["status"]["bridge"]
+            assert 160 <= bridge["latencyP50Ms"] <= 240 and bridge["latencyP99Ms"] >= 200, bridge
+            said = condition(late, "DeliveryLate") or {}
+            assert (
+                said["reason"] == "AboveObjective" and "spec.latencyObjectiveMs (100 ms)" in said["message"]
+            )
+            assert conditions(cluster, namespace)["Ready"] == "True"
+            wide = cluster.kubectl(
+                "get", "rn", "lexamoris", "-n", namespace, "-o", "wide"
+            ).stdout.splitlines()
+            assert "LATENCY" in wide[0] and "ms/" in wide[1], wide
+
+            cluster.patch("rn", "lexamoris", namespace, {"spec": {"latencyObjectiveMs": 1000}})
+            await until(
+                lambda: (
+                    (condition(cluster.get("rn", "lexamoris", namespace), "DeliveryLate") or {}).get("reason")
+                    == "WithinObjective"
+                ),
+                30,
+                "DeliveryLate False, within the objective",
+            )
+        finally:
+            producing.cancel()
+    await server.close()
+
+
 async def test_200_nodes_beating_at_1_hz_do_not_flood_the_api_server(
     cluster: Cluster, operator: Operator, namespace: str, broker: EmbeddedBroker
 ) -> None:
