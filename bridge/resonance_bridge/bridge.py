@@ -19,6 +19,7 @@ from .backoff import Failure, Retry, keep_running
 from .batches import Undecodable
 from .config import CLOSE_BUDGET_S, Config
 from .dialer import dial
+from .endpoints import Endpoints
 from .listener import Listener
 from .metrics import Metrics
 from .reader import KafkaReader
@@ -60,6 +61,8 @@ class Bridge:
         node_hints["token_hint"] = security.token_variable(config)
         kafka_hints = {"where": config.bootstrap_servers, "ca_hint": "KAFKA_SSL_CA_FILE"}
         self.node_retry = self._retry(f"node {config.peer}", "websocket", node_hints)
+        urls = [config.endpoint, *config.standby_endpoints]
+        self.endpoints = Endpoints(urls, config.failover_attempts, config.failback_after_s)
         self.kafka_retries = [
             self._retry(f"kafka {what}", "kafka", kafka_hints) for what in ("producer", "consumer")
         ]
@@ -224,6 +227,8 @@ class Bridge:
             "uid": self.config.node_uid or None,
             "websocket_connected": connected,
             "mode": "listen" if self.config.listen else "dial",
+            "endpoint": None if self.config.listen else self.endpoints.current,
+            "standby": self.endpoints.on_standby,
             "client": self.client[0] if self.client else None,
             "connected_since": _iso(self.client[1]) if self.client else None,
             "websocket_error": None if connected or failure is None else f"{failure.kind}: {failure.message}",

@@ -83,6 +83,10 @@ class Config(KafkaSecurity):
     anchor: str = var("RESONANCE_ANCHOR")
     bootstrap_servers: str = var("KAFKA_BOOTSTRAP_SERVERS")
     endpoint: str = var("RESONANCE_ENDPOINT", "")  # the node's URL, which the bridge dials; or:
+    # Comma-separated URLs dialled, in order, while the endpoint does not answer (endpoints.py).
+    standby_endpoints: tuple[str, ...] = var("RESONANCE_STANDBY_ENDPOINTS", ())
+    failover_attempts: int = var("RESONANCE_FAILOVER_ATTEMPTS", 3)  # unreachable this often: next one
+    failback_after_s: float = var("RESONANCE_FAILBACK_AFTER_S", 30.0)  # the primary answering probes
     # host:port to listen on, for nodes that dial in (listener.py; README, "Nodes that dial in").
     listen: str = var("RESONANCE_LISTEN", "")
     listen_path: str = var("RESONANCE_LISTEN_PATH", "/")
@@ -159,13 +163,13 @@ class Config(KafkaSecurity):
         return f"nodes dialling {scheme}://{self.listen}{self.listen_path}"
 
 
-def _check_endpoint(reader: EnvReader, endpoint: str) -> None:
+def _check_endpoint(reader: EnvReader, endpoint: str, name: str = "RESONANCE_ENDPOINT") -> None:
     if not endpoint:
         return
     parts = urlsplit(endpoint)
     if parts.scheme not in {"ws", "wss"} or not parts.hostname:
         fix = "use a ws:// or wss:// URL, e.g. ws://lexamoris-server:8766"
-        reader.problems.append(Problem("RESONANCE_ENDPOINT", endpoint, "is invalid", fix))
+        reader.problems.append(Problem(name, endpoint, "is invalid", fix))
 
 
 def load(env: Mapping[str, str]) -> Config:
@@ -180,12 +184,21 @@ def load(env: Mapping[str, str]) -> Config:
         r.problems.append(Problem("RESONANCE_ENDPOINT", None, "is required", NEITHER))
     elif endpoint and listen:
         r.problems.append(Problem("RESONANCE_LISTEN", listen, "is set with RESONANCE_ENDPOINT", NEITHER))
+    standbys = tuple(u.strip() for u in r.text(d["standby_endpoints"][0], "").split(",") if u.strip())
     _check_endpoint(r, endpoint)
+    for url in standbys:
+        _check_endpoint(r, url, "RESONANCE_STANDBY_ENDPOINTS")
+    if standbys and (listen or any(u.split(":")[0] != endpoint.split(":")[0] for u in standbys)):
+        fix = "use URLs of RESONANCE_ENDPOINT's scheme (they share its TLS), and RESONANCE_ENDPOINT"
+        r.problems.append(Problem("RESONANCE_STANDBY_ENDPOINTS", ",".join(standbys), "cannot be used", fix))
     config = Config(
         node=node,
         namespace=namespace,
         node_uid=node_uid,
         endpoint=endpoint,
+        standby_endpoints=standbys,
+        failover_attempts=r.integer(*d["failover_attempts"], 1, 1000),
+        failback_after_s=r.number(*d["failback_after_s"], 0.0, 86400.0, seconds(30)),
         listen=listen,
         listen_path=r.text(*d["listen_path"]),
         listen_token_file=r.text(*d["listen_token_file"]),

@@ -45,6 +45,14 @@ except ImportError:  # pragma: no cover - a platform without the library's C ext
 log = logging.getLogger("resonance.bridge")
 
 
+class NodeSilent(Exception):
+    """The node stopped acking or answering pings: a reason to start over on a new connection."""
+
+
+class NodeUnresponsive(NodeSilent):
+    """Not even a pong within the keepalive's timeout: a dead connection (a black hole)."""
+
+
 class RedirectRefused(InvalidHandshake):
     """The node redirected the bridge to another origin."""
 

@@ -114,6 +114,18 @@ class Metrics:
             ["direction", "quantile"],
             registry=r,
         )
+        self.endpoint_in_use = Gauge(
+            "resonance_endpoint_in_use",
+            "1 for the endpoint the bridge dials (RESONANCE_ENDPOINT or a standby), 0 for the others tried",
+            ["endpoint"],
+            registry=r,
+        )
+        self.endpoint_switches = Counter(
+            "resonance_endpoint_switches",
+            "Moves to another endpoint, by reason: refused, unreachable, silent (a black hole), failback",
+            ["reason"],
+            registry=r,
+        )
         self.heartbeats = Counter("resonance_heartbeats", "Heartbeats emitted", registry=r)
         self.last_heartbeat = Gauge(
             "resonance_last_heartbeat_timestamp_seconds", "Unix time of the last heartbeat", registry=r

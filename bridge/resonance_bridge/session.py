@@ -27,7 +27,7 @@ from websockets.frames import CloseCode
 from . import codec, kafka
 from .codec import Message, Rejected
 from .config import Config
-from .connection import Relaying, why_closed
+from .connection import NodeSilent, NodeUnresponsive, Relaying, why_closed
 from .metrics import Metrics
 from .reader import KafkaReader
 from .relay import MISMATCH_LOG, Relay, chunks
@@ -40,10 +40,6 @@ dead_log = logging.getLogger("resonance.deadletters")  # likewise
 
 # Inbound records waiting for Kafka hold their bytes until stored: past this the bridge stops reading.
 INBOUND_BYTES = 16 * 1024 * 1024
-
-
-class NodeSilent(Exception):
-    """The node stopped acking or answering pings: a reason to start over on a new connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +55,8 @@ class Shared:
 
 
 class Session:
+    why: BaseException | None = None  # what ended it (closed_for: the reason given to replace())
+
     def __init__(self, shared: Shared, ws: Relaying, peer: str) -> None:
         self.s = shared
         self.ws = ws
@@ -66,11 +64,11 @@ class Session:
         ws.max_unsent = 4 * shared.config.max_frame_bytes + 1024 * 1024
         self.replies: deque[Reply] = deque()  # in the node's order
         self.queued = asyncio.Event()  # set when a reply is added
-        self.unanswered = 0  # inbound frames read and not yet answered
-        self.unanswered_bytes = 0
+        self.unanswered = self.unanswered_bytes = 0  # inbound frames read, not answered yet; their bytes
         self.changed = asyncio.Event()  # set whenever the window or the reply queue shrinks
         self.workers: set[asyncio.Task[None]] = set()  # dead-letter stores of this session
         self.uncounted = 0  # acks read, not yet added to their counter (a lock per ack costs 5%)
+        self.closed_for = ""
 
     # --- the unit -------------------------------------------------------------------------------
 
@@ -111,14 +109,14 @@ class Session:
                 log.warning(what, self.peer, self.ws.overflowed)
 
     def _ended(self, why: BaseException | None) -> None:
-        level = logging.INFO if self.s.stopping.is_set() else logging.WARNING
+        self.why, level = why, logging.INFO if self.s.stopping.is_set() else logging.WARNING
         log.log(level, "session with %s ended: %s", self.peer, why_closed(why))
 
-    def replace(self) -> None:
-        """The node connected again (listener.py): end this session, its unacked records going to
-        the new one; a half-open connection is dropped after the closing handshake's timeout."""
-        task = asyncio.create_task(self.ws.close(4000, "replaced by a newer connection"))
-        self.workers.add(task)
+    def replace(self, code: int = 4000, reason: str = "replaced by a newer connection") -> None:
+        """End this session for a newer one (listener.py) or the primary (dialer.py); its unacked
+        records go to the next; a half-open connection is dropped after the closing timeout."""
+        self.closed_for = reason
+        self.workers.add(asyncio.create_task(self.ws.close(code, reason)))
 
     async def _close(self) -> None:
         """The closing handshake, unless the connection is already gone or evidently dead."""
@@ -209,7 +207,7 @@ class Session:
                     continue
                 if heard >= cfg.ws_ping_timeout_s * 0.9:  # not conclusive while the bridge was deaf
                     self.ws.transport.abort()  # no closing handshake with a peer that does not answer
-                    raise NodeSilent(f"no pong within {cfg.ws_ping_timeout_s:g}s") from None
+                    raise NodeUnresponsive(f"no pong within {cfg.ws_ping_timeout_s:g}s") from None
 
     # --- inbound: node -> Kafka -------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 from resonance_bridge.config import ConfigError
 from resonance_bridge.config import load as load_bridge_config
-from resonance_operator import GROUP, KIND, podpolicy
+from resonance_operator import GROUP, KIND, links, podpolicy
 from resonance_operator.builders import SPEC_ENV, bridge_env
 from resonance_operator.model import NodeSpec
 from resonance_operator.settings import Settings
@@ -63,7 +63,7 @@ class LocalNode:
         """The local node server's port, or where a listening node's bridge listens."""
         if self.spec.listen is not None:
             return self.spec.listen.port
-        parts = urlsplit(self.spec.endpoint or "")
+        parts = urlsplit((links.dialled(self.spec) or [""])[0])  # the primary, with standbys
         return parts.port or (443 if parts.scheme == "wss" else 80)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from resonance_bridge.config import termination_grace_seconds
 
-from . import GROUP, KIND, VERSION, mounts
+from . import GROUP, KIND, VERSION, links, mounts
 from .model import Node, NodeSpec, PodTemplate
 from .mounts import Mounts
 from .settings import Settings
@@ -51,7 +51,8 @@ def _number(value: float) -> str:
 # Bridge variables set from a spec field (named as in the CRD): the one table of that mapping, also
 # used to word the bridge's checks in spec terms for `resonance up` (resonance_local.manifests).
 SPEC_ENV = {
-    "RESONANCE_ENDPOINT": "endpoint",
+    "RESONANCE_ENDPOINT": "endpoint",  # or endpoints[0] (links.py)
+    "RESONANCE_STANDBY_ENDPOINTS": "endpoints",
     "RESONANCE_TOPIC": "topic",
     "RESONANCE_ANCHOR": "anchor",
     "RESONANCE_INBOUND_TOPIC": "inboundTopic",
@@ -64,6 +65,7 @@ SPEC_ENV = {
     "KAFKA_AUTO_OFFSET_RESET": "startFrom",
     "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrapServers",  # or the operator's default
 }
+LINKED = {"RESONANCE_ENDPOINT", "RESONANCE_STANDBY_ENDPOINTS"}  # set by links.dialling()
 # The pod fields a template may set, by their names in the model and in a pod spec.
 POD_FIELDS = {
     "node_selector": "nodeSelector",
@@ -83,19 +85,13 @@ def _field(spec: NodeSpec, path: str) -> Any:
 
 def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings, uid: str) -> dict[str, str]:
     """The bridge's configuration contract (see the README's bridge table), derived from the node."""
-    from_spec = {var: _field(spec, path) for var, path in SPEC_ENV.items()}
-    listen = spec.listen
-    listening = {} if listen is None else {
-        "RESONANCE_LISTEN": f"0.0.0.0:{listen.port}",
-        "RESONANCE_LISTEN_PATH": listen.path,
-        "RESONANCE_LISTEN_ANONYMOUS": "true" if listen.anonymous else "false",
-        "RESONANCE_LISTEN_ALLOWED_ORIGINS": ",".join(listen.allowed_origins),
-    }  # fmt: skip
+    from_spec = {var: _field(spec, path) for var, path in SPEC_ENV.items() if var not in LINKED}
     return {
-        **listening,
+        **links.listening(spec),
         "RESONANCE_NODE": name,
         # In its heartbeats: the operator counts them for this node object only, not a namesake's.
         "RESONANCE_NODE_UID": uid,
+        **links.dialling(spec),
         **{
             var: _number(v) if isinstance(v, float) else str(v)
             for var, v in from_spec.items()

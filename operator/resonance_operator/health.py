@@ -76,6 +76,8 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[Identity, Bea
         "driftSeconds": round(float(_significant(record.get("drift_seconds"), 2)), 2),
     }
     bridge |= _latency(record)
+    if isinstance(dialled := record.get("endpoint"), str) and dialled:
+        bridge["endpoint"], bridge["standby"] = dialled[:2048], record.get("standby") is True
     listening, client = record.get("mode") == "listen", record.get("client")
     client = client[:100] if isinstance(client, str) and websocket else None
     if listening:
@@ -192,8 +194,9 @@ def conditions(beat: Beat | None, now: float, frequency_hz: float, endpoint: str
             else _condition("WebSocketConnected", "False", "WaitingForNode", f"no node connected: {endpoint}")
         )
     elif beat.websocket_connected:
+        dialled = beat.bridge.get("endpoint") or endpoint  # with standbys: the one in use
         websocket = _condition(
-            "WebSocketConnected", "True", "Connected", f"the bridge is connected to {endpoint}"
+            "WebSocketConnected", "True", "Connected", f"the bridge is connected to {dialled}"
         )
     else:
         why = f": {beat.websocket_error}" if beat.websocket_error else ""

@@ -164,14 +164,21 @@ class Listen(_Model):
     http_route: ListenRoute | None = None
 
 
+class Failover(_Model):
+    attempts: int = 3
+    failback_after_seconds: int = 30
+
+
 class NodeSpec(_Model):
     endpoint: str | None = None  # the bridge dials the node; or, exclusive with it:
+    endpoints: list[str] | None = None  # a primary and its standbys; or:
     listen: Listen | None = None  # the node dials the bridge
     topic: str
     anchor: str
     inbound_topic: str = crd_default("inboundTopic")
     frequency_hz: float = crd_default("frequencyHz")
     latency_objective_ms: int | None = None
+    failover: Failover = Field(default_factory=Failover)
     s_roi: float = crd_default("sRoi")
     ack_mode: Literal["ack", "send"] = crd_default("ackMode")
     on_undecodable: Literal["deadLetter", "stop"] = crd_default("onUndecodable")

@@ -229,7 +229,11 @@ class Monitor:
             old = tracked.written
             if status.same(new, old) and set(old) <= set(new):
                 return
-            transition = status.states(new) != status.states(old)
+            # An endpoint switch is news too: its Event must not wait for the node's next patch slot.
+            transition = (status.states(new), status.endpoint(new)) != (
+                status.states(old),
+                status.endpoint(old),
+            )
             beating = ("lastHeartbeatTime", "bridge", "conditions")
             moved = {k: v for k, v in new.items() if k not in beating} != {
                 k: v for k, v in old.items() if k not in beating
@@ -252,23 +256,10 @@ class Monitor:
         await self._announce(tracked, old, new)
 
     async def _announce(self, tracked: Tracked, old: dict[str, Any], new: dict[str, Any]) -> None:
-        """Events for Ready's transitions, and for a new reason while not Ready (the Deployment's probe
-        often says "not ready" a moment before the heartbeat says why): what a person on call reads in
-        `kubectl get events`."""
-        before, after = status.states(old).get("Ready"), status.states(new).get("Ready")
-        if after is None or before == after:
-            return
-        ready = next(c for c in new["conditions"] if c["type"] == "Ready")
-        if after[0] == "True":
-            kind, reason = "Normal", "Ready"
-        elif after[1] == "WaitingForNode":  # a listening node went away: a state, not a failure
-            kind, reason = "Normal", "WaitingForNode"
-        elif before is not None and tracked.ever_ready:
-            kind, reason = "Warning", "NotReady"
-        else:
-            return  # not ready yet, as a new node is: no news
-        with contextlib.suppress(KubeError):
-            await self.kube.post_event(tracked.body, kind, reason, f"{ready['reason']}: {ready['message']}")
+        """What a person on call reads in `kubectl get events` (status.announcements)."""
+        for kind, reason, message in status.announcements(old, new, tracked.ever_ready):
+            with contextlib.suppress(KubeError):
+                await self.kube.post_event(tracked.body, kind, reason, message)
 
     async def _tick(self, every: float = 1.0) -> None:
         """HeartbeatFresh turns False by itself: a dead bridge sends nothing that would say so."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
-from . import podpolicy
+from . import links, podpolicy
 from .model import Node
 from .settings import Settings
 
@@ -41,8 +41,8 @@ def matches(host: str, port: int | None, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-def endpoint(value: str, allowed: tuple[str, ...]) -> str | None:
-    """Why spec.endpoint is not allowed, or None."""
+def endpoint(value: str, allowed: tuple[str, ...], field: str = "spec.endpoint") -> str | None:
+    """Why spec.endpoint (or one of spec.endpoints) is not allowed, or None."""
     if not allowed:
         return None
     parts = urlsplit(value)
@@ -54,7 +54,7 @@ def endpoint(value: str, allowed: tuple[str, ...]) -> str | None:
     if matches(host, port, allowed):
         return None
     return (
-        f"spec.endpoint: host {host}:{port} is not in the operator's allowed endpoints "
+        f"{field}: host {host}:{port} is not in the operator's allowed endpoints "
         f"({', '.join(allowed)}): use an allowed endpoint, or ask an administrator to add it to the "
         "chart value nodes.allowedEndpoints"
     )
@@ -101,7 +101,12 @@ def problems(node: Node, settings: Settings) -> list[str]:
     """Everything about the node that the operator's settings do not allow, each naming the field."""
     spec = node.spec
     found = [
-        endpoint(spec.endpoint, settings.allowed_endpoints) if spec.endpoint else None,
+        *(
+            endpoint(
+                url, settings.allowed_endpoints, f"spec.endpoints[{i}]" if spec.endpoints else "spec.endpoint"
+            )
+            for i, url in enumerate(links.dialled(spec))
+        ),
         bootstrap(
             spec.kafka.bootstrap_servers if spec.kafka else None,
             settings.kafka_bootstrap_servers,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import health
+from . import health, links
 from .builders import deployment_name, selector
 from .model import Node
 
@@ -143,7 +143,8 @@ def where(node: Node) -> str:
     """The node's URL, or where its bridge listens for it."""
     listen = node.spec.listen
     if listen is None:
-        return node.spec.endpoint or ""
+        primary, *standbys = links.dialled(node.spec) or [""]
+        return f"{primary} (standby: {', '.join(standbys)})" if standbys else primary
     return f"the bridge listens on port {listen.port}, path {listen.path}"
 
 
@@ -179,6 +180,35 @@ def node_status(
         status["lastHeartbeatTime"] = beat.time
         status["bridge"] = beat.bridge
     return status
+
+
+def endpoint(status: dict[str, Any]) -> str | None:
+    """The endpoint the bridge dials now, as its last heartbeat said."""
+    return (status.get("bridge") or {}).get("endpoint")
+
+
+def announcements(old: dict[str, Any], new: dict[str, Any], ever_ready: bool) -> list[tuple[str, str, str]]:
+    """The Events (type, reason, message) a status change calls for: Ready's transitions, and a new
+    reason while not Ready (the Deployment's probe often says "not ready" a moment before the
+    heartbeat says why); and the bridge moving to a standby endpoint, or back to the primary."""
+    said = []
+    before, after = states(old).get("Ready"), states(new).get("Ready")
+    if after is not None and before != after:
+        ready = next(c for c in new["conditions"] if c["type"] == "Ready")
+        message = f"{ready['reason']}: {ready['message']}"
+        if after[0] == "True":
+            said.append(("Normal", "Ready", message))
+        elif after[1] == "WaitingForNode":  # a listening node went away: a state, not a failure
+            said.append(("Normal", "WaitingForNode", message))
+        elif before is not None and ever_ready:  # not ready yet, as a new node is, is no news
+            said.append(("Warning", "NotReady", message))
+    was, now = endpoint(old), endpoint(new)
+    if was and now and was != now:
+        if not (new.get("bridge") or {}).get("standby"):
+            said.append(("Normal", "EndpointRestored", f"the bridge is back on its primary endpoint {now}"))
+        else:
+            said.append(("Warning", "EndpointFailover", f"the bridge moved from {was} to the standby {now}"))
+    return said
 
 
 def states(status: dict[str, Any]) -> dict[str, tuple[str, str]]:

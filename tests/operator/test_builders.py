@@ -66,7 +66,20 @@ LISTENING = {
         "service": {"type": "LoadBalancer", "annotations": {"example.com/lb": "internal"}},
     }
 }
-NODES: dict[str, dict[str, Any]] = {"lexamoris": {}, "nexus": {}, "secured": SECURED, "listening": LISTENING}
+# A node with a standby endpoint (spec.endpoints), and its failover settings.
+STANDBY = {
+    "endpoint": None,
+    "endpoints": ["wss://lexamoris.example:8766", "wss://lexamoris-standby.example:8766"],
+    "failover": {"attempts": 2, "failbackAfterSeconds": 60},
+    "tls": {"caSecretRef": {"name": "node-ca", "key": "ca.crt"}},
+}
+NODES: dict[str, dict[str, Any]] = {
+    "lexamoris": {},
+    "nexus": {},
+    "secured": SECURED,
+    "listening": LISTENING,
+    "standby": STANDBY,
+}
 EXAMPLES = {"nexus": "nexus", "listening": "resonance-server"}
 
 

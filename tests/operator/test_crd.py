@@ -67,7 +67,7 @@ from ..support.kube import Cluster, node
         # A node either is dialled (endpoint) or dials in (listen), and a listener says who may connect.
         (
             {"endpoint": None},
-            "spec: set exactly one of spec.endpoint (the bridge dials the node) and spec.listen",
+            "spec: set exactly one of spec.endpoint (the bridge dials the node), spec.endpoints (a primary",
         ),
         ({"listen": {"anonymous": True}}, "spec: set exactly one of spec.endpoint"),
         (
@@ -119,6 +119,22 @@ from ..support.kube import Cluster, node
         (
             {"endpoint": None, "listen": {"anonymous": True, "httpRoute": {"host": "a.example.com"}}},
             "spec.listen.httpRoute.parentRefs: Required value",
+        ),
+        (
+            {"endpoints": ["ws://a:1", "ws://b:2"]},  # and endpoint, from the base node
+            "spec: set exactly one of spec.endpoint (the bridge dials the node), spec.endpoints",
+        ),
+        ({"endpoint": None, "endpoints": ["ws://a:1"]}, "spec.endpoints in body should have at least 2"),
+        ({"endpoint": None, "endpoints": ["ws://a:1", "ws://a:1"]}, "spec.endpoints: list each URL once"),
+        ({"endpoint": None, "endpoints": ["ws://a:1", "wss://b:2"]}, "spec.endpoints: use one scheme"),
+        ({"endpoint": None, "endpoints": ["ws://a:1", "http://b:2"]}, "spec.endpoints[1]: Invalid value"),
+        (
+            {
+                "endpoint": None,
+                "endpoints": ["ws://a:1", "ws://b:2"],
+                "tls": {"caSecretRef": {"name": "c", "key": "k"}},
+            },
+            "spec.tls needs a wss:// endpoint (every one of spec.endpoints)",
         ),
         ({"latencyObjectiveMs": 0}, "spec.latencyObjectiveMs in body should be greater than or equal to 1"),
         (

@@ -112,6 +112,54 @@ async def test_the_node_shows_its_bridge_connected_silent_and_back(
     assert any(m.startswith("HeartbeatMissing: no heartbeat for over 3s") for m in warnings), warnings
 
 
+async def test_a_node_with_a_standby_shows_the_endpoint_in_use_and_its_switches_as_events(
+    cluster: Cluster, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """spec.endpoints: a real bridge dials the primary; the primary dies: the bridge is on the standby
+    (status.bridge.endpoint, IN USE, a Warning EndpointFailover) and the node stays Ready; the
+    primary comes back: the bridge returns to it after failbackAfterSeconds (Normal EndpointRestored)."""
+    primary, standby = (NodeServer(name, port=0, printer=None) for name in ("primary", "standby"))
+    for server in (primary, standby):
+        await server.start()
+    urls = ["ws://lexamoris-server:8766", "ws://lexamoris-standby:8766"]
+    hosts = {"lexamoris-server:8766": f"127.0.0.1:{primary.port}"}
+    hosts["lexamoris-standby:8766"] = f"127.0.0.1:{standby.port}"
+
+    # What the bridge dials, and so what the status says: the kubelet harness maps the hosts.
+    dialled = [f"ws://{hosts[url.removeprefix('ws://')]}" for url in urls]
+
+    def in_use(url: str) -> bool:
+        body = cluster.get("rn", "lexamoris", namespace) or {}
+        return ((body.get("status") or {}).get("bridge") or {}).get("endpoint") == dialled[urls.index(url)]
+
+    async with kubelet(cluster, namespace, tmp_path, **hosts):
+        failover = {"attempts": 1, "failbackAfterSeconds": 1}
+        cluster.apply(node(namespace, endpoint=None, endpoints=urls, failover=failover, frequencyHz=1))
+        await until(
+            lambda: UP.items() <= conditions(cluster, namespace).items() and in_use(urls[0]), 60, "Ready"
+        )
+        pod = (cluster.get("deployment", "resonance-bridge-lexamoris", namespace) or {})["spec"]["template"]
+        values = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert (
+            values["RESONANCE_STANDBY_ENDPOINTS"] == urls[1] and values["RESONANCE_FAILBACK_AFTER_S"] == "1"
+        )
+
+        await primary.kill()
+        await until(lambda: in_use(urls[1]), 30, "the bridge on the standby")
+        assert UP.items() <= conditions(cluster, namespace).items()
+        wide = cluster.kubectl("get", "rn", "lexamoris", "-n", namespace, "-o", "wide").stdout.splitlines()
+        assert "IN USE" in wide[0] and dialled[1] in wide[1], wide
+        primary = NodeServer("primary", port=primary.port, printer=None)
+        await primary.start()
+        await until(lambda: in_use(urls[0]), 30, "the bridge back on the primary")
+    for server in (primary, standby):
+        await server.close()
+    said = events(cluster, namespace)
+    moved = f"the bridge moved from {dialled[0]} to the standby {dialled[1]}"
+    assert ("Warning", "EndpointFailover", moved) in said, said
+    assert ("Normal", "EndpointRestored", f"the bridge is back on its primary endpoint {dialled[0]}") in said
+
+
 async def test_a_node_acking_after_200_ms_shows_its_latency_and_turns_delivery_late(
     cluster: Cluster, operator: Operator, namespace: str, broker: EmbeddedBroker, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ import pytest
 from resonance_local.embedded import EmbeddedBroker
 from resonance_operator import builders, policy
 from resonance_operator.model import Node
+from resonance_operator.settings import Settings
 
 from ..support.kube import Cluster, Operator, condition, node
 from ..support.poll import until
@@ -49,6 +50,15 @@ def test_an_empty_allow_list_allows_any_and_the_default_kafka_is_always_allowed(
     assert policy.bootstrap(None, "kafka:9092", ("other:1",)) is None
     refused = policy.bootstrap("kafka:9092,x:1", "", ("kafka:*",))
     assert refused is not None and refused.startswith("spec.kafka.bootstrapServers: x:1 not in")
+
+
+def test_every_endpoint_of_a_node_with_standbys_must_be_allowed_each_named() -> None:
+    body = {
+        "metadata": {"name": "a", "namespace": "team-a", "uid": "u", "generation": 1},
+        "spec": {"topic": "t", "anchor": "A", "endpoints": ["ws://a.nodes.example.com", "ws://evil.example"]},
+    }
+    settings = Settings(allowed_endpoints=("*.nodes.example.com",))
+    assert [p.split(":")[0] for p in policy.problems(Node.from_body(body), settings)] == ["spec.endpoints[1]"]
 
 
 def test_an_ingress_host_must_be_allowed_and_an_empty_list_allows_none() -> None:
