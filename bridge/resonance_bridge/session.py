@@ -92,8 +92,8 @@ class Session:
                 if done != {outbound} or outbound.exception() is not None:
                     break  # outbound returning normally just means "stopping": keep reading acks
             failures = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
-            if failures:  # several tasks often fail at once, of the same cause: the first says it
-                self._ended(failures[0])
+            if failures:  # several often fail at once, of one cause: the watchdogs' say it, else any
+                self._ended(next((f for f in failures if isinstance(f, NodeSilent)), failures[0]))
         except ConnectionClosed as exc:
             self._ended(exc)
         finally:

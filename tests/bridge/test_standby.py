@@ -78,7 +78,7 @@ async def test_a_node_fails_over_to_its_standby_and_back_and_loses_nothing_eithe
     broker: EmbeddedBroker, topics: Topics, workdir: Path
 ) -> None:
     sent, window = size(3000, 20000), 200
-    pace = sent / 40  # both ways, spanning the four faults
+    pace = sent / size(20, 40)  # both ways, spanning the four faults
     primary = NodeServer("primary", port=0, printer=None, ack_delay=1 / pace)
     standby = NodeServer("standby", port=0, printer=None, ack_delay=1 / pace)
     for server in (primary, standby):
