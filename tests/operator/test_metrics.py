@@ -24,6 +24,8 @@ def exported(text: str) -> set[str]:
             _, _, name, kind = line.split(" ", 3)
             names.add(f"{name}_total" if kind == "counter" and not name.endswith("_total") else name)
             names.add(f"{name}_info" if kind == "info" else name)
+            if kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
     return names
 
 

@@ -104,8 +104,8 @@ async def test_kubectl_get_prints_the_columns(cluster: Cluster, operator: Operat
     ]
     wide = cluster.kubectl("get", "rn", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide[0].split() == [
-        "NAME", "ENDPOINT", "LISTEN", "CLIENT", "TOPIC", "ANCHOR", "READY", "HEARTBEAT", "INBOUND",
-        "REPLICAS", "RELAYED", "AGE",
+        "NAME", "ENDPOINT", "IN", "USE", "LISTEN", "CLIENT", "TOPIC", "ANCHOR", "READY", "HEARTBEAT",
+        "INBOUND", "REPLICAS", "RELAYED", "LATENCY", "AGE",
     ]  # fmt: skip
     assert wide[1].split()[5:7] == ["resonance.inbound", "1"]  # no heartbeat yet: an empty column
 
