@@ -24,6 +24,7 @@ from .listener import Listener
 from .metrics import Metrics
 from .reader import KafkaReader
 from .relay import Relay
+from .replay import REPLAYING, Replayer
 from .schedule import every
 from .session import Session, Shared
 from .writer import KafkaWriter
@@ -57,6 +58,7 @@ class Bridge:
         self.reader: KafkaReader | None = None
         self.writer: KafkaWriter | None = None
         self.last_undecodable: str | None = None  # what the heartbeat and the node's status say
+        self.replayer: Replayer | None = None
         node_hints = {"where": config.peer, "ca_hint": "RESONANCE_TLS_CA_FILE"}
         node_hints["token_hint"] = security.token_variable(config)
         kafka_hints = {"where": config.bootstrap_servers, "ca_hint": "KAFKA_SSL_CA_FILE"}
@@ -90,6 +92,11 @@ class Bridge:
     def _undecodable(self, batch: Undecodable, stopped: bool) -> None:
         self.metrics.undecodable.labels("stopped" if stopped else "dead_lettered").inc()
         self.last_undecodable = batches.report(batch, stopped)  # logged there, once
+
+    def _replay_asked(self) -> None:
+        """A new replay starts with nothing in flight: the session ends, the next one replays."""
+        if self.session is not None:
+            self.session.replace(1012, REPLAYING)
 
     def stopped_partitions(self) -> list[str]:
         reader = self.reader
@@ -154,6 +161,11 @@ class Bridge:
             self.reader = reader
             writer = self.writer = KafkaWriter(cfg, producer, self.stopping)
             shared = Shared(cfg, self.metrics, self.relay, reader, writer, self.stopping)
+            if cfg.replay_file:
+                self.replayer = Replayer(cfg, writer)
+                self.replayer.read()  # before the first session: a request found now ends none
+                self.replayer.on_request = self._replay_asked
+                reader.before_fetch = self.replayer.before_fetch
             self.kafka_ok = True
             self.metrics.kafka_connected.set(1)
             loops = {
@@ -161,6 +173,8 @@ class Bridge:
                 "commits": lambda: self._commits(reader),
                 "kafka probe": lambda: self._probe(reader),
             }
+            if self.replayer is not None:
+                loops["replay control"] = self.replayer.watch
             background = [asyncio.create_task(keep_running(name, loop, log)) for name, loop in loops.items()]
             try:
                 await self._connections(shared)
@@ -257,6 +271,8 @@ class Bridge:
             except Exception as exc:  # a closing connection: the beat still goes to Kafka
                 log.debug("heartbeat not sent to the node: %r", exc)
         record = {**body, **self.health(session is not None), **self.metrics.delivery_period()}
+        if self.replayer is not None:
+            record["replay"] = self.replayer.report(self.reader)
         future = await writer.send(
             cfg.heartbeat_topic, codec.encode(record), kafka.headers(cfg, **{"resonance-type": "heartbeat"})
         )

@@ -105,6 +105,8 @@ class Config(KafkaSecurity):
     inbound_topic: str = var("RESONANCE_INBOUND_TOPIC", "resonance.inbound")
     heartbeat_topic: str = var("RESONANCE_HEARTBEAT_TOPIC", "resonance.heartbeats")
     deadletter_topic: str = var("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter")
+    replay_file: str = var("RESONANCE_REPLAY_FILE", "")  # a replay request, read every few seconds
+    replay_topic: str = var("RESONANCE_REPLAY_TOPIC", "resonance.replays")  # replays under way and done
     frequency_hz: float = var("RESONANCE_FREQUENCY_HZ", 0.043)
     s_roi: float = var("RESONANCE_S_ROI", 0.502)
     ack_mode: Literal["ack", "send"] = var("RESONANCE_ACK_MODE", "ack")
@@ -215,6 +217,8 @@ def load(env: Mapping[str, str]) -> Config:
         inbound_topic=r.topic(*d["inbound_topic"]),
         heartbeat_topic=r.topic(*d["heartbeat_topic"]),
         deadletter_topic=r.topic(*d["deadletter_topic"]),
+        replay_file=r.text(*d["replay_file"]),
+        replay_topic=r.topic(*d["replay_topic"]),
         frequency_hz=r.number(*d["frequency_hz"], 0.0, 100.0, "use a number > 0 and <= 100 (Hz)"),
         s_roi=r.number(*d["s_roi"], -1e9, 1e9, "use a finite number, e.g. 0.5020"),
         ack_mode="send" if r.choice(*d["ack_mode"], ("ack", "send")) == "send" else "ack",

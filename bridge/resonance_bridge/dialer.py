@@ -15,6 +15,7 @@ from .backoff import Failure, classify, pause
 from .config import Config
 from .connection import Connect, NodeConnection, NodeUnresponsive
 from .endpoints import Endpoints
+from .replay import REPLAYING
 from .session import Session, Shared
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ async def dial(bridge: Bridge, shared: Shared) -> None:
         if bridge.stopping.is_set():
             return
         bridge.metrics.ws_reconnects.inc()
+        if session.closed_for == REPLAYING:
+            continue  # at once: the node gets the replay on the next connection
         if session.closed_for == FAILING_BACK:
             endpoints.fail_back()
             _switched(bridge, endpoints, "failback", url)

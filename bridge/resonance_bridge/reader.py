@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -64,6 +64,7 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
         # Paused at an undecodable batch: until its dead letter is stored, or for good (stop).
         self.held: dict[TopicPartition, Undecodable] = {}
         self.stopped: dict[TopicPartition, Undecodable] = {}
+        self.before_fetch: Callable[[KafkaReader], Awaitable[None]] | None = None
         if not self.direct:
             consumer.subscribe([self.topic], listener=self)
 
@@ -96,6 +97,8 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             if self.direct and not self.consumer.assignment():
                 await self.assign()
+            if self.before_fetch is not None:  # a replay asked for (replay.py)
+                await self.before_fetch(self)
             self._release()
             before = self._positions(list(self.consumer.assignment()))
             if self.stepping:
@@ -134,8 +137,7 @@ class KafkaReader(ConsumerRebalanceListener):  # type: ignore[misc]
         return fetched
 
     async def _step(self, fetched: Fetched, max_records: int) -> None:
-        """Hand over, a record at a time, what precedes the batch that failed on each stepping
-        partition; then the batch itself, once it fails again (the records before it are then in)."""
+        """A record at a time, what precedes each stepping partition's failed batch; then the batch."""
         alone = len(self.stepping) == len(self.consumer.assignment())  # nothing else to wait on
         for tp, failure in list(self.stepping.items()):
             while len(fetched) < max_records:

@@ -174,6 +174,13 @@ class Window:
             self.committable.pop(partition, None)
             self.committed.pop(partition, None)
 
+    def restart(self, partition: Partition, offset: int) -> None:
+        """The partition is delivered again from `offset` (a replay, with nothing of it in flight):
+        the next commit moves back there, and commits go on from there."""
+        self.partitions.pop(partition, None)
+        self.committable[partition] = offset
+        self.committed.pop(partition, None)
+
     def rewind(self) -> dict[Partition, int]:
         """The connection is gone: forget everything in flight and return, per partition, the offset
         to resume from: the first record not done, or the next after the last done one."""

@@ -181,6 +181,15 @@ def parser() -> argparse.ArgumentParser:
     )
     send.add_argument("--bootstrap-servers", default=bootstrap)
 
+    again = sub.add_parser("replay", help="replay a node of `resonance up` from a point in time")
+    again.add_argument("node", help="the node's name (metadata.name in its manifest)")
+    again.add_argument(
+        "--from",
+        dest="point",
+        required=True,
+        help="an RFC 3339 time (2026-12-01T10:00:00Z), earliest, or partition:offset pairs (0:1200,1:900)",
+    )
+
     broker = sub.add_parser(
         "broker", help="run the embedded Kafka-protocol broker (tansu, in memory) for local use"
     )

@@ -134,6 +134,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "send":
         return _send(args)
+    if args.command == "replay":
+        return _replay(args)
     if args.command == "topics":
         from . import topics
 
@@ -167,6 +169,25 @@ def _connect(args: argparse.Namespace) -> int:
         await node.run(client, f"dialling {args.url}", lines, not args.no_stdin, args.send_every)
 
     asyncio.run(main())
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """Ask the bridge of a node run by `resonance up` for a replay: its control file (README, "Replay")."""
+    from resonance_bridge.replaypoint import parse
+
+    from .manifests import replay_file
+
+    try:
+        point = parse(args.point)
+    except ValueError as exc:
+        print(f"resonance replay: --from {exc}", file=sys.stderr)
+        return 2
+    path = replay_file(args.node)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".new").write_text(point.value + "\n")
+    path.with_suffix(".new").replace(path)  # whole, never half-written
+    print(f"node {args.node}: replay from {point.value} asked for; its bridge takes it up within 2 s")
     return 0
 
 

@@ -7,6 +7,7 @@ Errors name the file, the field and the fix, and never stop the other nodes from
 from __future__ import annotations
 
 import re
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,11 @@ def load_nodes(
     return unique, errors
 
 
+def replay_file(node: str) -> Path:
+    """Where `resonance up` has a node's bridge read replay requests, and `resonance replay` writes them."""
+    return Path(tempfile.gettempdir()) / "resonance" / "replay" / node
+
+
 def local_env(
     node: LocalNode, settings: Settings, http_port: int, endpoint: str | None, embedded_broker: bool
 ) -> dict[str, str]:
@@ -183,6 +189,7 @@ def local_env(
     env["RESONANCE_HTTP_PORT"] = str(http_port)
     env["RESONANCE_HTTP_HOST"] = "127.0.0.1"
     env["RESONANCE_NAMESPACE"] = "local"
+    env["RESONANCE_REPLAY_FILE"] = str(replay_file(node.name))
     if endpoint is not None:
         env["RESONANCE_ENDPOINT"] = endpoint
     if node.spec.listen is not None:

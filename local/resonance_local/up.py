@@ -24,7 +24,7 @@ from resonance_operator.settings import Settings
 
 from . import tools
 from .embedded import BrokerUnavailable, EmbeddedBroker
-from .manifests import LocalNode, load_nodes, local_env
+from .manifests import LocalNode, load_nodes, local_env, replay_file
 from .processes import Running, detach, port_problem, spawn, stop_all
 from .view import line_of, render, scrape, summary
 
@@ -127,6 +127,7 @@ async def up(opts: Options) -> int:
                 print(f"resonance up: {exc}", file=sys.stderr)
                 return 2
         for i, node in enumerate(nodes):
+            replay_file(node.name).unlink(missing_ok=True)  # a request of an earlier run is not this one's
             endpoint = None
             if opts.nodes and node.spec.listen is None:  # a listening node is dialled in by whoever wants
                 args = ["resonance_local", "node", "serve", "--port", str(node.port), "--name", node.name]

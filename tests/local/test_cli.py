@@ -200,6 +200,13 @@ async def run_with(env: dict[str, str], *args: str, stdin: bytes | None = None) 
         (["send", "--type", "sync", "--message", "hi", "--topic", "t"], {}, 2, "--message does not apply"),
         (["up", "no/such/nodes.yaml", "--json"], {}, 2, "no/such/nodes.yaml: cannot be read"),
         (
+            ["replay", "lexamoris", "--from", "yesterday"],
+            {},
+            2,
+            "--from 'yesterday' is not a point to replay",
+        ),
+        (["replay", "lexamoris", "--from", "2999-01-01T00:00:00Z"], {}, 2, "is in the future"),
+        (
             ["operator"],
             {"KUBECONFIG": "/no/such/kubeconfig", "HOME": "/nonexistent"},
             2,
@@ -231,6 +238,13 @@ async def test_the_operator_on_a_taken_port_says_which_in_one_line(tmp_path: Pat
         f"resonance operator: RESONANCE_OPERATOR_LIVENESS_PORT={port} cannot be used (Address already in "
         "use): choose a free port"
     ), err
+
+
+async def test_replay_writes_the_request_where_up_has_the_nodes_bridge_read_it(tmp_path: Path) -> None:
+    env = {"TMPDIR": str(tmp_path)}  # replay_file() is under the temporary folder
+    code, out, err = await run_with(env, "replay", "lexamoris", "--from", "2026-12-01T10:00:00Z")
+    assert code == 0 and "replay from 2026-12-01T10:00:00Z asked for" in out, err
+    assert (tmp_path / "resonance" / "replay" / "lexamoris").read_text() == "2026-12-01T10:00:00Z\n"
 
 
 async def test_version_and_the_bridges_required_variables() -> None:

@@ -1,0 +1,143 @@
+"""Replay from a point in time (RESONANCE_REPLAY_FILE), against the broker: what is before the time is
+not delivered again, everything since is, once; a bridge killed mid-replay finishes it after its
+restart instead of starting over; the same value again does nothing; a request that cannot be served
+changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from resonance_bridge import replaypoint as replay
+from resonance_local.embedded import EmbeddedBroker
+from resonance_local.node import NodeServer
+
+from ..support.harness import BridgeProcess, Topics, bridge_env, everything, seqs, state_update
+
+NOW = datetime.datetime(2026, 12, 8, 12, 0, tzinfo=datetime.UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("2026-12-08T11:00:00Z", replay.Request("2026-12-08T11:00:00Z", at_ms=int((NOW - 3600) * 1000))),
+        (
+            "2026-12-08T12:00:00+01:00",
+            replay.Request("2026-12-08T12:00:00+01:00", at_ms=int((NOW - 3600) * 1000)),
+        ),
+        ("earliest", replay.Request("earliest", earliest=True)),
+        ("0:1200,1:900", replay.Request("0:1200,1:900", offsets=((0, 1200), (1, 900)))),
+    ],
+)
+def test_a_replay_point_is_a_time_earliest_or_offsets(value: str, said: replay.Request) -> None:
+    assert replay.parse(value, NOW) == said
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("2026-12-08T13:00:00Z", "2026-12-08T13:00:00Z is in the future (it is 2026-12-08T12:00:00Z)"),
+        ("2026-12-08T11:00:00", "has no time zone: add one, e.g. 2026-12-08T11:00:00Z"),
+        ("yesterday", "'yesterday' is not a point to replay from: use an RFC 3339 time"),
+        ("0:12,x:9", "is not a point to replay from"),
+    ],
+)
+def test_a_replay_point_that_cannot_be_served_says_why(value: str, why: str) -> None:
+    with pytest.raises(ValueError) as said:
+        replay.parse(value, NOW)
+    assert why in str(said.value)
+
+
+async def _produce_at(broker: EmbeddedBroker, topic: str, stamps: list[int]) -> None:
+    """state_update i with Kafka timestamp stamps[i] (ms): an old stretch, then a recent one."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        for seq, stamp in enumerate(stamps):
+            await producer.send(topic, state_update(seq), timestamp_ms=stamp)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _replays(broker: EmbeddedBroker, topic: str) -> list[dict[str, Any]]:
+    """What the bridges' heartbeats said of the replay, in order."""
+    beats = [json.loads(value) for value in await everything(broker, topic)]
+    return [b["replay"] for b in beats if b.get("replay")]
+
+
+async def test_a_replay_from_a_time_redelivers_what_is_since_once_and_survives_a_kill(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """200 records, the last 100 an hour later; the node has them all. Replay from the hour: records
+    100-199 come again, 0-99 do not. The bridge is SIGKILLed halfway: its restart goes on from where
+    the replay stood (record 100 is not delivered a third time). The same value again, and a restart
+    after the replay, deliver nothing more; a time in the future is refused and delivers nothing."""
+    replays = f"replays.{topics.group}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(replays, 1, 1)])
+    await admin.close()
+    base = int(time.time() * 1000) - 2 * 3600 * 1000
+    hour = base + 3600 * 1000
+    await _produce_at(broker, topics.node, [base + i for i in range(100)] + [hour + i for i in range(100)])
+    node = NodeServer("testnode", port=0, printer=None, ack_delay=0.02)
+    await node.start()
+    control = workdir / "replay-from"
+    env = bridge_env(
+        broker,
+        topics,
+        f"ws://127.0.0.1:{node.port}",
+        KAFKA_AUTO_OFFSET_RESET="earliest",
+        RESONANCE_REPLAY_FILE=str(control),
+        RESONANCE_REPLAY_TOPIC=replays,
+        RESONANCE_FREQUENCY_HZ="1",
+        KAFKA_ASSIGNMENT="direct",
+    )
+    bridge = BridgeProcess(env, workdir / "bridge.log").start()
+    try:
+        await node.wait_for(lambda: len(seqs(node)) >= 200, 60)
+        await asyncio.sleep(1.5)  # every ack committed
+        before = len(node.received)
+        when = datetime.datetime.fromtimestamp(hour / 1000, datetime.UTC).isoformat()
+        control.write_text(when)
+        await node.wait_for(lambda: len(seqs(node)) >= 200 + 50, 60)
+        bridge.signal(signal.SIGKILL)
+        bridge.wait(10)
+        bridge = BridgeProcess(env, workdir / "bridge-again.log").start()
+        await node.wait_for(lambda: 199 in seqs(node)[200:], 60)
+        await asyncio.sleep(3)  # a moment for anything more to come, if it would
+        again = collections.Counter(seqs(node)[200:])
+        assert set(again) == set(range(100, 200)), sorted(set(range(100, 200)) ^ set(again))
+        assert again[100] == 1, "the restart started the replay over"
+        assert max(again.values()) <= 2, again.most_common(3)  # what was in flight at the kill
+
+        seen = len(node.received)
+        control.write_text(when + "\n")  # the same value
+        bridge.signal(signal.SIGTERM)
+        bridge.wait(15)
+        bridge = BridgeProcess(env, workdir / "bridge-third.log").start()
+        await bridge.wait_ready()
+        control.write_text("2999-01-01T00:00:00Z")  # the future: refused
+        await asyncio.sleep(4)
+        assert len(node.received) == seen or all(m["type"] != "state_update" for m in node.received[seen:])
+        said = await _replays(broker, topics.heartbeats)
+        assert any(
+            (r.get("error") or "").startswith("2999-01-01T00:00:00Z is in the future") for r in said
+        ), said
+    finally:
+        bridge.stop()
+        await node.close()
+    assert before >= 200
+    completed = await _replays(broker, topics.heartbeats)
+    done = [r for r in completed if r.get("completed_at")]
+    assert done and done[-1]["replayed"] == 100 and done[-1]["partitions"]["0"]["from"] == 100, completed[-3:]
