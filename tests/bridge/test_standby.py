@@ -77,8 +77,8 @@ class Either:
 async def test_a_node_fails_over_to_its_standby_and_back_and_loses_nothing_either_way(
     broker: EmbeddedBroker, topics: Topics, workdir: Path
 ) -> None:
-    sent, window = size(3000, 20000), 200
-    pace = sent / size(20, 40)  # both ways, spanning the four faults
+    sent, window = size(2000, 20000), 200
+    pace = sent / size(15, 40)  # both ways, spanning the four faults
     primary = NodeServer("primary", port=0, printer=None, ack_delay=1 / pace)
     standby = NodeServer("standby", port=0, printer=None, ack_delay=1 / pace)
     for server in (primary, standby):
