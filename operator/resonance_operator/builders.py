@@ -99,6 +99,7 @@ def bridge_env(name: str, namespace: str, spec: NodeSpec, settings: Settings, ui
         },
         "RESONANCE_HEARTBEAT_TOPIC": settings.heartbeat_topic,
         "RESONANCE_DEADLETTER_TOPIC": settings.deadletter_topic,
+        "RESONANCE_REPLAY_TOPIC": settings.replay_topic,
         "RESONANCE_HTTP_PORT": str(HTTP_PORT),
         "KAFKA_BOOTSTRAP_SERVERS": from_spec["KAFKA_BOOTSTRAP_SERVERS"] or settings.kafka_bootstrap_servers,
         # Namespaced, so that nodes of the same name in two namespaces never share offsets.
@@ -227,6 +228,7 @@ def strategy(replicas: int) -> dict[str, Any]:
 
 def deployment(node: Node, settings: Settings) -> dict[str, Any]:
     secured = mounts.bridge(node.spec, settings.bridge_kafka_security, settings.kafka_bootstrap_servers)
+    mounts.replay(secured, deployment_name(node.name))
     bridge = container(node, settings, secured)
     extra_labels, extra_annotations, scheduling = pod_overrides(node, settings)
     digest = config_hash({"container": bridge, "pod": [extra_labels, extra_annotations, scheduling]})

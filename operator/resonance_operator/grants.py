@@ -27,6 +27,10 @@ API_CALLS = frozenset(
         ("", "services", "create"),
         ("", "services", "patch"),
         ("", "services", "delete"),
+        ("", "configmaps", "get"),  # a node's replay request (replays.py)
+        ("", "configmaps", "create"),
+        ("", "configmaps", "patch"),
+        ("", "configmaps", "delete"),
         ("networking.k8s.io", "ingresses", "get"),  # spec.listen.ingress
         ("networking.k8s.io", "ingresses", "create"),
         ("networking.k8s.io", "ingresses", "patch"),

@@ -15,10 +15,10 @@ from typing import Any
 import kopf
 from resonance_bridge import logs
 
-from . import GROUP, PLURAL, VERSION, metrics, service
+from . import GROUP, PLURAL, VERSION, metrics, replays, service
 from .bridgewatch import BridgeWatch
 from .diffbase import GenerationDiffBaseStorage, QuietProgressStorage
-from .model import Node
+from .model import REPLAY_ANNOTATION, Node
 from .monitor import Monitor
 from .settings import Settings, load
 from .storage import Kube, KubeError
@@ -36,6 +36,7 @@ async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     ours: Settings = memo.settings
     memo.kube = await Kube.connect()
     memo.monitor = Monitor(memo.kube, memo.settings)
+    memo.replays = {}  # each node's replay annotation as last carried into its ConfigMap
     memo.monitor.start()
     memo.bridges = BridgeWatch(memo.kube, ours.watch_namespaces, functools.partial(bridge_changed, memo))
     memo.bridges.start()
@@ -163,9 +164,23 @@ async def bridge_changed(memo: kopf.Memo, kind: str, body: dict[str, Any]) -> No
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def node_event_fn(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A node deleted: stop tracking its status (garbage collection takes its Deployment)."""
+    """A node deleted: stop tracking its status (garbage collection takes its Deployment). Otherwise
+    its replay annotation, when it changed, into its ConfigMap (replays.py)."""
+    key = (body.metadata.namespace, body.metadata.name)
     if type == "DELETED":
-        memo.monitor.forget(body.metadata.namespace, body.metadata.name)
+        memo.monitor.forget(*key)
+        memo.replays.pop(key, None)
+        return
+    value = body.metadata.annotations.get(REPLAY_ANNOTATION)
+    if memo.replays.get(key, None if value is None else "") == value:
+        return  # unchanged; or never asked for (no look for a ConfigMap: 1,000 nodes, 1,000 requests)
+    try:
+        decided = await replays.carry(memo.kube, Node.from_body(body))
+    except KubeError as exc:  # tried again at the node's next event (its status moves)
+        log.warning("replay request of %s/%s not carried: %s", *key, exc)
+        return
+    memo.replays[key] = value
+    await memo.monitor.replay(*key, decided)
 
 
 @kopf.on.probe(id="kubernetes")

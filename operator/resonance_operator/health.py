@@ -33,6 +33,7 @@ class Beat:
     stopped: str | None = None  # partitions stopped at such a batch (spec.onUndecodable: stop)
     listening: bool = False  # the node dials the bridge (spec.listen)
     client: str | None = None  # and is connected from this address
+    replay: dict[str, Any] | None = None  # the bridge's replay, as status.replay words it
 
 
 def _significant(value: Any, digits: int = 3) -> float | int:
@@ -87,6 +88,7 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[Identity, Bea
             since = record.get("connected_since")
             if isinstance(since, str):
                 bridge["connectedSince"] = since[:40]
+    replay = _replay(record.get("replay"))
     stopped = record.get("stopped_partitions")
     stopped = "; ".join(str(p) for p in stopped)[:300] if isinstance(stopped, list) and stopped else None
     undecodable = record.get("undecodable")
@@ -101,8 +103,29 @@ def parse(value: bytes | None, received: float, now: str) -> tuple[Identity, Bea
         stopped,
         listening,
         client,
+        replay,
     )
     return (namespace, node, uid if isinstance(uid, str) else ""), beat
+
+
+def _replay(said: Any) -> dict[str, Any] | None:
+    """A heartbeat's `replay`, bounded, in the status's words."""
+    if not isinstance(said, dict) or not isinstance(said.get("value"), str):
+        return None
+    replay: dict[str, Any] = {"value": said["value"][:256]}
+    for key, field in (("error", "error"), ("started_at", "startedAt"), ("completed_at", "completedAt")):
+        if isinstance(said.get(key), str):
+            replay[field] = said[key][:300]
+    if isinstance(said.get("replayed"), int):
+        replay["replayed"] = said["replayed"]
+    parts = said.get("partitions")
+    if isinstance(parts, dict):
+        replay["partitions"] = {
+            str(p)[:10]: {k: v for k, v in o.items() if k in ("from", "until", "at") and isinstance(v, int)}
+            for p, o in list(parts.items())[:256]
+            if isinstance(o, dict)
+        }
+    return replay
 
 
 def _latency(record: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,9 @@ CRD = yaml.safe_load(files(__package__).joinpath("resonancenodes.yaml").read_tex
 _SPEC = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 
 
+REPLAY_ANNOTATION = "resonance.io/replay-from"  # README, "Replay"
+
+
 def crd_default(field: str) -> Any:
     """The default the CRD schema declares for spec.<field>."""
     return _SPEC[field]["default"]
@@ -202,6 +205,7 @@ class Node(_Model):
     uid: str
     generation: int
     spec: NodeSpec
+    replay_from: str | None = None  # the resonance.io/replay-from annotation (replays.py)
 
     @classmethod
     def from_body(cls, body: Any) -> Node:
@@ -212,4 +216,5 @@ class Node(_Model):
             uid=meta["uid"],
             generation=meta.get("generation", 1),
             spec=NodeSpec.model_validate(dict(body["spec"])),
+            replay_from=(meta.get("annotations") or {}).get(REPLAY_ANNOTATION),
         )

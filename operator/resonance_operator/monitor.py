@@ -74,6 +74,7 @@ class Monitor:
         self.settings = settings
         self.nodes: dict[Key, Tracked] = {}
         self.beats: dict[Key, Heard] = {}  # the latest counted beat of each tracked node
+        self.replays: dict[Key, tuple[str, str | None]] = {}  # each node's request (replays.py)
         self.held: OrderedDict[tuple[str, str, str, str], Heard] = OrderedDict()  # of unknown nodes
         self.consumers = Consumers(settings, self._record)
         self.patches = 0  # status patches sent (the rate limit's measure)
@@ -145,7 +146,18 @@ class Monitor:
         await self._write(tracked)
         return True
 
+    async def replay(self, namespace: str, name: str, decided: tuple[str, str | None] | None) -> None:
+        """The node's replay request as the operator decided it (replays.py): into its status."""
+        key = (namespace, name)
+        if decided is None:
+            self.replays.pop(key, None)
+        else:
+            self.replays[key] = decided
+        if (tracked := self.nodes.get(key)) is not None:
+            await self._write(tracked)
+
     def forget(self, namespace: str, name: str) -> None:
+        self.replays.pop((namespace, name), None)
         tracked = self.nodes.pop((namespace, name), None)
         self.beats.pop((namespace, name), None)
         if tracked is not None and self._wanted(tracked) not in (None, self.consumers.default):
@@ -225,6 +237,7 @@ class Monitor:
                 clock,
                 tracked.reason,
                 tracked.handled,
+                self.replays.get((node.namespace, node.name)),
             )
             old = tracked.written
             if status.same(new, old) and set(old) <= set(new):
@@ -253,10 +266,7 @@ class Monitor:
             ).inc()
             tracked.written, tracked.patched_at = new, clock
             tracked.ever_ready |= status.states(new).get("Ready", ("",))[0] == "True"
-        await self._announce(tracked, old, new)
-
-    async def _announce(self, tracked: Tracked, old: dict[str, Any], new: dict[str, Any]) -> None:
-        """What a person on call reads in `kubectl get events` (status.announcements)."""
+        # What a person on call reads in `kubectl get events`.
         for kind, reason, message in status.announcements(old, new, tracked.ever_ready):
             with contextlib.suppress(KubeError):
                 await self.kube.post_event(tracked.body, kind, reason, message)

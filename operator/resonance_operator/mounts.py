@@ -73,6 +73,22 @@ def _listen(m: Mounts, listen: Listen) -> None:
         m.ca("RESONANCE_LISTEN_CLIENT_CA_FILE", "listen-client-ca", listen.tls.client_ca_secret_ref)
 
 
+def replay_config_map(bridge: str) -> str:
+    """The ConfigMap holding a node's replay request (replays.py), by its bridge's name."""
+    return f"{bridge}-replay"
+
+
+def replay(m: Mounts, bridge: str) -> None:
+    """The node's replay request (its resonance.io/replay-from annotation, which the operator keeps in
+    a ConfigMap of its own): a file the bridge reads every few seconds. Optional: a node never
+    replayed has none; the kubelet fills the folder once the ConfigMap exists and follows its
+    changes, so a replay rolls no pod."""
+    volume = {"name": replay_config_map(bridge), "optional": True, "defaultMode": MODE}
+    m.volumes.append({"name": "replay", "configMap": volume})
+    m.mounts.append({"name": "replay", "mountPath": f"{ROOT}/replay", "readOnly": True})
+    m.value("RESONANCE_REPLAY_FILE", f"{ROOT}/replay/replay-from")
+
+
 def kafka(m: Mounts, security: KafkaSecurityRefs) -> None:
     """The bridge's KAFKA_* security variables and files; the chart mounts the operator's default
     the same way into the operator's own pod (its heartbeat consumer): tested to match."""

@@ -28,6 +28,7 @@ class Settings(KafkaSecurity):
     watch_namespaces: tuple[str, ...] = var("RESONANCE_WATCH_NAMESPACES", ())  # empty: every namespace
     heartbeat_topic: str = var("RESONANCE_HEARTBEAT_TOPIC", "resonance.heartbeats")
     deadletter_topic: str = var("RESONANCE_DEADLETTER_TOPIC", "resonance.deadletter")
+    replay_topic: str = var("RESONANCE_REPLAY_TOPIC", "resonance.replays")  # the bridges' replays
     kafka_enable_idempotence: bool = var("RESONANCE_KAFKA_ENABLE_IDEMPOTENCE", True)
     leader_election: bool = var("RESONANCE_LEADER_ELECTION", True)
     lease_namespace: str = var("RESONANCE_LEASE_NAMESPACE", "default")  # the chart: its own namespace
@@ -87,6 +88,7 @@ def load(env: Mapping[str, str]) -> Settings:
         watch_namespaces=names("watch_namespaces"),
         heartbeat_topic=r.topic(*d["heartbeat_topic"]),
         deadletter_topic=r.topic(*d["deadletter_topic"]),
+        replay_topic=r.topic(*d["replay_topic"]),
         kafka_enable_idempotence=r.boolean(*d["kafka_enable_idempotence"]),
         leader_election=r.boolean(*d["leader_election"]),
         lease_namespace=r.text(*d["lease_namespace"]),

@@ -158,6 +158,7 @@ def node_status(
     clock: float = 0.0,
     reason: str = "ReconcileFailed",
     handled: int | None = None,
+    replay: tuple[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """The whole status; `clock` is the monotonic time the beat's age is measured against; `reason`
     is the error's (status.NEXT); `handled` the last generation carried out (or refused for good),
@@ -167,6 +168,9 @@ def node_status(
     new = [_ready(deployed, data_plane), *rest, *data_plane]
     if node.spec.latency_objective_ms is not None:
         new.append(health.late(beat, node.spec.latency_objective_ms))
+    replayed, replaying = _replay(replay, beat)
+    if replaying is not None:
+        new.append(replaying)
     dep_status = (deployment or {}).get("status") or {}
     status: dict[str, Any] = {
         "observedGeneration": node.generation if handled is None else handled,
@@ -179,7 +183,31 @@ def node_status(
     if beat is not None:
         status["lastHeartbeatTime"] = beat.time
         status["bridge"] = beat.bridge
+    if replayed is not None:
+        status["replay"] = replayed
     return status
+
+
+def _replay(asked: tuple[str, str | None] | None, beat: health.Beat | None) -> tuple[Any, Condition | None]:
+    """status.replay and the Replay condition (not part of Ready): the request, as the operator decided
+    it (replays.py), and how far the bridge is with it. No counts in the message: one that changed
+    every beat would be a status patch every beat."""
+    if asked is None:
+        return None, None
+    value, why = asked
+    said = beat.replay if beat is not None and beat.replay and beat.replay["value"] == value else {}
+    replay = {"requested": value, **{k: v for k, v in said.items() if k != "value"}}
+    if why is not None:
+        replay["error"] = why
+    if replay.get("error"):
+        return replay, _condition("Replay", False, "Refused", replay["error"])
+    if replay.get("completedAt"):
+        done = f"replayed from {value}; completed at {replay['completedAt']}"
+        return replay, _condition("Replay", True, "Completed", done)
+    if replay.get("startedAt"):
+        return replay, _condition("Replay", True, "Replaying", f"replaying from {value}")
+    waiting = f"the bridge has not taken up the replay from {value} yet (its file follows within a minute)"
+    return replay, {"type": "Replay", "status": "Unknown", "reason": "Requested", "message": waiting}
 
 
 def endpoint(status: dict[str, Any]) -> str | None:
@@ -202,12 +230,28 @@ def announcements(old: dict[str, Any], new: dict[str, Any], ever_ready: bool) ->
             said.append(("Normal", "WaitingForNode", message))
         elif before is not None and ever_ready:  # not ready yet, as a new node is, is no news
             said.append(("Warning", "NotReady", message))
+    said += _replayed(old.get("replay") or {}, new.get("replay") or {})
     was, now = endpoint(old), endpoint(new)
     if was and now and was != now:
         if not (new.get("bridge") or {}).get("standby"):
             said.append(("Normal", "EndpointRestored", f"the bridge is back on its primary endpoint {now}"))
         else:
             said.append(("Warning", "EndpointFailover", f"the bridge moved from {was} to the standby {now}"))
+    return said
+
+
+def _replayed(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """ReplayStarted, ReplayCompleted and ReplayRefused, each once per requested value."""
+    value, again = new.get("requested"), old.get("requested") == new.get("requested")
+    said = []
+    if new.get("error") and not (again and old.get("error") == new["error"]):
+        said.append(("Warning", "ReplayRefused", new["error"]))
+    if new.get("startedAt") and not (again and old.get("startedAt")):
+        parts = ", ".join(f"{p}: {o['from']}-{o['until']}" for p, o in (new.get("partitions") or {}).items())
+        said.append(("Normal", "ReplayStarted", f"replaying from {value} (partition: offsets {parts})"))
+    if new.get("completedAt") and not (again and old.get("completedAt")):
+        done = f"replayed {new.get('replayed', 0)} records from {value}"
+        said.append(("Normal", "ReplayCompleted", done))
     return said
 
 

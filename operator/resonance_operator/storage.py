@@ -91,7 +91,7 @@ class Kube:
             )
             return tuple(partial(call, **ROUTES) for call in calls)
         apis = {"Deployment": (self.apps, "deployment"), "Ingress": (self.networking, "ingress")}
-        api, kind_ = apis.get(kind, (self.core, "service"))
+        api, kind_ = apis.get(kind, (self.core, "config_map" if kind == "ConfigMap" else "service"))
         return tuple(getattr(api, f"{verb}_namespaced_{kind_}") for verb in ("read", "patch", "delete"))
 
     async def get_object(self, namespace: str, name: str, kind: str = "Deployment") -> dict[str, Any] | None:

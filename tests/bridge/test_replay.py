@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_bridge import replaypoint as replay
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
-from ..support.harness import BridgeProcess, Topics, bridge_env, everything, seqs, state_update
+from ..support.harness import BridgeProcess, Topics, bridge_env, everything, produce_at, seqs
 
 NOW = datetime.datetime(2026, 12, 8, 12, 0, tzinfo=datetime.UTC).timestamp()
 
@@ -57,18 +56,6 @@ def test_a_replay_point_that_cannot_be_served_says_why(value: str, why: str) -> 
     assert why in str(said.value)
 
 
-async def _produce_at(broker: EmbeddedBroker, topic: str, stamps: list[int]) -> None:
-    """state_update i with Kafka timestamp stamps[i] (ms): an old stretch, then a recent one."""
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
-    await producer.start()
-    try:
-        for seq, stamp in enumerate(stamps):
-            await producer.send(topic, state_update(seq), timestamp_ms=stamp)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def _replays(broker: EmbeddedBroker, topic: str) -> list[dict[str, Any]]:
     """What the bridges' heartbeats said of the replay, in order."""
     beats = [json.loads(value) for value in await everything(broker, topic)]
@@ -89,7 +76,7 @@ async def test_a_replay_from_a_time_redelivers_what_is_since_once_and_survives_a
     await admin.close()
     base = int(time.time() * 1000) - 2 * 3600 * 1000
     hour = base + 3600 * 1000
-    await _produce_at(broker, topics.node, [base + i for i in range(50)] + [hour + i for i in range(50)])
+    await produce_at(broker, topics.node, [base + i for i in range(50)] + [hour + i for i in range(50)])
     node = NodeServer("testnode", port=0, printer=None, ack_delay=0.02)
     await node.start()
     control = workdir / "replay-from"

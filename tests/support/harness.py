@@ -217,6 +217,18 @@ async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -
         await producer.stop()
 
 
+async def produce_at(broker: EmbeddedBroker, topic: str, stamps: list[int]) -> None:
+    """state_update i with Kafka timestamp stamps[i] (ms): an old stretch, then a recent one."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        for seq, stamp in enumerate(stamps):
+            await producer.send(topic, state_update(seq), timestamp_ms=stamp)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 async def produce_to(
     broker: EmbeddedBroker, topic: str, records: dict[int, Iterable[int]], codec: str | None = None
 ) -> None:

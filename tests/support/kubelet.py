@@ -56,6 +56,7 @@ class Kubelet:
     held: set[str] = field(default_factory=set)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
     _secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _config_maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     # sync() runs in a thread, which cancelling run() does not stop: stop() waits for a pass under
     # way and bars later ones, or a pass finishing after it starts bridges nobody kills.
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -101,20 +102,32 @@ class Kubelet:
         deployments = self.cluster.items("deployments", self.namespace)
         if any(d["spec"]["template"]["spec"].get("volumes") for d in deployments):
             self._secrets = {s["metadata"]["name"]: s for s in self.cluster.items("secrets", self.namespace)}
+            self._config_maps = {
+                c["metadata"]["name"]: c for c in self.cluster.items("configmaps", self.namespace)
+            }
         for deployment in deployments:
             with contextlib.suppress(Exception):  # an object mid-change: the next pass sees it whole
                 self._mount(deployment["metadata"]["name"], deployment["spec"]["template"])
                 self._sync(deployment)
 
     def _mount(self, name: str, template: dict[str, Any]) -> dict[str, str]:
-        """Write the template's Secret volumes as files; mountPath -> local folder."""
+        """Write the template's Secret and ConfigMap volumes as files, following their changes (a key
+        gone is a file gone); mountPath -> local folder."""
         volumes = {v["name"]: v for v in template["spec"].get("volumes", ())}
         folders: dict[str, str] = {}
         for mount in template["spec"]["containers"][0].get("volumeMounts", ()):
-            source = volumes[mount["name"]]["secret"]
+            volume = volumes[mount["name"]]
             folder = self.logs / name / mount["name"]
             folder.mkdir(parents=True, exist_ok=True)
-            data = (self._secrets.get(source["secretName"]) or {}).get("data") or {}
+            if "configMap" in volume:
+                source = volume["configMap"]
+                plain = (self._config_maps.get(source["name"]) or {}).get("data") or {}
+                data = {k: base64.b64encode(v.encode()).decode() for k, v in plain.items()}
+                for gone in [f for f in folder.iterdir() if f.name not in data and f.suffix != ".new"]:
+                    gone.unlink()
+            else:
+                source = volume["secret"]
+                data = (self._secrets.get(source["secretName"]) or {}).get("data") or {}
             for item in source.get("items") or [{"key": k, "path": k} for k in data]:
                 if item["key"] in data:
                     target = folder / item["path"]
