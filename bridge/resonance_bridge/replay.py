@@ -67,7 +67,6 @@ class Replayer:
         self.requested: Request | None = None
         self.error: str | None = None  # why the request is refused
         self.plans: dict[int, Plan] = {}  # of this bridge's partitions, for the request
-        self.stored: dict[int, Plan] | None = None  # from the replay topic, read when needed
         self.reached: dict[int, int] = {}  # where a plan found stored stood when taken up
         self.completed_at: str | None = None
         self.on_request: Callable[[], None] = lambda: None  # ends the session (bridge.py)
@@ -91,7 +90,7 @@ class Replayer:
         if value == self.value:
             return
         self.value, self.requested, self.error = value, None, None
-        self.plans, self.stored, self.reached, self.completed_at = {}, None, {}, None
+        self.plans, self.reached, self.completed_at = {}, {}, None
         if not value:
             return
         try:
@@ -118,11 +117,10 @@ class Replayer:
         ]
         if not todo:
             return
-        if self.stored is None:
-            self.stored = await self._load()
+        stored_plans = await self._load()  # read again: another replica may have stored one since
         fresh = []
         for tp in todo:
-            stored = self.stored.get(tp.partition)
+            stored = stored_plans.get(tp.partition)
             if stored is not None and stored.value == request.value:
                 self.plans[tp.partition] = stored  # carried out, or under way: not again
                 self.reached[tp.partition] = await reader.consumer.position(tp)
@@ -155,7 +153,13 @@ class Replayer:
             record = {"partition": tp.partition, "value": plan.value, "from": plan.start}
             record |= {"until": plan.until, "started_at": plan.started_at}
             key = f"{self.ident}#{tp.partition}".encode()
-            await self.writer.producer.send(self.topic, json.dumps(record).encode(), key=key)
+            stored = await self.writer.producer.send(self.topic, json.dumps(record).encode(), key=key)
+            stored.add_done_callback(self._stored)
+
+    def _stored(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            what = "replay plan not stored in %s (%s): a restart would replay again; create the topic"
+            log.warning(what, self.topic, future.exception())
 
     async def _resolve(
         self, probe: AIOKafkaConsumer, tp: TopicPartition, request: Request, begin: int, until: int

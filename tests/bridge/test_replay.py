@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_bridge import replaypoint as replay
-from resonance_local.embedded import EmbeddedBroker
+from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.node import NodeServer
 
-from ..support.harness import BridgeProcess, Topics, bridge_env, everything, produce_at, seqs
+from ..support.harness import BridgeProcess, Topics, bridge_env, everything, produce_at, seqs, state_update
+from ..support.poll import until
 
 NOW = datetime.datetime(2026, 12, 8, 12, 0, tzinfo=datetime.UTC).timestamp()
 
@@ -128,3 +130,60 @@ async def test_a_replay_from_a_time_redelivers_what_is_since_once_and_survives_a
     completed = await _replays(broker, topics.heartbeats)
     done = [r for r in completed if r.get("completed_at")]
     assert done and done[-1]["replayed"] == 50 and done[-1]["partitions"]["0"]["from"] == 50, completed[-3:]
+
+
+async def test_two_replicas_in_a_group_replay_every_partition_exactly_once(
+    broker: EmbeddedBroker, workdir: Path
+) -> None:
+    """Two bridges share a two-partition topic as a group. Each replays the partition it has; then one
+    stops and the other takes its partition over: it finds that partition's replay stored and does
+    not carry it out again. Every record since the time comes again exactly once, none before it."""
+    topics = Topics.fresh()
+    await topics.create(broker, 2)
+    replays = f"replays.{topics.group}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(replays, 1, 1)])
+    await admin.close()
+    base = int(time.time() * 1000) - 2 * 3600 * 1000
+    hour = base + 3600 * 1000
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+    await producer.start()
+    for seq in range(80):  # partition 0: 0-39, partition 1: 40-79; the second half of each an hour later
+        stamp = (hour if seq % 40 >= 20 else base) + seq
+        await producer.send(topics.node, state_update(seq), partition=seq // 40, timestamp_ms=stamp)
+    await producer.stop()
+    node = NodeServer("testnode", port=0, printer=None)
+    await node.start()
+    control = workdir / "replay-from"
+    env = bridge_env(
+        broker,
+        topics,
+        f"ws://127.0.0.1:{node.port}",
+        KAFKA_AUTO_OFFSET_RESET="earliest",
+        KAFKA_ASSIGNMENT="group",
+        RESONANCE_REPLAY_FILE=str(control),
+        RESONANCE_REPLAY_TOPIC=replays,
+    )
+    first = BridgeProcess(env, workdir / "first.log").start()
+    second = BridgeProcess({**env, "RESONANCE_HTTP_PORT": str(free_port())}, workdir / "second.log").start()
+    try:
+        await node.wait_for(lambda: len(set(seqs(node))) == 80, 60)
+        await until(
+            lambda: first.metric("resonance_consumer_lag") + second.metric("resonance_consumer_lag") == 0,
+            30,
+            "committed",
+        )
+        await asyncio.sleep(1.5)
+        control.write_text(datetime.datetime.fromtimestamp(hour / 1000, datetime.UTC).isoformat())
+        since = {*range(20, 40), *range(60, 80)}
+        await node.wait_for(lambda: since <= set(seqs(node)[80:]), 60)
+        first.signal(signal.SIGTERM)  # drains, commits; the second takes its partition over
+        assert await asyncio.to_thread(first.wait, 15) == 0
+        await asyncio.sleep(6)  # the group's rebalance, and a replay again if it would come
+        again = collections.Counter(seqs(node)[80:])
+        assert set(again) == since and set(again.values()) == {1}, again
+    finally:
+        first.stop()
+        second.stop()
+        await node.close()
