@@ -10,18 +10,15 @@ import collections
 import datetime
 import json
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_bridge import replaypoint as replay
 from resonance_local.embedded import EmbeddedBroker, free_port
 from resonance_local.node import NodeServer
 
-from ..support.harness import BridgeProcess, Topics, bridge_env, everything, produce_at, seqs, state_update
+from ..support.harness import BridgeProcess, Topics, an_hour_apart, bridge_env, create_topic, everything, seqs
 from ..support.poll import until
 
 NOW = datetime.datetime(2026, 12, 8, 12, 0, tzinfo=datetime.UTC).timestamp()
@@ -58,6 +55,23 @@ def test_a_replay_point_that_cannot_be_served_says_why(value: str, why: str) -> 
     assert why in str(said.value)
 
 
+def _replaying(
+    broker: EmbeddedBroker, topics: Topics, node: NodeServer, workdir: Path, **more: str
+) -> tuple[dict[str, str], Path]:
+    """A bridge reading the test's file for replay requests, keeping its replays in the test's topic."""
+    control = workdir / "replay-from"
+    env = bridge_env(
+        broker,
+        topics,
+        f"ws://127.0.0.1:{node.port}",
+        KAFKA_AUTO_OFFSET_RESET="earliest",
+        RESONANCE_REPLAY_FILE=str(control),
+        RESONANCE_REPLAY_TOPIC=f"replays.{topics.group}",
+        **more,
+    )
+    return env, control
+
+
 async def _replays(broker: EmbeddedBroker, topic: str) -> list[dict[str, Any]]:
     """What the bridges' heartbeats said of the replay, in order."""
     beats = [json.loads(value) for value in await everything(broker, topic)]
@@ -71,26 +85,12 @@ async def test_a_replay_from_a_time_redelivers_what_is_since_once_and_survives_a
     50-99 come again, 0-49 do not. The bridge is SIGKILLed halfway: its restart goes on from where
     the replay stood (record 50 is not delivered a third time). The same value again, and a restart
     after the replay, deliver nothing more; a time in the future is refused and delivers nothing."""
-    replays = f"replays.{topics.group}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(replays, 1, 1)])
-    await admin.close()
-    base = int(time.time() * 1000) - 2 * 3600 * 1000
-    hour = base + 3600 * 1000
-    await produce_at(broker, topics.node, [base + i for i in range(50)] + [hour + i for i in range(50)])
+    await create_topic(broker, f"replays.{topics.group}")
+    hour = await an_hour_apart(broker, topics.node, 50, 50)
     node = NodeServer("testnode", port=0, printer=None, ack_delay=0.02)
     await node.start()
-    control = workdir / "replay-from"
-    env = bridge_env(
-        broker,
-        topics,
-        f"ws://127.0.0.1:{node.port}",
-        KAFKA_AUTO_OFFSET_RESET="earliest",
-        RESONANCE_REPLAY_FILE=str(control),
-        RESONANCE_REPLAY_TOPIC=replays,
-        RESONANCE_FREQUENCY_HZ="1",
-        KAFKA_ASSIGNMENT="direct",
+    env, control = _replaying(
+        broker, topics, node, workdir, RESONANCE_FREQUENCY_HZ="1", KAFKA_ASSIGNMENT="direct"
     )
     bridge = BridgeProcess(env, workdir / "bridge.log").start()
     try:
@@ -140,31 +140,11 @@ async def test_two_replicas_in_a_group_replay_every_partition_exactly_once(
     not carry it out again. Every record since the time comes again exactly once, none before it."""
     topics = Topics.fresh()
     await topics.create(broker, 2)
-    replays = f"replays.{topics.group}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(replays, 1, 1)])
-    await admin.close()
-    base = int(time.time() * 1000) - 2 * 3600 * 1000
-    hour = base + 3600 * 1000
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
-    await producer.start()
-    for seq in range(80):  # partition 0: 0-39, partition 1: 40-79; the second half of each an hour later
-        stamp = (hour if seq % 40 >= 20 else base) + seq
-        await producer.send(topics.node, state_update(seq), partition=seq // 40, timestamp_ms=stamp)
-    await producer.stop()
+    await create_topic(broker, f"replays.{topics.group}")
+    hour = await an_hour_apart(broker, topics.node, 20, 20, partitions=2)  # 20-39 and 60-79 recent
     node = NodeServer("testnode", port=0, printer=None)
     await node.start()
-    control = workdir / "replay-from"
-    env = bridge_env(
-        broker,
-        topics,
-        f"ws://127.0.0.1:{node.port}",
-        KAFKA_AUTO_OFFSET_RESET="earliest",
-        KAFKA_ASSIGNMENT="group",
-        RESONANCE_REPLAY_FILE=str(control),
-        RESONANCE_REPLAY_TOPIC=replays,
-    )
+    env, control = _replaying(broker, topics, node, workdir, KAFKA_ASSIGNMENT="group")
     first = BridgeProcess(env, workdir / "first.log").start()
     second = BridgeProcess({**env, "RESONANCE_HTTP_PORT": str(free_port())}, workdir / "second.log").start()
     try:

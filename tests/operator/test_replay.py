@@ -8,17 +8,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 from resonance_operator import builders
 
-from ..support.harness import produce_at, seqs
+from ..support.harness import an_hour_apart, create_topic, seqs
 from ..support.kube import Cluster, Operator, condition, node
 from ..support.kubelet import running as kubelet
 from ..support.poll import until
@@ -31,13 +29,8 @@ async def test_an_annotation_replays_a_running_bridge_and_a_value_it_cannot_serv
     cluster: Cluster, operator: Operator, namespace: str, broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     topic = f"node.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1)])
-    await admin.close()
-    base = int(time.time() * 1000) - 2 * 3600 * 1000
-    hour = base + 3600 * 1000
-    await produce_at(broker, topic, [base + i for i in range(20)] + [hour + i for i in range(20)])
+    await create_topic(broker, topic)
+    hour = await an_hour_apart(broker, topic, 20, 20)
     server = NodeServer("lexamoris", port=0, printer=None)
     await server.start()
 

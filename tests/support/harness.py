@@ -217,16 +217,33 @@ async def produce(broker: EmbeddedBroker, topic: str, values: Iterable[bytes]) -
         await producer.stop()
 
 
-async def produce_at(broker: EmbeddedBroker, topic: str, stamps: list[int]) -> None:
-    """state_update i with Kafka timestamp stamps[i] (ms): an old stretch, then a recent one."""
+async def create_topic(broker: EmbeddedBroker, name: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap, **security_of(broker))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def an_hour_apart(
+    broker: EmbeddedBroker, topic: str, old: int, recent: int, partitions: int = 1
+) -> int:
+    """In each partition, `old` state_updates stamped two hours ago, then `recent` an hour later (seq
+    numbers running on from partition to partition); the later hour, in ms."""
+    base = int(time.time() * 1000) - 2 * 3600 * 1000
+    hour = base + 3600 * 1000
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
     await producer.start()
     try:
-        for seq, stamp in enumerate(stamps):
-            await producer.send(topic, state_update(seq), timestamp_ms=stamp)
+        for seq in range(partitions * (old + recent)):
+            i = seq % (old + recent)
+            stamp = (base if i < old else hour) + i
+            await producer.send(topic, state_update(seq), partition=seq // (old + recent), timestamp_ms=stamp)
         await producer.flush()
     finally:
         await producer.stop()
+    return hour
 
 
 async def produce_to(
