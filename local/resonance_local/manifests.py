@@ -32,6 +32,7 @@ LOCAL_OVERRIDES = {
     "RESONANCE_HTTP_HOST": "a laptop's listeners answer on 127.0.0.1 alone",
     "RESONANCE_LISTEN": "a listening node's bridge, likewise (the guide's ws://127.0.0.1:8765)",
     "RESONANCE_NAMESPACE": "no pod to read it from: the bridges say `local`",
+    "RESONANCE_REPLAY_FILE": "no ConfigMap on a laptop: `resonance replay` writes the request there",
     "KAFKA_ENABLE_IDEMPOTENCE": "the embedded broker has no idempotent producer",
     "KAFKA_FETCH_MAX_WAIT_MS": "the embedded broker answers a fetch only when the wait expires",
     "KAFKA_SESSION_TIMEOUT_MS": "a consumer group join takes half of it on the embedded broker",
