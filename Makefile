@@ -49,6 +49,7 @@ soak: $(STAMP) tools
 	rm -f bench/soak.jsonl
 	RESONANCE_SOAK=long RESONANCE_SOAK_SECONDS=$(SOAK_SECONDS) RESONANCE_SOAK_RESULTS=bench/soak.jsonl \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=1200 tests/bridge/test_soak.py tests/bridge/test_broker_faults.py \
+	  tests/bridge/test_standby.py \
 	  tests/operator/test_faults.py tests/operator/test_failover.py tests/operator/test_scale.py \
 	  tests/operator/test_refusals.py
 	$(BIN)/python bench/soak_table.py bench/soak.jsonl
