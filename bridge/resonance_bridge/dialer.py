@@ -80,7 +80,7 @@ async def dial(bridge: Bridge, shared: Shared) -> None:
             failure = classify(exc, **retry.hints)
             moved = endpoints.failed(failure.kind == "refused")
             _switched(bridge, endpoints, moved, url)
-            if moved is None:
+            if moved is None or not endpoints.on_standby:  # back at the primary: a round failed, pace it
                 await retry.failed(exc, failure)
             else:  # the next endpoint at once: this one's backoff is no reason to wait for it
                 retry.failure = failure

@@ -4,6 +4,7 @@ comes back again: the bridge fails over to the standby and back each time, and n
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from resonance_bridge.endpoints import Endpoints
 from resonance_local.embedded import EmbeddedBroker
 from resonance_local.node import NodeServer
 
-from ..support.harness import Topics, seqs
+from ..support.harness import BridgeProcess, Topics, bridge_env, seqs
 from ..support.proxy import Proxy
 from ..support.soak import inbound, no_loss, outbound, settle, size, two_way
 
@@ -43,6 +44,28 @@ def test_fail_back_needs_the_primary_answering_every_probe_for_the_whole_period(
     endpoints.fail_back()
     assert endpoints.current == PRIMARY and not endpoints.on_standby
     assert 1.0 <= endpoints.probe_interval_s <= 10.0
+
+
+async def test_endpoints_that_all_refuse_are_tried_a_round_at_a_time_not_hammered(
+    broker: EmbeddedBroker, topics: Topics, workdir: Path
+) -> None:
+    """Every endpoint answers 401: the bridge moves on at once after each refusal, but a whole round
+    refused waits RESONANCE_REFUSED_RETRY_S before the next, as one endpoint would."""
+    servers = [NodeServer(name, port=0, printer=None, token="not-the-bridges") for name in ("a", "b")]
+    for server in servers:
+        await server.start()
+    standby = f"ws://127.0.0.1:{servers[1].port}"
+    env = bridge_env(broker, topics, f"ws://127.0.0.1:{servers[0].port}", RESONANCE_STANDBY_ENDPOINTS=standby)
+    bridge = BridgeProcess({**env, "RESONANCE_REFUSED_RETRY_S": "1"}, workdir / "bridge.log").start()
+    try:
+        await asyncio.sleep(4)
+        refused = bridge.metric("resonance_connect_failures_total", reason="http_401", side="websocket")
+        switches = bridge.metric("resonance_endpoint_switches_total", reason="refused")
+    finally:
+        bridge.stop()
+        for server in servers:
+            await server.close()
+    assert 2 <= refused <= 12 and switches >= 2, (refused, switches)  # 2 a round, a round a second
 
 
 class Either:
