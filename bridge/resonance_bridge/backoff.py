@@ -138,9 +138,10 @@ class Retry:
         self.backoff = Backoff()
         self.failure: Failure | None = None  # the last failure, until a success
 
-    async def failed(self, exc: BaseException, failure: Failure | None = None) -> None:
+    async def failed(self, exc: BaseException, failure: Failure | None = None, wait: bool = True) -> None:
         """Count and report the failure (logged when its reason changes), then wait before the next
-        attempt: the backoff when unreachable, about refused_delay when refused; less if stopping."""
+        attempt: the backoff when unreachable, about refused_delay when refused; less if stopping.
+        Without `wait`, the next attempt goes elsewhere (another endpoint) and may start at once."""
         failure = failure or classify(exc, **self.hints)
         if failure != self.failure:
             self.log.warning(
@@ -149,6 +150,8 @@ class Retry:
         self.failure = failure
         if self.on_failure is not None:
             self.on_failure(failure)
+        if not wait:
+            return
         if failure.kind == "refused":
             delay = random.uniform(0.75 * self.refused_delay, self.refused_delay)
         else:

@@ -80,11 +80,9 @@ async def dial(bridge: Bridge, shared: Shared) -> None:
             failure = classify(exc, **retry.hints)
             moved = endpoints.failed(failure.kind == "refused")
             _switched(bridge, endpoints, moved, url)
-            if moved is None or not endpoints.on_standby:  # back at the primary: a round failed, pace it
-                await retry.failed(exc, failure)
-            else:  # the next endpoint at once: this one's backoff is no reason to wait for it
-                retry.failure = failure
-                bridge.metrics.connect_failures.labels("websocket", failure.code).inc()
+            # The next endpoint at once (this one's backoff is no reason to wait for it), unless the
+            # move is back to the primary: a whole round failed, paced as one endpoint would be.
+            await retry.failed(exc, failure, wait=moved is None or not endpoints.on_standby)
             continue
         retry.succeeded(reset=False)  # the backoff starts over only after a healthy session
         endpoints.connected()
