@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resonance.bridge")
 CLOSE_TIMEOUT_S = 2.0
-RELOAD_EVERY_S = 10.0
-ACCEPT_BACKLOG = 16  # a rotated certificate Secret shows up within this (plus the kubelet's sync)
+RELOAD_EVERY_S = 10.0  # a rotated certificate Secret shows up within this (plus the kubelet's sync)
+ACCEPT_BACKLOG = 16  # connections accepted per turn of the loop (_serve)
 
 
 class ListenUnavailable(Exception):
