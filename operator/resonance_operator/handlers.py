@@ -172,8 +172,10 @@ async def node_event_fn(type: str | None, body: kopf.Body, memo: kopf.Memo, **_:
         memo.replays.pop(key, None)
         return
     value = body.metadata.annotations.get(REPLAY_ANNOTATION)
-    if memo.replays.get(key, None if value is None else "") == value:
-        return  # unchanged; or never asked for (no look for a ConfigMap: 1,000 nodes, 1,000 requests)
+    if key in memo.replays and memo.replays[key] == value:
+        return  # unchanged
+    if key not in memo.replays and value is None:
+        return  # never asked for: no look for a ConfigMap (1,000 nodes would be 1,000 requests)
     try:
         decided = await replays.carry(memo.kube, Node.from_body(body))
     except KubeError as exc:  # tried again at the node's next event (its status moves)
