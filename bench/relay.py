@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +53,8 @@ class Bench:
         self, who: str, direction: str, topic: str, group: str, endpoint: str, env: dict[str, str]
     ) -> list[str]:
         """The command of a contender; `env` is filled with the bridge's environment."""
+        if who == "bridge-before":  # the same bridge as of --baseline, from its source tree
+            env["PYTHONPATH"] = str(self.args.baseline_tree / "bridge")
         if who.startswith("bridge"):
             env.update(
                 RESONANCE_NODE="bench",
@@ -195,6 +198,8 @@ class Bench:
                 "--pid",
                 str(relayed.pid),
                 "--nonblocking",
+                "--rate",
+                "1000",
                 "--format",
                 "raw",
                 "-o",
@@ -320,6 +325,15 @@ class Bench:
             }
 
 
+def baseline(rev: str, tree: Path) -> Path:
+    """The bridge's source as of `rev`, exported from git into `tree`."""
+    tree.mkdir()
+    git = ["git", "archive", rev, "bridge"]
+    archive = subprocess.run(git, cwd=BENCH.parent, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
 async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) -> report.Results:
     results = report.Results()
     b = Bench(broker, args, logs)
@@ -327,6 +341,7 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
     try:
         await b.topics(*CONTROL)
         contenders = ["bridge-ack", "bridge-send", "bridge-listen", "minimal"]
+        contenders += ["bridge-before"] if args.baseline else []
         contenders += ["mq-bridge"] if args.mq_python else []
         contenders = [c for c in contenders if c in (args.contenders or contenders)]
         for round_no in range(1, args.rounds + 1):
@@ -338,10 +353,13 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
                     if direction == "inbound" and who in ("bridge-send", "mq-bridge"):
                         continue  # send mode is outbound only; mq-bridge cannot connect out for inbound
                     results.add(await b.run(round_no, direction, who))
-        for who in ["kafka alone", *[c for c in contenders if c not in ("bridge-send", "bridge-listen")]]:
+        if args.throughput_only:
+            return results
+        single = ("bridge-send", "bridge-listen", "bridge-before")  # measured by throughput alone
+        for who in ["kafka alone", *[c for c in contenders if c not in single]]:
             results.latencies.append(await b.latency(who))
             print(results.latencies[-1].line(), flush=True)
-        for who in ["bridge-direct", *[c for c in contenders if c not in ("bridge-send", "bridge-listen")]]:
+        for who in ["bridge-direct", *[c for c in contenders if c not in single]]:
             results.first[who] = await b.first_message(who)
             print(f"first message after a restart, {who}: {results.first[who]:.2f} s", flush=True)
         results.idle = await b.idle()
@@ -366,11 +384,19 @@ def main() -> int:
         "--contender",
         dest="contenders",
         action="append",
-        choices=("bridge-ack", "bridge-send", "bridge-listen", "minimal", "mq-bridge"),
+        choices=("bridge-ack", "bridge-send", "bridge-listen", "bridge-before", "minimal", "mq-bridge"),
         help="only these",
     )
     parser.add_argument(
         "--py-spy", action="store_true", help="profile each relay (py-spy raw stacks in the logs)"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the bridge as of this git revision (ack mode `ack`): a before/after in one run",
+    )
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="skip the latency, restart and idle measures"
     )
     parser.add_argument("--direction", dest="directions", action="append", choices=("outbound", "inbound"))
     parser.add_argument(
@@ -393,6 +419,8 @@ def main() -> int:
         if args.results == BENCH / "RESULTS.md":
             args.results = Path(tempfile.gettempdir()) / "resonance-bench-quick.md"
     logs = Path(tempfile.mkdtemp(prefix="resonance-bench-"))
+    if args.baseline:
+        args.baseline_tree = baseline(args.baseline, logs / "baseline")
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"logs in {logs}; load average {' '.join(load)}", flush=True)
     broker = EmbeddedBroker(log_path=logs / "tansu.log")

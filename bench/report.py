@@ -23,6 +23,7 @@ NAMES = {
     "bridge-send": "bridge, ack mode `send`",
     "bridge-direct": "bridge, KAFKA_ASSIGNMENT=direct (the operator's, for one replica)",
     "bridge-listen": "bridge, listening (the node dials in), ack mode `ack`",
+    "bridge-before": "bridge as of --baseline, ack mode `ack`",
     "minimal": "minimal relay",
     "mq-bridge": "mq-bridge 1.2.0 (Rust)",
 }
@@ -145,7 +146,7 @@ def ratios(results: Results) -> list[str]:
         groups = results.groups(direction)
         rate = {relay: median(r.rate for r in runs) for relay, runs in groups.items()}
         if "minimal" in rate:
-            for relay in ("bridge-ack", "bridge-send", "bridge-listen", "mq-bridge"):
+            for relay in ("bridge-ack", "bridge-send", "bridge-listen", "bridge-before", "mq-bridge"):
                 if relay in rate:
                     out.append(
                         f"- {direction}: {NAMES[relay]} at "
