@@ -37,7 +37,9 @@ MAX_TYPE_CHARS = 256
 REPLY_TYPES = frozenset({"ack", "error"})
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made for every record and every ack, and a frozen dataclass's __init__ sets each
+# field through object.__setattr__ (0.6 us against 0.16 us).
+@dataclass(slots=True)
 class Message:
     type: str
     id: str | None

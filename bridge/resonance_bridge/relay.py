@@ -49,7 +49,7 @@ class Outbound:
     unknown: int = 0  # well-formed messages of a type the bridge does not know
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per ack: not frozen, like codec.Message
 class AckOutcome:
     counted: bool  # an ack of a message, not of one of our own replies
     settled: Entry | None = None
