@@ -4,12 +4,15 @@ relay needs from below its message API.
 - Each message is read undecoded with its kind (text or binary), so that invalid UTF-8 in a text
   frame becomes a dead letter and an error reply; websockets would close the connection (1007),
   and a node re-sending what was never answered would reconnect forever.
+- Messages are read in bulk: a read's whole data frames are split here (framing.py) into an inbox
+  the session empties in one go, not awaited one by one through the library's queue; what the
+  library must see (control frames, anything unusual) it still parses, and answers.
 - The bytes waiting to be written are bounded. Our own sends wait for the socket to drain, but
   websockets answers every ping with a pong by itself: a node that floods pings and never reads
   would grow that buffer without end. Past the bound the node is evidently not reading: the
   connection is dropped and the session starts over.
-- Messages go out in batches: a fetched batch, or a run of answers, framed here (RFC 6455 5.2, the
-  hot path; the library still frames everything else) and written at once, one system call per
+- Messages go out in batches: a fetched batch, or a run of answers, framed by framing.py (RFC 6455
+  5.2, the hot path; the library still frames everything else) and written at once, one system call per
   batch rather than per message (bench/RESULTS.md).
 - When data last arrived, for readiness: a connection that is silent beyond the keepalive interval
   is suspect before the keepalive timeout declares it dead.
@@ -23,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,13 +35,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.frames import Frame, Opcode
+from websockets.frames import DATA_OPCODES, Frame, Opcode
+from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - a platform without the library's C extension
-    from websockets.utils import apply_mask
+from . import framing
 
 log = logging.getLogger("resonance.bridge")
 
@@ -77,10 +76,20 @@ class Relaying(Connection):
     # bridge's own flow-controlled sends can leave unsent, plus room for automatic replies.
     max_unsent = 8 * 1024 * 1024
     masked = True  # a client masks its frames; a server must not (RFC 6455 5.1)
+    # Messages read and not taken by the session yet: past either bound the socket is not read
+    # (past max_queue of max_size bytes, as websockets' own queue would); again below a quarter.
+    INBOX_MESSAGES = 4096
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.kinds: deque[bool] = deque()  # per message not yet received: True for text
+        self.inbox: deque[tuple[bytes, bool]] = deque()  # (payload, is_text), in the node's order
+        self.inbox_bytes = 0
+        self.arrived: asyncio.Future[None] | None = None  # the session waiting for a message
+        self.fragments: list[bytes] = []  # a fragmented message so far (the library parses those)
+        self.fragments_text = False
+        self.inbox_full = False  # reading paused until the session takes messages
+        self.unparsed = bytearray()  # the start of a frame whose end has not arrived
+        self.splitting = True  # False once a frame came that only the library may parse
         self.last_heard = self.loop.time()
         self.overflowed = 0  # unsent bytes when the connection was dropped for not reading
 
@@ -90,7 +99,7 @@ class Relaying(Connection):
         while self.send_in_progress is not None:  # a fragmented message goes first (we send none)
             await asyncio.shield(self.send_in_progress)
         async with self.send_context():  # checks the connection is open; writes and drains after
-            self.protocol.writes.append(text_frames(messages, masked=self.masked))
+            self.protocol.writes.append(framing.text_frames(messages, masked=self.masked))
 
     def send_data(self) -> None:
         chunks = self.protocol.data_to_send()
@@ -101,24 +110,106 @@ class Relaying(Connection):
             self.protocol.writes.append(b"")
             super().send_data()
 
-    async def receive(self) -> tuple[bytes, bool]:
-        """The next message as (payload, is_text)."""
-        data = await self.recv(decode=False)
-        return data, self.kinds.popleft()
+    # --- receiving: whole messages, in bulk -----------------------------------------------------
 
-    def process_event(self, event: Any) -> None:
-        # Messages leave the assembler in the order their first frames arrive here.
-        if isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.BINARY):
-            self.kinds.append(event.opcode is Opcode.TEXT)
-        super().process_event(event)
+    async def arrival(self) -> None:
+        """Returns once a message waits in the inbox; raises ConnectionClosed once the connection
+        is closed and every message read was taken."""
+        while not self.inbox:
+            if self.connection_lost_waiter.done():
+                raise self.close_exc
+            self.arrived = self.loop.create_future()
+            try:
+                await self.arrived
+            finally:
+                self.arrived = None
+
+    def take(self) -> tuple[bytes, bool] | None:
+        """The next message read, as (payload, is_text); None when none waits."""
+        if not self.inbox:
+            return None
+        message = self.inbox.popleft()
+        self.inbox_bytes -= len(message[0])
+        if self.inbox_full and self._below(4):
+            self.inbox_full = False
+            self.transport.resume_reading()
+        return message
+
+    def _below(self, fraction: int) -> bool:
+        limit = self.protocol.max_message_size
+        held = limit is None or self.inbox_bytes <= (self.max_queue_high or 16) * limit // fraction
+        return held and len(self.inbox) <= self.INBOX_MESSAGES // fraction
+
+    def _deliver(self, payload: bytes, text: bool) -> None:
+        self.inbox.append((payload, text))
+        self.inbox_bytes += len(payload)
 
     def data_received(self, data: bytes) -> None:
         self.last_heard = self.loop.time()
-        super().data_received(data)
+        protocol = self.protocol
+        if not self.splitting or protocol.state is not OPEN or protocol.extensions or protocol.reader.buffer:
+            super().data_received(data)  # the handshake, a compressed connection, the library's turn
+        else:
+            self._split(data)
+        if self.inbox:
+            if self.arrived is not None and not self.arrived.done():
+                self.arrived.set_result(None)
+            if not self.inbox_full and not self._below(1):
+                self.inbox_full = True
+                self.transport.pause_reading()
         unsent = self.transport.get_write_buffer_size()
         if unsent > self.max_unsent and not self.overflowed:
             self.overflowed = unsent
             self.transport.abort()
+
+    def _split(self, data: bytes) -> None:
+        """Whole data frames into the inbox; whole control frames, and all from anything unusual on,
+        to the library; the start of a frame kept for the next read."""
+        buffer: bytes | bytearray = data
+        if self.unparsed:
+            self.unparsed += data
+            buffer = self.unparsed
+        start, limit = 0, self.protocol.max_message_size
+        while True:
+            frame = framing.split(buffer, start, not self.masked, limit)
+            if frame.kind == framing.DATA:
+                self._deliver(frame.payload, frame.text)
+            elif frame.kind == framing.CONTROL:
+                super().data_received(bytes(buffer[start : frame.end]))
+                if self.protocol.state is not OPEN:  # closing: the rest is the library's
+                    frame = framing.Split(framing.OTHER, frame.end)
+            if frame.kind == framing.INCOMPLETE or frame.kind == framing.OTHER:
+                break
+            start = frame.end
+        rest = bytes(buffer[frame.end :]) if frame.kind == framing.OTHER else b""
+        if frame.kind == framing.INCOMPLETE:
+            self.unparsed = bytearray(buffer[start:]) if buffer is data else self.unparsed
+            if buffer is not data:
+                del self.unparsed[:start]
+        else:
+            self.unparsed = bytearray()
+        if frame.kind == framing.OTHER:
+            self.splitting = False
+            super().data_received(rest)
+
+    def process_event(self, event: Any) -> None:
+        # Data frames the library parsed (before the handshake's end, or once it parses everything)
+        # join the same inbox, in order; the library's own queue is not used.
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            self.fragments.append(bytes(event.data))
+            if event.fin:
+                text = self.fragments_text if event.opcode is Opcode.CONT else event.opcode is Opcode.TEXT
+                self._deliver(b"".join(self.fragments), text)
+                self.fragments = []
+            elif event.opcode is not Opcode.CONT:
+                self.fragments_text = event.opcode is Opcode.TEXT
+            return
+        super().process_event(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.arrived is not None and not self.arrived.done():
+            self.arrived.set_result(None)
 
 
 class NodeConnection(Relaying, ClientConnection):
@@ -173,26 +264,3 @@ def why_closed(exc: BaseException | None) -> str:
         frame = exc.rcvd or exc.sent
         return f"connection closed ({frame.code} {frame.reason})".strip() if frame else "connection lost"
     return str(exc) or repr(exc)
-
-
-def text_frames(messages: Sequence[bytes], masked: bool = True) -> bytes:
-    """Unfragmented text frames: a client's masked, each with a fresh random key (RFC 6455 5.3), the
-    keys drawn with one system call for the whole batch; a server's as they are."""
-    keys = os.urandom(4 * len(messages)) if masked else b""
-    bit = 0x80 if masked else 0
-    out = bytearray()
-    for i, payload in enumerate(messages):
-        size = len(payload)
-        if size < 126:
-            out += bytes((0x81, bit | size))
-        elif size < 65536:
-            out += struct.pack("!BBH", 0x81, bit | 0x7E, size)
-        else:
-            out += struct.pack("!BBQ", 0x81, bit | 0x7F, size)
-        if masked:
-            key = keys[4 * i : 4 * i + 4]
-            out += key
-            out += apply_mask(payload, key)
-        else:
-            out += payload
-    return bytes(out)

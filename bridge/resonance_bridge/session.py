@@ -3,7 +3,7 @@
   outbound:   Kafka records -> relay.admit -> frames (or dead letters, each stored by a task of its own)
   inbound:    frames -> codec -> acks (relay.on_ack) or Kafka records (writer.request)
   replies:    in frame order, waits for Kafka to store each inbound record, then answers the node
-  watchdog:   a node that acks nothing for the ack timeout gets a new connection
+  watchdog:   a node that acks nothing for the ack timeout gets a new connection (liveness.py)
   keepalive:  pings; no pong and nothing else within the timeout: a dead connection (a black hole)
   drain:      on stop, waits for acks both ways for up to the grace period, then closes
 
@@ -18,16 +18,17 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.frames import CloseCode
 
-from . import codec, kafka
+from . import codec, liveness
 from .codec import Message, Rejected
 from .config import Config
-from .connection import NodeSilent, NodeUnresponsive, Relaying, why_closed
+from .connection import NodeSilent, Relaying, why_closed
 from .metrics import Metrics
 from .reader import KafkaReader
 from .relay import MISMATCH_LOG, Relay, chunks
@@ -66,8 +67,9 @@ class Session:
         self.queued = asyncio.Event()  # set when a reply is added
         self.unanswered = self.unanswered_bytes = 0  # inbound frames read, not answered yet; their bytes
         self.changed = asyncio.Event()  # set whenever the window or the reply queue shrinks
-        self.workers: set[asyncio.Task[None]] = set()  # dead-letter stores of this session
+        self.workers: set[asyncio.Task[None]] = set()  # see _spawn()
         self.uncounted = 0  # acks read, not yet added to their counter (a lock per ack costs 5%)
+        self.settled = False  # an ack of the run being read settled a message
         self.closed_for = ""
 
     # --- the unit -------------------------------------------------------------------------------
@@ -80,8 +82,8 @@ class Session:
             outbound,
             asyncio.create_task(self._inbound()),
             asyncio.create_task(self._replies()),
-            asyncio.create_task(self._watchdog()),
-            asyncio.create_task(self._keepalive()),
+            asyncio.create_task(liveness.watchdog(self.s.relay, cfg, metrics)),
+            asyncio.create_task(liveness.keepalive(self.ws, self.s.relay, cfg)),
             asyncio.create_task(self._drain()),
         }
         try:
@@ -116,7 +118,13 @@ class Session:
         """End this session for a newer one (listener.py) or the primary (dialer.py); its unacked
         records go to the next; a half-open connection is dropped after the closing timeout."""
         self.closed_for = reason
-        self.workers.add(asyncio.create_task(self.ws.close(code, reason)))
+        self._spawn(self.ws.close(code, reason))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task of this session's (a dead letter's store, a close): cancelled when it ends."""
+        worker = asyncio.create_task(work)
+        self.workers.add(worker)
+        worker.add_done_callback(self.workers.discard)
 
     async def _close(self) -> None:
         """The closing handshake, unless the connection is already gone or evidently dead."""
@@ -126,13 +134,7 @@ class Session:
             await self.ws.close()  # within the connection's close_timeout
 
     def unresponsive_for(self) -> float | None:
-        """Seconds since anything arrived from the node, once that exceeds a keepalive interval and
-        half the timeout while the bridge was reading (a black-holed connection looks alive)."""
-        if self.s.relay.is_deaf:
-            return None
-        silent = time.monotonic() - self.ws.last_heard
-        cfg = self.s.config
-        return silent if silent > cfg.ws_ping_interval_s + cfg.ws_ping_timeout_s / 2 else None
+        return liveness.unresponsive_for(self.ws, self.s.relay, self.s.config)
 
     async def send_control(self, body: dict[str, Any]) -> None:
         await self.ws.send(self.s.relay.control(body, time.monotonic()), text=True)
@@ -154,9 +156,7 @@ class Session:
             # No await since the fetch: every record is accounted for.
             out = relay.admit(fetched.records, time.monotonic(), fetched.undecodable)
             for rejected, entry, source in out.dead_letters:
-                worker = asyncio.create_task(self._dead_letter_record(rejected, entry, source))
-                self.workers.add(worker)
-                worker.add_done_callback(self.workers.discard)
+                self._spawn(self._dead_letter_record(rejected, entry, source))
             for chunk in chunks(out.frames):  # one write each, with flow control between them
                 await self.ws.send_texts([raw for raw, _ in chunk])
                 wall = time.time()
@@ -180,35 +180,6 @@ class Session:
         dead_log.warning(what, where, rejected.reason, rejected.detail, extra={"direction": "outbound"})
         self.changed.set()
 
-    async def _watchdog(self) -> None:
-        """A node that acks nothing for the ack timeout gets a fresh connection and the records again."""
-        timeout = self.s.config.ack_timeout_s
-        while True:
-            await asyncio.sleep(min(1.0, timeout / 4))
-            if self.s.relay.stuck(time.monotonic()):
-                self.s.metrics.ack_timeouts.inc()
-                raise NodeSilent(f"the node acked nothing for {timeout:g}s; reconnecting to redeliver")
-
-    async def _keepalive(self) -> None:
-        """Ping every interval; no pong for the timeout while the bridge was reading, and nothing else
-        either, means a dead connection TCP has not noticed (a black hole): end it. A node that still
-        answers is alive, its pong queued behind frames of ours it is working through."""
-        cfg, relay = self.s.config, self.s.relay
-        while True:
-            await asyncio.sleep(cfg.ws_ping_interval_s)
-            pinged, pong = self.ws.loop.time(), await self.ws.ping()
-            listened = relay.listening(time.monotonic())
-            try:
-                async with asyncio.timeout(cfg.ws_ping_timeout_s):
-                    await pong
-            except TimeoutError:
-                heard = relay.listening(time.monotonic()) - listened
-                if self.ws.last_heard > pinged:  # a busy node, not a dead one
-                    continue
-                if heard >= cfg.ws_ping_timeout_s * 0.9:  # not conclusive while the bridge was deaf
-                    self.ws.transport.abort()  # no closing handshake with a peer that does not answer
-                    raise NodeUnresponsive(f"no pong within {cfg.ws_ping_timeout_s:g}s") from None
-
     # --- inbound: node -> Kafka -------------------------------------------------------------------
 
     def _room(self) -> bool:
@@ -216,55 +187,64 @@ class Session:
         return self.unanswered < self.s.config.max_in_flight and self.unanswered_bytes < INBOUND_BYTES
 
     async def _inbound(self) -> None:
-        cfg, relay, metrics = self.s.config, self.s.relay, self.s.metrics
+        cfg, relay, metrics, ws = self.s.config, self.s.relay, self.s.metrics, self.ws
         try:
             while True:
-                data, text = await self.ws.receive()
-                arrived = time.monotonic()
-                decoded = codec.decode_frame(data, text, cfg.max_frame_bytes)
-                if isinstance(decoded, Message):
-                    if decoded.type == "ack":
-                        self._on_ack(decoded)
-                        continue
-                    if not decoded.known:
-                        metrics.unknown_in.inc()
-                # Waiting for room or for Kafka to take the record, the bridge reads no acks: the
-                # watchdog's clock stops meanwhile, so a slow broker never makes the node look stuck.
-                relay.deaf(time.monotonic())
-                if not self._room():
-                    await self._until(self._room)
-                reply = await self.s.writer.request(decoded)
-                reply.arrived = arrived
-                relay.hearing(time.monotonic())
-                self.unanswered += 1
-                self.unanswered_bytes += len(data)
-                self.replies.append(reply)
-                self.queued.set()
+                await ws.arrival()
+                arrived, wall = time.monotonic(), time.time()
+                while (message := ws.take()) is not None:  # all that arrived, without an await
+                    data, text = message
+                    decoded = codec.decode_frame(data, text, cfg.max_frame_bytes)
+                    if isinstance(decoded, Message):
+                        if decoded.type == "ack":
+                            self._on_ack(decoded, wall)
+                            continue
+                        if not decoded.known:
+                            metrics.unknown_in.inc()
+                    self._acks_read()  # before waiting: what they settled makes room outbound
+                    # Waiting for room or for Kafka to take the record, the bridge reads no acks: the
+                    # watchdog's clock stops meanwhile, so a slow broker never makes the node look stuck.
+                    relay.deaf(time.monotonic())
+                    if not self._room():
+                        await self._until(self._room)
+                    reply = await self.s.writer.request(decoded)
+                    reply.arrived = arrived
+                    relay.hearing(time.monotonic())
+                    self.unanswered += 1
+                    self.unanswered_bytes += len(data)
+                    self.replies.append(reply)
+                    self.queued.set()
+                self._acks_read()
         except ConnectionClosedError as exc:
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                rejected = codec.unread_frame(exc.sent.reason, cfg.max_frame_bytes)
-                unknown = {"resonance-original-size": "unknown"}
-                await kafka.bounded(self.s.writer.dead_letter(rejected, "inbound", **unknown), "dead letter")
-                metrics.dead_letters.labels("inbound", rejected.reason).inc()
+                reason = await self.s.writer.dead_letter_unread(exc.sent.reason)
+                metrics.dead_letters.labels("inbound", reason).inc()
             raise
 
-    def _on_ack(self, message: Message) -> None:
+    def _on_ack(self, message: Message, wall: float) -> None:
+        """One ack of a run read together (`wall`: when they were read); _acks_read() after the run."""
         outcome = self.s.relay.on_ack(message, time.monotonic())
         if not outcome.counted:
             return
         self.uncounted += 1
-        if outcome.settled is not None and outcome.settled.source is None:  # our heartbeat's, say
-            self.s.metrics.control_acks.inc()
-        if not self.ws.kinds:  # nothing more to read now: the counter is current whenever idle
-            self.s.metrics.acks_from_node.inc(self.uncounted)
-            self.uncounted = 0
         if outcome.mismatch is not None:
             self.s.metrics.ack_mismatches.labels(outcome.mismatch).inc()
             # One template per reason: each kind is shown once a minute (logs.HELD), with a count.
             acks_log.warning(MISMATCH_LOG[outcome.mismatch] + ": %.200s", message.raw)
         elif outcome.settled is not None:
-            if outcome.settled.timestamp:
-                self.s.metrics.delivery_out.observe(time.time() - outcome.settled.timestamp)
+            if outcome.settled.source is None:  # our heartbeat's, say
+                self.s.metrics.control_acks.inc()
+            elif outcome.settled.timestamp:
+                self.s.metrics.delivery_out.observe(wall - outcome.settled.timestamp)
+            self.settled = True
+
+    def _acks_read(self) -> None:
+        """After a run of acks: one counter update (a lock each) and one wake-up for all of them."""
+        if self.uncounted:
+            self.s.metrics.acks_from_node.inc(self.uncounted)
+            self.uncounted = 0
+        if self.settled:
+            self.settled = False
             self.changed.set()
 
     async def _replies(self) -> None:

@@ -128,6 +128,14 @@ class KafkaWriter:
                 log.warning("kafka refused a %d-byte dead letter (%s); cutting its payload", len(value), exc)
         raise AssertionError("unreachable: an empty payload is never too large")
 
+    async def dead_letter_unread(self, close_reason: str) -> str:
+        """A frame too large to read (the connection was closed with 1009): its event, bounded.
+        Returns the dead letter's reason."""
+        rejected = codec.unread_frame(close_reason, self.config.max_frame_bytes)
+        unknown = {"resonance-original-size": "unknown"}
+        await kafka.bounded(self.dead_letter(rejected, "inbound", **unknown), "dead letter")
+        return rejected.reason
+
     async def request(self, frame: codec.Message | Rejected) -> Reply:
         """Start storing one frame from the node: a message to the inbound topic, a bad frame to the
         dead-letter topic; the Reply says what to answer once it is stored."""

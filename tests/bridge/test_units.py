@@ -11,7 +11,7 @@ from resonance_bridge import codec
 from resonance_bridge.backoff import Backoff
 from resonance_bridge.codec import Message, Rejected
 from resonance_bridge.config import ConfigError, load
-from resonance_bridge.connection import text_frames
+from resonance_bridge.framing import text_frames
 from resonance_bridge.logs import HoldRepeats
 from resonance_bridge.schedule import every
 from websockets.frames import Frame, Opcode
@@ -225,7 +225,7 @@ def test_the_readme_table_is_the_configuration() -> None:
 
 
 def test_the_bridges_own_text_frames_parse_as_the_library_parses_frames() -> None:
-    """The hot path frames batches itself (connection.text_frames); the websockets parser, which the
+    """The hot path frames batches itself (framing.text_frames); the websockets parser, which the
     node runs, reads them back exactly, for every length encoding, each with its own mask key."""
     payloads = [b"", b"x", b"a" * 125, b"b" * 126, b"c" * 65535, b"d" * 65536, "é€".encode() * 40_000]
     reader = StreamReader()
