@@ -76,9 +76,10 @@ class Relaying(Connection):
     # bridge's own flow-controlled sends can leave unsent, plus room for automatic replies.
     max_unsent = 8 * 1024 * 1024
     masked = True  # a client masks its frames; a server must not (RFC 6455 5.1)
-    # Messages read and not taken by the session yet: past either bound the socket is not read
-    # (past max_queue of max_size bytes, as websockets' own queue would); again below a quarter.
-    INBOX_MESSAGES = 4096
+    # Messages read and not taken by the session yet: past either bound the socket is not read until
+    # the session took three quarters (TCP then pushes back on the node). A run of acks fits; a
+    # frame larger than the bound arrives whole, then reading stops.
+    INBOX_BYTES, INBOX_MESSAGES = 64 * 1024, 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -136,9 +137,8 @@ class Relaying(Connection):
         return message
 
     def _below(self, fraction: int) -> bool:
-        limit = self.protocol.max_message_size
-        held = limit is None or self.inbox_bytes <= (self.max_queue_high or 16) * limit // fraction
-        return held and len(self.inbox) <= self.INBOX_MESSAGES // fraction
+        bounds = self.INBOX_BYTES // fraction, self.INBOX_MESSAGES // fraction
+        return self.inbox_bytes <= bounds[0] and len(self.inbox) <= bounds[1]
 
     def _deliver(self, payload: bytes, text: bool) -> None:
         self.inbox.append((payload, text))
