@@ -30,10 +30,9 @@ WRITE_BYTES = 256 * 1024
 
 
 class Record(Protocol):
-    """What the relay reads of a Kafka record (aiokafka's ConsumerRecord has these)."""
+    """What the relay reads of a Kafka record (aiokafka's ConsumerRecord has these); its topic and
+    partition are the batch's key."""
 
-    topic: str
-    partition: int
     offset: int
     timestamp: int  # ms; -1: none
     value: bytes | None
@@ -100,27 +99,33 @@ class Relay:
         return self.max_in_flight - self.window.pending
 
     def admit(
-        self, batch: Mapping[Any, Iterable[Record]], now: float, undecodable: Iterable[Undecodable] = ()
+        self,
+        batch: Mapping[tuple[str, int], Iterable[Record]],
+        now: float,
+        undecodable: Iterable[Undecodable] = (),
     ) -> Outbound:
         """Track every record of a fetched batch, then say what to do with each. Called right after
         the fetch returns, with no await between: no record is ever fetched and unaccounted for. A
         batch that cannot be decoded is tracked as one entry up to its last offset, and dead-lettered."""
         out = Outbound()
         sent_at = self.listening(now)
-        for records in batch.values():
+        track, expect, frames = self.window.track, self.window.expect_ack, out.frames
+        for (topic, partition), records in batch.items():
+            key = (topic, partition)
             for record in records:
-                entry = self.window.track((record.topic, record.partition), record.offset)
-                entry.timestamp = record.timestamp / 1000 if record.timestamp > 0 else 0.0
+                entry = track(key, record.offset)
+                if record.timestamp > 0:
+                    entry.timestamp = record.timestamp / 1000
                 decoded = codec.decode(record.value or b"", self.max_frame_bytes)
                 if isinstance(decoded, Rejected):
-                    source = {"resonance-source": f"{record.topic}/{record.partition}/{record.offset}"}
+                    source = {"resonance-source": f"{topic}/{partition}/{record.offset}"}
                     out.dead_letters.append((decoded, entry, source))
                     continue
                 if not decoded.known:
                     out.unknown += 1
                 if self.acks:
-                    self.window.expect_ack(entry, decoded.type, decoded.id, sent_at)
-                out.frames.append((decoded.raw, entry))
+                    expect(entry, decoded.type, decoded.id, sent_at)
+                frames.append((decoded.raw, entry))
         for bad in undecodable:  # after its partition's records: they all precede it
             entry = self.window.track((bad.topic, bad.partition), bad.offset, bad.last)
             detail = f"the batch at offsets {bad.first}-{bad.last} cannot be decoded: {bad.error}"

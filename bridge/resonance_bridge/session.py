@@ -159,11 +159,12 @@ class Session:
                 self._spawn(self._dead_letter_record(rejected, entry, source))
             for chunk in chunks(out.frames):  # one write each, with flow control between them
                 await self.ws.send_texts([raw for raw, _ in chunk])
-                wall = time.time()
-                for _, entry in chunk:
-                    relay.written(entry)
-                    if not relay.acks and entry.timestamp:  # ack mode send: delivered when written
-                        metrics.delivery_out.observe(wall - entry.timestamp)
+                if not relay.acks:  # ack mode send: delivered when written
+                    wall = time.time()
+                    for _, entry in chunk:
+                        relay.written(entry)
+                        if entry.timestamp:
+                            metrics.delivery_out.observe(wall - entry.timestamp)
             metrics.relayed_out.inc(len(out.frames))
             metrics.unknown_out.inc(out.unknown)
             self.changed.set()
