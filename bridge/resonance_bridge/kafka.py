@@ -16,7 +16,7 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from . import security
+from . import fetching, security
 from .backoff import Retry
 from .codec import Rejected, now_iso
 from .config import Config
@@ -46,7 +46,10 @@ def producer(config: Config) -> AIOKafkaProducer:
 
 
 def consumer(config: Config) -> AIOKafkaConsumer:
+    """The node's consumer: its records take the lean path (fetching.py), offset, timestamp and value."""
+    fetching.install()
     return AIOKafkaConsumer(
+        value_deserializer=fetching.LEAN,
         **security.kafka(config),
         bootstrap_servers=config.bootstrap_servers,
         client_id=f"resonance-bridge-{config.node}",
