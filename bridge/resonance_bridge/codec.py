@@ -135,9 +135,35 @@ def _check(body: Any, raw: bytes) -> Message | Rejected:
             return Rejected(
                 "missing_field", f"{mtype} needs field '{name}' as {what}: add it to the message", raw, mtype
             )
-    mid = body.get("id")
-    msg_id = str(mid) if isinstance(mid, (str, int)) and not isinstance(mid, bool) else None
-    return Message(mtype, msg_id, body, raw, required is not None)
+    return Message(mtype, _id(body.get("id")), body, raw, required is not None)
+
+
+def _id(sent: Any) -> str | None:
+    return str(sent) if isinstance(sent, (str, int)) and not isinstance(sent, bool) else None
+
+
+Ack = tuple[str | None, str | None]  # what an ack says: its original_type and id, each if a string
+
+
+def ack_of(message: Message) -> Ack:
+    original = message.body.get("original_type")
+    return (original if isinstance(original, str) else None), message.id
+
+
+def quick_ack(frame: bytes, text: bool, max_bytes: int) -> Ack | None:
+    """What an ack says, read the short way (a node sends one per record): a text frame within the
+    limit holding a JSON object whose type is "ack", which decode() would accept as it is. None for
+    anything else, which decode_frame() then reads as usual (orjson is never looser than json)."""
+    if not text or len(frame) > max_bytes:
+        return None
+    try:
+        body = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None
+    if type(body) is not dict or body.get("type") != "ack":
+        return None
+    original = body.get("original_type")
+    return (original if isinstance(original, str) else None), _id(body.get("id"))
 
 
 def _encodable(text: str) -> bool:

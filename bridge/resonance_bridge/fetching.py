@@ -66,6 +66,11 @@ class LeanPartitionRecords(_PARTITION_RECORDS):  # type: ignore[misc]
         self._lean = values is LEAN and isinstance(records, RawMemoryRecords)
         super().__init__(tp, records, aborted, offset, keys, None if self._lean else values, *rest)
 
+    def __iter__(self) -> Iterator[Any]:
+        # The generator itself: FetchResult.getall()'s loop resumes it directly, not through
+        # __next__ (a Python call per record). A loop cut short by max_records resumes it later.
+        return self._records_iterator if self._lean and self._records_iterator is not None else self
+
     def _unpack_records(self) -> Iterator[Any]:  # the name batches.decoding_failure looks for
         if not self._lean:
             yield from super()._unpack_records()

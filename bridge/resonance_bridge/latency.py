@@ -34,7 +34,8 @@ class Delivery:
         self.skipped = 0
 
     def observe(self, seconds: float) -> None:
-        seconds = max(seconds, 0.0)  # a producer's clock ahead of ours
+        if seconds < 0.0:  # a producer's clock ahead of ours
+            seconds = 0.0
         self.counts[bisect_left(BUCKETS, seconds)] += 1
         self.sum += seconds
         self.skipped += 1

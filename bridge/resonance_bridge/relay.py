@@ -151,19 +151,21 @@ class Relay:
     # --- acks ---------------------------------------------------------------------------------
 
     def on_ack(self, message: Message, now: float) -> AckOutcome:
-        original = message.body.get("original_type")
-        if not isinstance(original, str):
-            original = None
-        elif original in codec.REPLY_TYPES:
+        return self.acked(codec.ack_of(message), now)
+
+    def acked(self, ack: codec.Ack, now: float) -> AckOutcome:
+        original, msg_id = ack
+        if original in codec.REPLY_TYPES:
             return AckOutcome(False)  # the node acking our own ack or error (the guide's sample node)
         if not self.acks:
             return AckOutcome(True)  # ack mode `send`: nothing waits for acks
-        match = self.window.match(original, message.id)
+        match = self.window.match(original, msg_id)
         if match.entry is None:
             return AckOutcome(True, None, match.mismatch)
         if match.entry.partition is not None:
             self.last_progress = self.listening(now)
-        for entry in (match.entry, *match.copies):
+        self.window.finish(match.entry)
+        for entry in match.copies:
             self.window.finish(entry)
         return AckOutcome(True, match.entry)
 

@@ -195,10 +195,14 @@ class Session:
                 arrived, wall = time.monotonic(), time.time()
                 while (message := ws.take()) is not None:  # all that arrived, without an await
                     data, text = message
+                    ack = codec.quick_ack(data, text, cfg.max_frame_bytes)
+                    if ack is not None:
+                        self._on_ack(ack, data, wall)
+                        continue
                     decoded = codec.decode_frame(data, text, cfg.max_frame_bytes)
                     if isinstance(decoded, Message):
-                        if decoded.type == "ack":
-                            self._on_ack(decoded, wall)
+                        if decoded.type == "ack":  # one quick_ack() leaves to json
+                            self._on_ack(codec.ack_of(decoded), data, wall)
                             continue
                         if not decoded.known:
                             metrics.unknown_in.inc()
@@ -222,16 +226,16 @@ class Session:
                 metrics.dead_letters.labels("inbound", reason).inc()
             raise
 
-    def _on_ack(self, message: Message, wall: float) -> None:
+    def _on_ack(self, ack: codec.Ack, raw: bytes, wall: float) -> None:
         """One ack of a run read together (`wall`: when they were read); _acks_read() after the run."""
-        outcome = self.s.relay.on_ack(message, time.monotonic())
+        outcome = self.s.relay.acked(ack, time.monotonic())
         if not outcome.counted:
             return
         self.uncounted += 1
         if outcome.mismatch is not None:
             self.s.metrics.ack_mismatches.labels(outcome.mismatch).inc()
             # One template per reason: each kind is shown once a minute (logs.HELD), with a count.
-            acks_log.warning(MISMATCH_LOG[outcome.mismatch] + ": %.200s", message.raw)
+            acks_log.warning(MISMATCH_LOG[outcome.mismatch] + ": %.200s", raw)
         elif outcome.settled is not None:
             if outcome.settled.source is None:  # our heartbeat's, say
                 self.s.metrics.control_acks.inc()

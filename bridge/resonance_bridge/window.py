@@ -50,7 +50,7 @@ class Entry:
 class Match:
     entry: Entry | None
     mismatch: str | None = None  # why no entry was settled: a metric label
-    copies: list[Entry] = field(default_factory=list)  # other copies of the record, settled with it
+    copies: tuple[Entry, ...] = ()  # other copies of the record, settled with it
 
 
 @dataclass
@@ -108,7 +108,7 @@ class Window:
             entry = next((e for e in candidates if e.partition is not None), candidates[0])
             if original_type is not None and original_type != entry.type:
                 return Match(None, "type_mismatch")
-            copies = [e for e in candidates if e is not entry and e.source == entry.source and e.source]
+            copies = tuple(e for e in candidates if e is not entry and e.source == entry.source and e.source)
             return Match(entry, copies=copies)
         if not original_type:
             return Match(None, "no_original_type")

@@ -79,6 +79,19 @@ def test_legacy_batches_and_a_fetch_inside_a_compressed_batch_read_as_aiokafka_r
         assert [r[0] for r in lean] == list(range(offset, 50))
 
 
+def test_a_drain_cut_short_by_max_records_goes_on_where_it_stopped() -> None:
+    data = v2(0, 30, GZIP) + v2(30, 20)
+    for lean in (True, False):
+        records = fetcher.MemoryRecords(data)
+        values = fetching.LEAN if lean else None
+        unpacked = fetcher.PartitionRecords(TP, records, [], 0, None, values, True, 0)
+        result = fetcher.FetchResult(TP, partition_records=unpacked, assignment=_Assigned(), backoff=0)
+        drained: list[int] = []
+        while result.has_more():
+            drained += [r.offset for r in result.getall(max_records=7)]
+        assert drained == list(range(50)), lean
+
+
 def test_a_corrupt_batch_raises_as_aiokafka_does_and_is_placed_by_its_offsets() -> None:
     good, bad, after = v2(0, 10), bytearray(v2(10, 10)), v2(20, 10)
     bad[-3] ^= 0xFF  # a record's byte: inside the CRC

@@ -244,3 +244,35 @@ def test_the_bridges_own_text_frames_parse_as_the_library_parses_frames() -> Non
     batch = text_frames([b"same"] * 50)
     keys = {batch[i * 10 + 2 : i * 10 + 6] for i in range(50)}  # 2 header bytes, 4 key, 4 payload
     assert len(keys) == 50
+
+
+ACKS = [
+    b'{"type": "ack", "original_type": "state_update"}',
+    b'{"type": "ack", "original_type": "state_update", "id": 7}',
+    b'{"type": "ack", "original_type": "heartbeat", "id": "a-1"}',
+    b'{"type": "ack", "id": true, "original_type": 5}',
+    b'{"type": "ack"}',
+    b'{"type":"ack","original_type":"ack"}',
+    b'{"type": "state_update", "original_type": "x", "type": "ack"}',  # the last key wins
+]
+NOT_QUICK = [
+    b'{"type": "ack", "original_type": "state_update", "n": NaN}',  # json's alone: decode() decides
+    b'{"type": "ack", "original_type": "state_update", "pad": "' + b"x" * 100 + b'"}',  # over the limit
+    b'{"type": "ack", "original_type": "\xff"}',
+    b'["ack"]',
+    b'{"type": "Ack"}',
+    b'{"type": "ack", "original_type": "x", "type": "state_update", "data": {}}',
+    b"not json",
+    b"",
+]
+
+
+@pytest.mark.parametrize("frame", ACKS + NOT_QUICK)
+def test_the_quick_ack_path_reads_what_decode_reads(frame: bytes) -> None:
+    """codec.quick_ack() is a shortcut, never a second rule: where it answers, decode() gives the same
+    ack; where it does not, decode() decides (as an ack, a message or a dead letter)."""
+    quick, slow = codec.quick_ack(frame, True, 100), codec.decode_frame(frame, True, 100)
+    if quick is not None:
+        assert isinstance(slow, Message) and slow.type == "ack" and codec.ack_of(slow) == quick
+    assert (quick is not None) == (frame in ACKS)
+    assert codec.quick_ack(frame, False, 100) is None  # a binary frame: always decode()'s
