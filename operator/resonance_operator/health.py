@@ -169,6 +169,18 @@ def fresh(beat: Beat | None, now: float, frequency_hz: float) -> bool:
     return beat is not None and now - beat.received <= MISSED_PERIODS / frequency_hz
 
 
+NEVER = float("inf")
+
+
+def stale_at(beat: Beat | None, now: float, frequency_hz: float) -> float:
+    """When a fresh beat stops being fresh (the monotonic clock); NEVER for one that is not fresh."""
+    return (
+        beat.received + MISSED_PERIODS / frequency_hz
+        if beat is not None and fresh(beat, now, frequency_hz)
+        else NEVER
+    )
+
+
 def decodable(beat: Beat) -> Condition:
     """Whether every batch of the node's topic decoded. One that did not is dead-lettered and reading
     goes on (Ready stays True), unless spec.onUndecodable is stop: then its partition stops there."""

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import builders, health, metrics, mounts, status
@@ -28,6 +26,7 @@ from .heartbeats import Consumers, normalized
 from .model import Node
 from .settings import NO_SECURITY, Settings
 from .storage import Kube, KubeError
+from .tracked import REFRESHES_PER_S, Budget, Heard, Tracked, iso, slim
 
 log = logging.getLogger("resonance.operator.monitor")
 
@@ -36,33 +35,6 @@ MIN_PATCH_INTERVAL_S = 5.0
 # nodes): room for thousands of nodes, while a flood of made-up names only pushes the oldest out.
 MAX_HELD = 4096
 Key = tuple[str, str]  # (namespace, name)
-
-
-def _iso(wall: float) -> str:
-    return datetime.datetime.fromtimestamp(wall, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class Tracked:
-    body: dict[str, Any]  # the node as last reconciled (for its identity in Events)
-    node: Node
-    deployment: dict[str, Any] | None = None
-    error: str | None = None
-    reason: str = "ReconcileFailed"  # the error's kind (status.NEXT)
-    written: dict[str, Any] = field(default_factory=dict)  # the status as last patched (or found)
-    patched_at: float = float("-inf")
-    ever_ready: bool = False  # a node that never was Ready is starting, not failing
-    handled: int = 0  # the last generation carried out, or refused for good: status.observedGeneration
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-@dataclass(frozen=True, slots=True)
-class Heard:
-    """A heartbeat, with what it is checked against: the uid it names and the Kafka it was read from."""
-
-    uid: str
-    bootstrap: str
-    beat: health.Beat
 
 
 _KEPT = ("name", "namespace", "uid", "generation")  # of a node's metadata: its Events' involvedObject
@@ -78,6 +50,7 @@ class Monitor:
         self.held: OrderedDict[tuple[str, str, str, str], Heard] = OrderedDict()  # of unknown nodes
         self.consumers = Consumers(settings, self._record)
         self.patches = 0  # status patches sent (the rate limit's measure)
+        self.refreshes = Budget(REFRESHES_PER_S)  # patches that only refresh the numbers
         self.timer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -123,7 +96,7 @@ class Monitor:
             "metadata": {k: v for k, v in body["metadata"].items() if k in _KEPT},
             "status": body.get("status"),
         }
-        tracked.body, tracked.node, tracked.deployment = body, node, _slim(deployment)
+        tracked.body, tracked.node, tracked.deployment = body, node, slim(deployment)
         tracked.error, tracked.reason = error, reason
         if error is None or reason == "NotAllowed":  # done, or refused until the spec changes
             tracked.handled = node.generation
@@ -142,7 +115,7 @@ class Monitor:
             return False
         if not builders.is_subset(builders.deployment(tracked.node, self.settings), deployment):
             return False  # edited, or the spec changed: a reconcile's
-        tracked.deployment = _slim(deployment)
+        tracked.deployment = slim(deployment)
         await self._write(tracked)
         return True
 
@@ -227,11 +200,12 @@ class Monitor:
             # A beat counted before the node's spec named another Kafka, or before it was recreated
             # (a new uid), is not its bridge's any more.
             beat = heard.beat if heard is not None and self._rejected(node, heard) is None else None
+            tracked.stale_at = health.stale_at(beat, clock, node.spec.frequency_hz)
             new = status.node_status(
                 node,
                 tracked.deployment,
                 tracked.written,
-                _iso(time.time()),
+                iso(time.time()),
                 tracked.error,
                 beat,
                 clock,
@@ -252,13 +226,18 @@ class Monitor:
                 k: v for k, v in old.items() if k not in beating
             }
             interval = max(MIN_PATCH_INTERVAL_S, 1 / node.spec.frequency_hz)
-            if not transition and not moved and clock - tracked.patched_at < interval:
+            if (
+                not transition
+                and not moved
+                and (clock - tracked.patched_at < interval or not self.refreshes.take(clock))
+            ):
                 return  # only the heartbeat's numbers moved: they wait for the node's next slot
             try:
                 await self.kube.patch_node_status(node.namespace, node.name, new)
             except KubeError as exc:
                 log.warning("status of %s/%s not written: %s", node.namespace, node.name, exc)
                 metrics.PATCHES.labels("error").inc()
+                tracked.stale_at = clock + 1.0  # tried again by the timer
                 return
             self.patches += 1
             metrics.PATCHES.labels(
@@ -272,10 +251,12 @@ class Monitor:
                 await self.kube.post_event(tracked.body, kind, reason, message)
 
     async def _tick(self, every: float = 1.0) -> None:
-        """HeartbeatFresh turns False by itself: a dead bridge sends nothing that would say so."""
+        """HeartbeatFresh turns False by itself: a dead bridge sends nothing that would say so. Only
+        the nodes whose beat went stale (or whose patch failed) are looked at: not 10,000 a second."""
         while True:
             await asyncio.sleep(every)
-            for tracked in list(self.nodes.values()):
+            clock = time.monotonic()
+            for tracked in [t for t in self.nodes.values() if t.stale_at <= clock]:
                 with contextlib.suppress(Exception):  # one node's trouble must not stop the others'
                     await self._write(tracked)
 
@@ -284,17 +265,8 @@ class Monitor:
     async def _record(self, bootstrap: str, record: Any) -> None:
         """One heartbeat record, its age taken from its Kafka timestamp (a replayed old beat is old)."""
         wall = min(time.time(), (record.timestamp or 0) / 1000) or time.time()
-        parsed = health.parse(record.value, time.monotonic() - (time.time() - wall), _iso(wall))
+        parsed = health.parse(record.value, time.monotonic() - (time.time() - wall), iso(wall))
         if parsed is None:
             metrics.HEARTBEATS.labels("ignored").inc()
         else:
             await self.heartbeat(bootstrap, *parsed)
-
-
-def _slim(deployment: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What the status reads of a Deployment, and its version (to know an event of it seen)."""
-    if deployment is None:
-        return None
-    meta = deployment["metadata"]
-    kept = {"generation": meta.get("generation", 1), "resourceVersion": meta.get("resourceVersion")}
-    return {"metadata": kept, "status": deployment.get("status") or {}}

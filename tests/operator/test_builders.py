@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from resonance_operator import builders, health, listening, podpolicy, status
+from resonance_operator import builders, health, listening, podpolicy, status, tracked
 from resonance_operator.model import Node, Toleration
 from resonance_operator.settings import Settings, load
 
@@ -399,3 +399,17 @@ def test_the_readme_table_is_the_operators_settings() -> None:
         value = literal(cell)
         if value is not None:
             assert load({variable: value}) == load({}), f"{variable}: the README says {cell}"
+
+
+def test_status_refreshes_share_a_budget_across_nodes() -> None:
+    """REFRESHES_PER_S at most, in bursts of as many: 10,000 beating nodes are not 430 patches a second."""
+    budget = tracked.Budget(50.0)
+    assert sum(budget.take(100.0) for _ in range(200)) == 50  # the burst, then nothing at that instant
+    taken = sum(budget.take(100.0 + i / 1000) for i in range(1, 10_001))  # 10 s, a try every ms
+    assert 495 <= taken <= 505
+
+
+def test_a_beat_is_looked_at_again_when_it_goes_stale_and_never_after() -> None:
+    beat = _beat(received=100.0)
+    assert health.stale_at(beat, 101.0, 0.5) == 106.0  # three periods of 2 s
+    assert health.stale_at(beat, 107.0, 0.5) == health.NEVER and health.stale_at(None, 0, 1) == health.NEVER
