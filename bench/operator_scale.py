@@ -31,10 +31,12 @@ from typing import Any
 
 import aiohttp
 import yaml
+from aiokafka import AIOKafkaProducer
 from resonance_local.embedded import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "scale"
+FREQUENCY = 0.043  # a node's default heartbeat frequency (Hz)
 NODES = f"/apis/resonance.io/v1alpha1/namespaces/{NS}/resonancenodes"
 OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")  # kopf's own client, and kubernetes_asyncio's
 # One audit event per request: RequestReceived omitted (a watch still has two stages: deduped by ID).
@@ -235,6 +237,70 @@ async def bench(kube: Kube, audit: Audit, pids: dict[str, int], args: argparse.N
     }
 
 
+def beat(uid: str, name: str) -> bytes:
+    """A bridge's heartbeat record for a node (README, "Heartbeat records"): connected, nothing moving."""
+    record: dict[str, Any] = {"type": "heartbeat", "anchor": "BOLZANO_71", "node": name, "namespace": NS}
+    record["uid"] = uid
+    record |= {"websocket_connected": True, "kafka_connected": True, "in_flight": 0, "lag": 0}
+    record |= {"relayed_out": 0, "relayed_in": 0, "dead_letters": 0, "measured_frequency_hz": FREQUENCY}
+    return json.dumps(record).encode()
+
+
+async def heartbeating(kube: Kube, audit: Audit, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Every node's bridge beating at the default frequency, spread evenly over the period, for
+    --beat-periods periods. The first period's beats are transitions (HeartbeatFresh, patched at
+    once); from the second on, the steady state: each node's status refreshed at most once a period."""
+    listed = await kube.call("GET", NODES)
+    nodes = sorted((n["metadata"]["name"], n["metadata"]["uid"]) for n in listed["items"])
+    period, n = 1 / FREQUENCY, len(nodes)
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, enable_idempotence=False, linger_ms=20)
+    await producer.start()
+    marks: dict[str, tuple[float, float, Counter[str], Counter[str]]] = {}
+    try:
+        start, sent, total = time.monotonic(), 0, n * args.beat_periods
+        while sent < total:
+            elapsed = time.monotonic() - start
+            if elapsed >= period and "steady" not in marks:
+                marks["steady"] = (
+                    time.monotonic(),
+                    proc_stats(pid)["cpu_s"],
+                    await asyncio.to_thread(audit.read),
+                    await kube.counters(args.ports["metrics"]),
+                )
+            due = min(total, int(elapsed / period * n) + 1)
+            for i in range(sent, due):
+                name, uid = nodes[i % n]
+                await producer.send(args.heartbeat_topic, beat(uid, name), key=name.encode())  # queued
+            sent = due
+            await asyncio.sleep(0.05)
+        await producer.flush()
+        marks["end"] = (
+            time.monotonic(),
+            proc_stats(pid)["cpu_s"],
+            await asyncio.to_thread(audit.read),
+            await kube.counters(args.ports["metrics"]),
+        )
+    finally:
+        await producer.stop()
+    (t0, cpu0, calls0, counters0), (t1, cpu1, calls1, counters1) = marks["steady"], marks["end"]
+    took = t1 - t0
+    patches = calls1["patch resonancenodes/status"] - calls0["patch resonancenodes/status"]
+    triggers = {
+        k: round((counters1[k] - counters0[k]) / took, 1)
+        for k in counters1
+        if "status_patches" in k and counters1[k] != counters0[k]
+    }
+    return {
+        "beats_per_s": round(n * FREQUENCY, 1),
+        "seconds_measured": round(took, 1),
+        "operator_cpu_percent": round((cpu1 - cpu0) / took * 100, 1),
+        "status_patches_per_s": round(patches / took, 1),
+        "status_patches_bound_per_s": round(n / max(period, 5.0), 1),  # one per node per period
+        "status_patches_by_trigger_per_s": triggers,
+        "operator_rss_mb": round(proc_stats(pid)["VmRSS"], 1),
+    }
+
+
 async def restarted(kube: Kube, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     """A new operator under all the nodes, as after an upgrade or an eviction: its peak RSS (the chart's
     limit must hold it) and how long until it has settled (under 10% of a core for 3 s: its timers
@@ -281,6 +347,15 @@ def markdown(r: dict[str, Any]) -> str:
         "reconciles, status patches per create": listed(r["operator_counters_per_create"]),
         "reconciles, status patches per change": listed(r["operator_counters_per_change"]),
     }
+    if "heartbeating" in r:
+        h = r["heartbeating"]
+        steady = f"{h['beats_per_s']} beats/s, steady state over {h['seconds_measured']} s"
+        rows[f"heartbeating ({steady}): operator CPU"] = f"{h['operator_cpu_percent']}% of a core"
+        rows["heartbeating: status patches/s (bound: one per node per period)"] = (
+            f"{h['status_patches_per_s']} ({h['status_patches_bound_per_s']}); by trigger: "
+            + listed(h["status_patches_by_trigger_per_s"])
+        )
+        rows["heartbeating: operator RSS"] = f"{h['operator_rss_mb']} MB"
     if "restart" in r:
         again = r["restart"]
         rows[f"operator restarted under {r['nodes']:,} nodes: peak RSS, idle after"] = (
@@ -302,6 +377,12 @@ def main() -> int:
         type=Path,
         help="write the table as this markdown file's "
         "'## Operator at scale' section (make bench: bench/RESULTS.md)",
+    )
+    parser.add_argument(
+        "--beat-periods",
+        type=int,
+        default=3,
+        help="then every node's bridge beating at the default frequency for this many periods (0: none)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, audit log)")
     parser.add_argument(
@@ -332,6 +413,7 @@ def main() -> int:
         broker.start(preexec_fn=os.setsid)
         cleanup.callback(broker.stop)
         args.ports = {"liveness": free_port(), "metrics": free_port()}
+        args.bootstrap, args.heartbeat_topic = broker.bootstrap, "resonance.heartbeats"
         env = {
             **os.environ,
             "KUBECONFIG": str(run / "kubeconfig"),
@@ -365,7 +447,10 @@ def main() -> int:
             kube = Kube(run / "kubeconfig", args.connections)
             pids = {"operator": operator.pid, "apiserver": int((run / "apiserver.pid").read_text())}
             try:
-                result = await bench(kube, Audit(run / "audit.log"), pids, args)
+                audit = Audit(run / "audit.log")
+                result = await bench(kube, audit, pids, args)
+                if args.beat_periods:
+                    result["heartbeating"] = await heartbeating(kube, audit, operator.pid, args)
                 if args.restart:
                     stop()  # SIGTERM: it releases its Lease, the new one leads at once
                     result["restart"] = await restarted(kube, relaunch(), args)
