@@ -225,7 +225,8 @@ class Monitor:
             moved = {k: v for k, v in new.items() if k not in beating} != {
                 k: v for k, v in old.items() if k not in beating
             }
-            interval = max(MIN_PATCH_INTERVAL_S, 1 / node.spec.frequency_hz)
+            # A period less a tenth: the next beat, however it jitters, is due its refresh.
+            interval = max(MIN_PATCH_INTERVAL_S, 0.9 / node.spec.frequency_hz)
             if (
                 not transition
                 and not moved
