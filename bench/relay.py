@@ -190,25 +190,18 @@ class Bench:
         relayed = await self.proc("relay", tag).start(command, env)
         procs.append(relayed)
         self.watching(tag, *procs)
-        if self.args.py_spy:  # sampled for its whole life; the stacks land next to its log
-            out = str(relayed.log.with_suffix(".stacks"))
-            spy = [
-                str(Path(sys.executable).with_name("py-spy")),
-                "record",
-                "--pid",
-                str(relayed.pid),
-                "--nonblocking",
-                "--rate",
-                "1000",
-                "--format",
-                "raw",
-                "-o",
-                out,
-            ]
-            await self.proc("py-spy", tag).start(spy)
+        await self.profile(relayed, tag)
         for proc in procs:
             proc.needs.append(relayed)
         return relayed
+
+    async def profile(self, relayed: Proc, tag: str) -> None:
+        """With --py-spy: the relay sampled for its whole life; the stacks land next to its log."""
+        if self.args.py_spy:
+            out = str(relayed.log.with_suffix(".stacks"))
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(relayed.pid)]
+            spy += ["--nonblocking", "--rate", "1000", "--format", "raw", "-o", out]
+            await self.proc("py-spy", tag).start(spy)
 
     async def spawn_listening(
         self, procs: list[Proc], tag: str, direction: str, topic: str, group: str
@@ -308,6 +301,7 @@ class Bench:
             command = self.relay("bridge", "outbound", topic, f"g-{tag}", f"ws://127.0.0.1:{port}", env)
             relayed = await self.proc("relay", tag).start(command, env)
             procs.append(relayed)
+            await self.profile(relayed, tag)
             await node.wait("first", 60)
             await asyncio.sleep(3)
             cpu, broker, at = (

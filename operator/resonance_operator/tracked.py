@@ -25,6 +25,7 @@ class Tracked:
     written: dict[str, Any] = field(default_factory=dict)  # the status as last patched (or found)
     patched_at: float = float("-inf")
     stale_at: float = health.NEVER  # when its beat goes stale: the timer's next look at it
+    due: bool = False  # a write for a heartbeat waits its turn (Monitor._soon)
     ever_ready: bool = False  # a node that never was Ready is starting, not failing
     handled: int = 0  # the last generation carried out, or refused for good: status.observedGeneration
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
