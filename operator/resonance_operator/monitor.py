@@ -52,15 +52,17 @@ class Monitor:
         self.consumers = Consumers(settings, self._record)
         self.patches = 0  # status patches sent (the rate limit's measure)
         self.refreshes = Budget(REFRESHES_PER_S)  # patches that only refresh the numbers
-        self.writers, self.writing = asyncio.Semaphore(WRITERS), set[asyncio.Task[None]]()
+        self.queue: asyncio.Queue[Tracked] = asyncio.Queue()  # status writes due for heartbeats
+        self.writers: list[asyncio.Task[None]] = []
         self.timer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.timer = asyncio.create_task(self._tick())
+        self.writers = [asyncio.create_task(self._writer()) for _ in range(WRITERS)]
         self.consumers.want(())
 
     async def stop(self) -> None:
-        tasks = [*self.writing, *([self.timer] if self.timer is not None else [])]
+        tasks = [*self.writers, *([self.timer] if self.timer is not None else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -162,21 +164,19 @@ class Monitor:
         self._soon(tracked)
 
     def _soon(self, tracked: Tracked) -> None:
-        """Write the node's status in a task of its own, WRITERS at a time: the beats are read on
-        meanwhile (10,000 nodes' first beats are 10,000 patches, ~10 ms each, one after another),
-        and the beats of a node whose write waits its turn make one write, of the latest."""
-        if tracked.due:
-            return
-        tracked.due = True
+        """Queue the node's status write for one of WRITERS tasks: the beats are read on meanwhile
+        (10,000 nodes' first beats are 10,000 patches, ~10 ms each), and a node's beats that arrive
+        while its write waits make that one write, of the latest."""
+        if not tracked.due:
+            tracked.due = True
+            self.queue.put_nowait(tracked)
 
-        async def write() -> None:
-            async with self.writers:
-                tracked.due = False
+    async def _writer(self) -> None:
+        while True:
+            tracked = await self.queue.get()
+            tracked.due = False
+            with contextlib.suppress(Exception):  # logged by _write; one node's trouble is its own
                 await self._write(tracked)
-
-        task = asyncio.create_task(write())
-        self.writing.add(task)
-        task.add_done_callback(self.writing.discard)
 
     def _source(self, node: Node) -> str:
         """The Kafka the node's bridge writes its heartbeats to."""
