@@ -1,7 +1,7 @@
 """A minimal HTTP server for the kubelet's probes and Prometheus: /healthz, /readyz, /metrics.
 
 asyncio's own server on the bridge's event loop, on purpose: /healthz answering proves that very
-loop is alive, which a server on a thread of its own (prometheus_client's) would not.
+loop is alive, which a server on a thread of its own (as prometheus_client's) would not.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from .promtext import CONTENT_TYPE, Registry
 
 Readiness = Callable[[], tuple[bool, str]]
 
 
 class HealthServer:
-    def __init__(self, registry: CollectorRegistry, readiness: Readiness) -> None:
+    def __init__(self, registry: Registry, readiness: Readiness) -> None:
         self.registry = registry
         self.readiness = readiness
         self.server: asyncio.Server | None = None
@@ -37,7 +37,7 @@ class HealthServer:
             ready, why = self.readiness()
             return (200 if ready else 503), "text/plain", why.encode() + b"\n"
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+            return 200, CONTENT_TYPE, self.registry.exposition()
         return 404, "text/plain", b"not found: try /healthz, /readyz or /metrics\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

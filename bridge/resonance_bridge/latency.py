@@ -15,8 +15,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
+from .promtext import head, labelled, number
 
 # 1 ms to 60 s. Upper bounds, as Prometheus's `le`.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -59,21 +58,23 @@ def _rank(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class DeliveryCollector(Collector):
+class DeliveryCollector:
+    NAME = "resonance_delivery_seconds"
+    DOC = (
+        "Delivery latency: outbound from the record's Kafka timestamp to the node's ack (ack mode "
+        "send: to the write), inbound from the frame's arrival to Kafka's ack"
+    )
+
     def __init__(self, directions: dict[str, Delivery]) -> None:
         self.directions = directions
 
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(
-            "resonance_delivery_seconds",
-            "Delivery latency: outbound from the record's Kafka timestamp to the node's ack (ack mode "
-            "send: to the write), inbound from the frame's arrival to Kafka's ack",
-            labels=["direction"],
-        )
+    def lines(self) -> Iterator[str]:
+        yield from head(self.NAME, self.DOC, "histogram")
         for direction, delivery in self.directions.items():
-            cumulative, buckets = 0, []
+            cumulative, one = 0, labelled(("direction",), (direction,))
             for bound, count in zip((*map(str, BUCKETS), "+Inf"), delivery.counts, strict=True):
                 cumulative += count
-                buckets.append((bound, float(cumulative)))
-            family.add_metric([direction], buckets, delivery.sum)
-        yield family
+                both = labelled(("direction", "le"), (direction, bound))
+                yield f"{self.NAME}_bucket{both} {number(cumulative)}"
+            yield f"{self.NAME}_count{one} {number(cumulative)}"
+            yield f"{self.NAME}_sum{one} {number(delivery.sum)}"

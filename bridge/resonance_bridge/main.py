@@ -9,8 +9,6 @@ import signal
 import sys
 from collections.abc import Mapping
 
-import prometheus_client
-
 from . import config as configuration
 from . import logs
 from .bridge import Bridge
@@ -34,7 +32,6 @@ def run(env: Mapping[str, str]) -> int:
 
 
 async def _main(config: configuration.Config) -> int:
-    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
     bridge = Bridge(config)
     health = HealthServer(bridge.metrics.registry, bridge.readiness)
     try:

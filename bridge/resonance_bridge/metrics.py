@@ -1,18 +1,17 @@
-"""Prometheus metrics of one bridge, in a registry of its own (no process-global state)."""
+"""Prometheus metrics of one bridge, in a registry of its own (no process-global state; promtext.py)."""
 
 from __future__ import annotations
 
 import contextlib
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
-
 from .config import Config
 from .latency import Delivery, DeliveryCollector
+from .promtext import Counter, Gauge, Info, Registry
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
+        self.registry = r = Registry()
         self.info = Info("resonance_bridge", "The node this bridge serves", registry=r)
         self.relayed = Counter(
             "resonance_messages_relayed",
@@ -166,7 +165,7 @@ class Metrics:
 
     def total(self, name: str) -> float:
         """A counter's sum over all its labels (e.g. dead letters of every direction and reason)."""
-        return sum(s.value for family in self.registry.collect() for s in family.samples if s.name == name)
+        return self.registry.total(name)
 
     def describe(self, config: Config) -> None:
         self.info.info(

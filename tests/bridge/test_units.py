@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 from resonance_bridge import codec
@@ -12,6 +13,7 @@ from resonance_bridge.backoff import Backoff
 from resonance_bridge.codec import Message, Rejected
 from resonance_bridge.config import ConfigError, load
 from resonance_bridge.framing import text_frames
+from resonance_bridge.latency import BUCKETS
 from resonance_bridge.logs import HoldRepeats
 from resonance_bridge.schedule import every
 from websockets.frames import Frame, Opcode
@@ -276,3 +278,42 @@ def test_the_quick_ack_path_reads_what_decode_reads(frame: bytes) -> None:
         assert isinstance(slow, Message) and slow.type == "ack" and codec.ack_of(slow) == quick
     assert (quick is not None) == (frame in ACKS)
     assert codec.quick_ack(frame, False, 100) is None  # a binary frame: always decode()'s
+
+
+def test_the_bridges_exposition_is_byte_for_byte_prometheus_clients() -> None:
+    """promtext.py stands in for prometheus_client in the bridge: the same metrics with the same
+    values are written exactly as the library writes them (escapes, floats, info, histograms)."""
+    import prometheus_client
+    from prometheus_client.metrics_core import HistogramMetricFamily
+    from resonance_bridge import promtext
+    from resonance_bridge.latency import Delivery, DeliveryCollector
+
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    ours, theirs = promtext.Registry(), prometheus_client.CollectorRegistry()
+    for lib, registry in ((promtext, ours), (prometheus_client, theirs)):
+        lib.Info("resonance_bridge", "The node", registry=registry).info({"node": "a", "anchor": 'B"\\'})
+        lib.Counter("x_relayed", "Relayed\nmsgs \\ ok", ["direction"], registry=registry).labels("out").inc(3)
+        lib.Counter("x_plain", "plain", registry=registry)
+        lib.Gauge("x_big", "g", registry=registry).set(1234567.0)
+        lib.Gauge("x_small", "g", registry=registry).set(-0.000012)
+        lib.Gauge("x_l", "l", ["a", "b"], registry=registry).labels('q"uote', "n\nl").set(0.5)
+        lib.Gauge("x_f", "f", registry=registry).set_function(lambda: 7)
+        lib.Gauge("x_none", "labelled, no series", ["a"], registry=registry)
+    delivery = Delivery()
+    for seconds in (0.0005, 0.02, 0.02, 3.0, 120.0):
+        delivery.observe(seconds)
+    ours.register(DeliveryCollector({"outbound": delivery, "inbound": Delivery()}))
+
+    class Histogram:
+        def collect(self) -> Iterator[HistogramMetricFamily]:
+            family = HistogramMetricFamily(
+                DeliveryCollector.NAME, DeliveryCollector.DOC, labels=["direction"]
+            )
+            for direction, d in (("outbound", delivery), ("inbound", Delivery())):
+                running = [sum(d.counts[: i + 1]) for i in range(len(d.counts))]
+                bounds = (*map(str, BUCKETS), "+Inf")
+                family.add_metric([direction], list(zip(bounds, map(float, running), strict=True)), d.sum)
+            yield family
+
+    theirs.register(Histogram())
+    assert ours.exposition().decode() == prometheus_client.generate_latest(theirs).decode()
