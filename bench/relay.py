@@ -297,7 +297,7 @@ class Bench:
             await prefill(self.broker.bootstrap, topic, 1)
             node = await self.peer(procs, "wire.py", tag, "receiver", "--expect", "1")
             port = (await node.wait("port", 30))["port"]
-            env = {"KAFKA_ENABLE_IDEMPOTENCE": "false"}
+            env = {"KAFKA_ENABLE_IDEMPOTENCE": "false", **dict(e.split("=", 1) for e in self.args.bridge_env)}
             command = self.relay("bridge", "outbound", topic, f"g-{tag}", f"ws://127.0.0.1:{port}", env)
             relayed = await self.proc("relay", tag).start(command, env)
             procs.append(relayed)
@@ -338,7 +338,7 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
         contenders += ["bridge-before"] if args.baseline else []
         contenders += ["mq-bridge"] if args.mq_python else []
         contenders = [c for c in contenders if c in (args.contenders or contenders)]
-        for round_no in range(1, args.rounds + 1):
+        for round_no in range(1, 0 if args.idle_only else args.rounds + 1):
             order = contenders if round_no % 2 else contenders[::-1]
             for direction in args.directions:
                 for who in ["harness", "kafka alone"]:
@@ -348,6 +348,10 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
                         continue  # send mode is outbound only; mq-bridge cannot connect out for inbound
                     results.add(await b.run(round_no, direction, who))
         if args.throughput_only:
+            return results
+        if args.idle_only:
+            results.idle = await b.idle()
+            print(f"idle bridge: {results.idle}", flush=True)
             return results
         single = ("bridge-send", "bridge-listen", "bridge-before")  # measured by throughput alone
         for who in ["kafka alone", *[c for c in contenders if c not in single]]:
@@ -392,6 +396,7 @@ def main() -> int:
     parser.add_argument(
         "--throughput-only", action="store_true", help="skip the latency, restart and idle measures"
     )
+    parser.add_argument("--idle-only", action="store_true", help="only the idle bridge (with --bridge-env)")
     parser.add_argument("--direction", dest="directions", action="append", choices=("outbound", "inbound"))
     parser.add_argument(
         "--bridge-env",
