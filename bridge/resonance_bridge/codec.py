@@ -142,6 +142,7 @@ def _id(sent: Any) -> str | None:
     return str(sent) if isinstance(sent, (str, int)) and not isinstance(sent, bool) else None
 
 
+QUICK_ACK_BYTES = 512  # an ack is ~60 bytes; a longer one takes decode()'s path, to the same answer
 Ack = tuple[str | None, str | None]  # what an ack says: its original_type and id, each if a string
 
 
@@ -153,8 +154,9 @@ def ack_of(message: Message) -> Ack:
 def quick_ack(frame: bytes, text: bool, max_bytes: int) -> Ack | None:
     """What an ack says, read the short way (a node sends one per record): a text frame within the
     limit holding a JSON object whose type is "ack", which decode() would accept as it is. None for
-    anything else, which decode_frame() then reads as usual (orjson is never looser than json)."""
-    if not text or len(frame) > max_bytes:
+    anything else, which decode_frame() then reads as usual (orjson is never looser than json). A
+    frame longer than an ack is not parsed here at all: an inbound record would be parsed twice."""
+    if not text or len(frame) > min(max_bytes, QUICK_ACK_BYTES):
         return None
     try:
         body = orjson.loads(frame)

@@ -44,7 +44,7 @@ def test_config_defaults_follow_the_contract() -> None:
         "resonance-bridge-lexamoris",
         8080,
         True,
-        100,
+        500,
     )
     assert config.max_frame_bytes == 1024 * 1024
     assert round(config.heartbeat_interval_s, 2) == 23.26
@@ -61,7 +61,7 @@ def test_config_defaults_follow_the_contract() -> None:
         ("RESONANCE_S_ROI", "inf", "finite number"),
         ("RESONANCE_HTTP_PORT", "70000", "0 to 65535"),
         ("KAFKA_HEARTBEAT_INTERVAL_MS", "20000", "lower than KAFKA_SESSION_TIMEOUT_MS"),
-        ("KAFKA_REQUEST_TIMEOUT_MS", "1100", "exceed KAFKA_FETCH_MAX_WAIT_MS=100 by over 1000"),
+        ("KAFKA_REQUEST_TIMEOUT_MS", "1500", "exceed KAFKA_FETCH_MAX_WAIT_MS=500 by over 1000"),
     ],
 )
 def test_config_rejects_with_variable_value_and_fix(name: str, value: str, needle: str) -> None:
@@ -317,3 +317,11 @@ def test_the_bridges_exposition_is_byte_for_byte_prometheus_clients() -> None:
 
     theirs.register(Histogram())
     assert ours.exposition().decode() == prometheus_client.generate_latest(theirs).decode()
+
+
+def test_a_frame_longer_than_an_ack_is_not_parsed_twice() -> None:
+    """An inbound record (a state_update of ~1 KB) goes to decode() alone; so does a long ack."""
+    long_ack = b'{"type": "ack", "original_type": "x", "pad": "' + b"x" * codec.QUICK_ACK_BYTES + b'"}'
+    assert codec.quick_ack(long_ack, True, 10_000) is None
+    decoded = codec.decode_frame(long_ack, True, 10_000)
+    assert isinstance(decoded, Message) and codec.ack_of(decoded) == ("x", None)
