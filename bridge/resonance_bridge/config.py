@@ -123,7 +123,9 @@ class Config(KafkaSecurity):
     http_host: str = var("RESONANCE_HTTP_HOST", "0.0.0.0")  # a pod's probes come from outside it
     group_id: str = var("KAFKA_GROUP_ID", "")  # empty: resonance-bridge-<node>
     enable_idempotence: bool = var("KAFKA_ENABLE_IDEMPOTENCE", True)
-    fetch_max_wait_ms: int = var("KAFKA_FETCH_MAX_WAIT_MS", 100)
+    # Kafka's own default: a broker answers as soon as a record arrives; an idle bridge asks twice a
+    # second, not ten times (bench/RESULTS.md, idle CPU).
+    fetch_max_wait_ms: int = var("KAFKA_FETCH_MAX_WAIT_MS", 500)
     session_timeout_ms: int = var("KAFKA_SESSION_TIMEOUT_MS", 10000)
     # A connection whose request goes unanswered this long is dropped and made again: the bound on
     # a broker that black-holes the bridge (aiokafka's 40 s default left a node unserved ~80 s).
