@@ -289,8 +289,9 @@ class Bench:
             return float((await node.wait("first", 60))["t"] - relayed.spawned)
 
     async def idle(self) -> dict[str, float]:
-        """The bridge with its default settings (but idempotence: tansu lacks it) and its node connected,
-        once its one record was delivered: CPU and memory with nothing to do."""
+        """The bridge as the operator runs a node of one replica (its defaults, KAFKA_ASSIGNMENT=direct;
+        idempotence off: tansu lacks it) and its node connected, once its one record was delivered:
+        CPU and memory with nothing to do."""
         tag = f"idle.{uuid.uuid4().hex[:6]}"
         topic = f"bench.{tag}"
         async with self.scoped(topic) as procs:
@@ -298,7 +299,9 @@ class Bench:
             node = await self.peer(procs, "wire.py", tag, "receiver", "--expect", "1")
             port = (await node.wait("port", 30))["port"]
             env = {"KAFKA_ENABLE_IDEMPOTENCE": "false", **dict(e.split("=", 1) for e in self.args.bridge_env)}
-            command = self.relay("bridge", "outbound", topic, f"g-{tag}", f"ws://127.0.0.1:{port}", env)
+            command = self.relay(
+                "bridge-direct", "outbound", topic, f"g-{tag}", f"ws://127.0.0.1:{port}", env
+            )
             relayed = await self.proc("relay", tag).start(command, env)
             procs.append(relayed)
             await self.profile(relayed, tag)
