@@ -318,6 +318,8 @@ class Bench:
                 "cpu_percent": (clock.cpu_seconds(relayed.pid) - cpu) / took * 100,
                 "broker_cpu_percent": (clock.cpu_seconds(self.broker_pid) - broker) / took * 100,
                 "rss_mb": clock.memory_mb(relayed.pid, "VmRSS"),
+                # Less the pages of shared libraries every bridge on a machine maps from the same files.
+                "private_mb": clock.memory_mb(relayed.pid, "RssAnon"),
                 "seconds": took,
             }
 

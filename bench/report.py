@@ -237,6 +237,8 @@ def render(results: Results, args: argparse.Namespace, command: str, took: float
         ],
         f"| idle bridge (defaults, node connected): CPU | {idle.get('cpu_percent', 0):.2f}% of a core |",
         f"| idle bridge: RSS | {idle.get('rss_mb', 0):.1f} MB |",
+        f"| idle bridge: private memory (RssAnon: RSS less shared library pages) | "
+        f"{idle.get('private_mb', 0):.1f} MB |",
         f"| idle bridge: the broker's CPU meanwhile | {idle.get('broker_cpu_percent', 0):.2f}% of a core |",
         "",
         "![throughput, CPU per message and latency per contender](results.png)",
