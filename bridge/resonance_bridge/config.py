@@ -133,7 +133,7 @@ class Config(KafkaSecurity):
     heartbeat_interval_ms: int = var("KAFKA_HEARTBEAT_INTERVAL_MS", 3000)
     commit_interval_ms: int = var("KAFKA_COMMIT_INTERVAL_MS", 1000)
     linger_ms: int = var("KAFKA_LINGER_MS", 5)
-    batch_size: int = var("KAFKA_BATCH_SIZE", 256 * 1024)
+    batch_size: int = var("KAFKA_BATCH_SIZE", 1024 * 1024)
     auto_offset_reset: Literal["earliest", "latest"] = var("KAFKA_AUTO_OFFSET_RESET", "earliest")
     # group: replicas share the partitions (a join, seconds on Kafka); direct: one replica takes them
     # all at once, committing to the group as well (reader.py).

@@ -41,6 +41,9 @@ dead_log = logging.getLogger("resonance.deadletters")  # likewise
 
 # Inbound records waiting for Kafka hold their bytes until stored: past this the bridge stops reading.
 INBOUND_BYTES = 16 * 1024 * 1024
+# Inbound frames read and not answered yet, in RESONANCE_MAX_IN_FLIGHTs: room for the batch in flight
+# to Kafka and the next filling, each up to KAFKA_BATCH_SIZE (1 MiB: ~1,000 records of 1 KB).
+INBOUND_WINDOWS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +188,8 @@ class Session:
 
     def _room(self) -> bool:
         """Room for another inbound frame: answers pending, in number and in bytes, under the bounds."""
-        return self.unanswered < self.s.config.max_in_flight and self.unanswered_bytes < INBOUND_BYTES
+        bound = INBOUND_WINDOWS * self.s.config.max_in_flight
+        return self.unanswered < bound and self.unanswered_bytes < INBOUND_BYTES
 
     async def _inbound(self) -> None:
         cfg, relay, metrics, ws = self.s.config, self.s.relay, self.s.metrics, self.ws
