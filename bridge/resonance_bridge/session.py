@@ -43,7 +43,7 @@ dead_log = logging.getLogger("resonance.deadletters")  # likewise
 INBOUND_BYTES = 16 * 1024 * 1024
 # Inbound frames read and not answered yet, in RESONANCE_MAX_IN_FLIGHTs: room for the batch in flight
 # to Kafka and the next filling, each up to KAFKA_BATCH_SIZE (1 MiB: ~1,000 records of 1 KB).
-INBOUND_WINDOWS = 4
+INBOUND_WINDOWS = 2
 
 
 @dataclass(frozen=True, slots=True)

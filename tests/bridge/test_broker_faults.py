@@ -162,7 +162,7 @@ async def test_a_node_sending_faster_than_kafka_takes_is_throttled_not_dropped(
         f"ws://127.0.0.1:{node.port}",
         RESONANCE_WS_PING_INTERVAL_S="1",
         RESONANCE_WS_PING_TIMEOUT_S="2",
-        RESONANCE_MAX_IN_FLIGHT="100",  # inbound, 4x: frames read and not yet stored
+        RESONANCE_MAX_IN_FLIGHT="100",  # inbound, 2x: frames read and not yet stored
         KAFKA_BATCH_SIZE=str(256 * 1024),  # the batches' own buffers (two) apart: what is read is measured
     )
     bridge = BridgeProcess(env, workdir / "bridge.log").start()
