@@ -155,3 +155,15 @@ async def test_after_a_fragmented_message_the_library_parses_and_the_order_holds
     scripts.append([*before, *fragmented, *after])
     got = await read_all(url)
     assert got == [(b"one", True), (b"two", False), (b"three", True), (b"four", True), (b"five" * 1000, True)]
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["client", "server"])
+def test_the_bridges_own_text_frames_parse_as_the_library_parses_frames(masked: bool) -> None:
+    """The hot path frames batches itself (framing.text_frames); the websockets parser, which the
+    node runs, reads them back exactly, for every length encoding, each with its own mask key."""
+    payloads = [b"", b"x", b"a" * 125, b"b" * 126, b"c" * 65535, b"d" * 65536, "é€".encode() * 40_000]
+    frames = library(framing.text_frames(payloads, masked=masked), mask=masked)
+    assert [(f.opcode, f.fin, f.data) for f in frames] == [(Opcode.TEXT, True, p) for p in payloads]
+    batch = framing.text_frames([b"same"] * 50)
+    keys = {batch[i * 10 + 2 : i * 10 + 6] for i in range(50)}  # 2 header bytes, 4 key, 4 payload
+    assert len(keys) == 50

@@ -12,12 +12,9 @@ from resonance_bridge import codec
 from resonance_bridge.backoff import Backoff
 from resonance_bridge.codec import Message, Rejected
 from resonance_bridge.config import ConfigError, load
-from resonance_bridge.framing import text_frames
 from resonance_bridge.latency import BUCKETS
 from resonance_bridge.logs import HoldRepeats
 from resonance_bridge.schedule import every
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
 
 BASE = {
     "RESONANCE_ENDPOINT": "ws://lexamoris-server:8766",
@@ -224,28 +221,6 @@ def test_the_readme_table_is_the_configuration() -> None:
         if value is not None and variable not in logging_vars:
             value = value.replace("<node>", "resonance")  # KAFKA_GROUP_ID's default names the node
             assert load({**BASE, variable: value}) == load(BASE), f"{variable}: the README says {cell}"
-
-
-def test_the_bridges_own_text_frames_parse_as_the_library_parses_frames() -> None:
-    """The hot path frames batches itself (framing.text_frames); the websockets parser, which the
-    node runs, reads them back exactly, for every length encoding, each with its own mask key."""
-    payloads = [b"", b"x", b"a" * 125, b"b" * 126, b"c" * 65535, b"d" * 65536, "é€".encode() * 40_000]
-    reader = StreamReader()
-    reader.feed_data(text_frames(payloads))
-    reader.feed_eof()
-    for payload in payloads:
-        parser = Frame.parse(reader.read_exact, mask=True, max_size=None, extensions=[])
-        try:
-            next(parser)
-            while True:
-                parser.send(None)
-        except StopIteration as done:
-            frame = done.value
-        assert (frame.opcode, frame.fin, frame.data) == (Opcode.TEXT, True, payload)
-    assert reader.at_eof()
-    batch = text_frames([b"same"] * 50)
-    keys = {batch[i * 10 + 2 : i * 10 + 6] for i in range(50)}  # 2 header bytes, 4 key, 4 payload
-    assert len(keys) == 50
 
 
 ACKS = [
