@@ -13,7 +13,7 @@ scrape time.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .promtext import head, labelled, number
 
@@ -33,17 +33,26 @@ class Delivery:
         self.skipped = 0
 
     def observe(self, seconds: float) -> None:
-        if seconds < 0.0:  # a producer's clock ahead of ours
-            seconds = 0.0
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
-        self.skipped += 1
-        if self.skipped >= self.stride:
-            self.skipped = 0
-            self.samples.append(seconds)
-            if len(self.samples) >= KEEP:
-                del self.samples[1::2]
-                self.stride *= 2
+        self.observe_all((seconds,))
+
+    def observe_all(self, values: Iterable[float]) -> None:
+        """A run of deliveries (the acks read together): one call, the state in locals meanwhile."""
+        counts, samples, total = self.counts, self.samples, 0.0
+        skipped, stride = self.skipped, self.stride
+        for seconds in values:
+            if seconds < 0.0:  # a producer's clock ahead of ours
+                seconds = 0.0
+            counts[bisect_left(BUCKETS, seconds)] += 1
+            total += seconds
+            skipped += 1
+            if skipped >= stride:
+                skipped = 0
+                samples.append(seconds)
+                if len(samples) >= KEEP:
+                    del samples[1::2]
+                    stride *= 2
+        self.sum += total
+        self.skipped, self.stride = skipped, stride
 
     def period(self) -> tuple[float, float] | None:
         """(p50, p99) in seconds since the last call, or None if nothing was delivered; starts anew."""

@@ -73,6 +73,7 @@ class Session:
         self.workers: set[asyncio.Task[None]] = set()  # see _spawn()
         self.uncounted = 0  # acks read, not yet added to their counter (a lock per ack costs 5%)
         self.settled = False  # an ack of the run being read settled a message
+        self.delivered: list[float] = []  # the run's delivery latencies, observed together
         self.closed_for = ""
 
     # --- the unit -------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ class Session:
             if outcome.settled.source is None:  # our heartbeat's, say
                 self.s.metrics.control_acks.inc()
             elif outcome.settled.timestamp:
-                self.s.metrics.delivery_out.observe(wall - outcome.settled.timestamp)
+                self.delivered.append(wall - outcome.settled.timestamp)
             self.settled = True
 
     def _acks_read(self) -> None:
@@ -252,6 +253,9 @@ class Session:
         if self.uncounted:
             self.s.metrics.acks_from_node.inc(self.uncounted)
             self.uncounted = 0
+        if self.delivered:
+            self.s.metrics.delivery_out.observe_all(self.delivered)
+            self.delivered.clear()
         if self.settled:
             self.settled = False
             self.changed.set()

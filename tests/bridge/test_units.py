@@ -300,3 +300,20 @@ def test_a_frame_longer_than_an_ack_is_not_parsed_twice() -> None:
     assert codec.quick_ack(long_ack, True, 10_000) is None
     decoded = codec.decode_frame(long_ack, True, 10_000)
     assert isinstance(decoded, Message) and codec.ack_of(decoded) == ("x", None)
+
+
+def test_delivery_latency_keeps_an_even_sample_in_bounded_memory_one_by_one_or_in_runs() -> None:
+    from resonance_bridge.latency import KEEP, Delivery
+
+    values = [i / 1000 for i in range(10_000)]  # 0 to 10 s, evenly
+    one, runs = Delivery(), Delivery()
+    for v in values:
+        one.observe(v)
+    for at in range(0, len(values), 37):
+        runs.observe_all(values[at : at + 37])
+    state = lambda d: (d.counts, round(d.sum, 6), d.samples, d.stride)  # noqa: E731
+    assert state(one) == state(runs)
+    assert sum(one.counts) == 10_000 and abs(one.sum - sum(values)) < 1e-6 and len(one.samples) < KEEP
+    p50, p99 = one.period() or (0.0, 0.0)
+    assert abs(p50 - 5.0) < 0.05 and abs(p99 - 9.9) < 0.05
+    assert one.period() is None  # the period starts anew
