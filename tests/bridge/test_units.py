@@ -311,7 +311,10 @@ def test_delivery_latency_keeps_an_even_sample_in_bounded_memory_one_by_one_or_i
         one.observe(v)
     for at in range(0, len(values), 37):
         runs.observe_all(values[at : at + 37])
-    state = lambda d: (d.counts, round(d.sum, 6), d.samples, d.stride)  # noqa: E731
+
+    def state(d: Delivery) -> tuple[object, ...]:
+        return d.counts, round(d.sum, 6), d.samples, d.stride
+
     assert state(one) == state(runs)
     assert sum(one.counts) == 10_000 and abs(one.sum - sum(values)) < 1e-6 and len(one.samples) < KEEP
     p50, p99 = one.period() or (0.0, 0.0)
