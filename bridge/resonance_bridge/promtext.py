@@ -38,7 +38,8 @@ def number(value: float) -> str:
 
 
 def labelled(names: Iterable[str], values: Iterable[str]) -> str:
-    pairs = [f'{k}="{_escape(v)}"' for k, v in zip(names, values, strict=True)]
+    """`{k="v",...}` sorted by name, as prometheus_client writes them."""
+    pairs = [f'{k}="{_escape(v)}"' for k, v in sorted(zip(names, values, strict=True))]
     return "{" + ",".join(pairs) + "}" if pairs else ""
 
 

@@ -271,7 +271,7 @@ def test_the_bridges_exposition_is_byte_for_byte_prometheus_clients() -> None:
         lib.Counter("x_plain", "plain", registry=registry)
         lib.Gauge("x_big", "g", registry=registry).set(1234567.0)
         lib.Gauge("x_small", "g", registry=registry).set(-0.000012)
-        lib.Gauge("x_l", "l", ["a", "b"], registry=registry).labels('q"uote', "n\nl").set(0.5)
+        lib.Gauge("x_l", "l", ["b", "a"], registry=registry).labels('q"uote', "n\nl").set(0.5)  # sorted out
         lib.Gauge("x_f", "f", registry=registry).set_function(lambda: 7)
         lib.Gauge("x_none", "labelled, no series", ["a"], registry=registry)
     delivery = Delivery()
