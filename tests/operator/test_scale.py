@@ -32,7 +32,7 @@ def test_a_restarted_operator_stays_within_the_charts_memory_limit(tmp_path: Pat
         pytest.skip("runs kube-lite: set RESONANCE_KUBE_LITE to its script")
     nodes, out = size(300, 3000), tmp_path / "scale.json"
     bench = [sys.executable, str(ROOT / "bench" / "operator_scale.py"), "--kube-lite", kube_lite]
-    bench += ["--nodes", str(nodes), "--changes", "2", "--restart", "--json", str(out)]
+    bench += ["--nodes", str(nodes), "--changes", "2", "--beat-periods", "0", "--restart", "--json", str(out)]
     done = subprocess.run(bench, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
     peak = json.loads(out.read_text())["restart"]["peak_rss_mb"]
