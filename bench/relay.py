@@ -343,7 +343,7 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
         contenders += ["bridge-before"] if args.baseline else []
         contenders += ["mq-bridge"] if args.mq_python else []
         contenders = [c for c in contenders if c in (args.contenders or contenders)]
-        for round_no in range(1, 0 if args.idle_only else args.rounds + 1):
+        for round_no in range(1, 0 if args.idle_only or args.latency_only else args.rounds + 1):
             order = contenders if round_no % 2 else contenders[::-1]
             for direction in args.directions:
                 for who in ["harness", "kafka alone"]:
@@ -359,9 +359,12 @@ async def bench(broker: EmbeddedBroker, args: argparse.Namespace, logs: Path) ->
             print(f"idle bridge: {results.idle}", flush=True)
             return results
         single = ("bridge-send", "bridge-listen", "bridge-before")  # measured by throughput alone
-        for who in ["kafka alone", *[c for c in contenders if c not in single]]:
+        timed = [c for c in contenders if c not in single or (args.latency_only and c == "bridge-before")]
+        for who in ["kafka alone", *timed]:
             results.latencies.append(await b.latency(who))
             print(results.latencies[-1].line(), flush=True)
+        if args.latency_only:
+            return results
         for who in ["bridge-direct", *[c for c in contenders if c not in single]]:
             results.first[who] = await b.first_message(who)
             print(f"first message after a restart, {who}: {results.first[who]:.2f} s", flush=True)
@@ -402,6 +405,7 @@ def main() -> int:
         "--throughput-only", action="store_true", help="skip the latency, restart and idle measures"
     )
     parser.add_argument("--idle-only", action="store_true", help="only the idle bridge (with --bridge-env)")
+    parser.add_argument("--latency-only", action="store_true", help="only the latency runs")
     parser.add_argument("--direction", dest="directions", action="append", choices=("outbound", "inbound"))
     parser.add_argument(
         "--bridge-env",
