@@ -7,9 +7,11 @@ whatever they like, and a uid is no secret. Beats of nodes not reconciled yet ar
 number of them, for the node to claim when it is.
 
 A status patch goes out at once when a condition changes or the Deployment side moved; one that only
-refreshes lastHeartbeatTime and status.bridge waits for a heartbeat period (MIN_PATCH_INTERVAL_S at
-least) since the node's last patch. A timer turns HeartbeatFresh False for bridges gone silent. Ready
-turning False posts a Warning Event naming why; turning True, a Normal one.
+refreshes lastHeartbeatTime and status.bridge waits for (nine tenths of) a heartbeat period since the
+node's last patch, MIN_PATCH_INTERVAL_S at least, and for the refresh budget all nodes share
+(tracked.REFRESHES_PER_S). Heartbeats' writes run in WRITERS tasks, beside the consumer that reads
+them. A timer turns HeartbeatFresh False for bridges gone silent, looking only at nodes whose beat
+went stale. Ready turning False posts a Warning Event naming why; turning True, a Normal one.
 """
 
 from __future__ import annotations
