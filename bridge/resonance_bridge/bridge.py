@@ -270,7 +270,9 @@ class Bridge:
                 await session.send_control(body)
             except Exception as exc:  # a closing connection: the beat still goes to Kafka
                 log.debug("heartbeat not sent to the node: %r", exc)
-        record = {**body, **self.health(session is not None), **self.metrics.delivery_period()}
+        # Whether a session is up now, not when this beat began: a send to a closing connection can
+        # outlast it, and a beat said "connected" after the refusal that followed (a flaky test).
+        record = {**body, **self.health(self.session is not None), **self.metrics.delivery_period()}
         if self.replayer is not None:
             record["replay"] = self.replayer.report(self.reader)
         future = await writer.send(
