@@ -152,8 +152,7 @@ class Relaying(Connection):
         else:
             self._split(data)
         if self.inbox:
-            if self.arrived is not None and not self.arrived.done():
-                self.arrived.set_result(None)
+            self._wake()
             if not self.inbox_full and not self._below(1):
                 self.inbox_full = True
                 self.transport.pause_reading()
@@ -181,16 +180,13 @@ class Relaying(Connection):
             if frame.kind == framing.INCOMPLETE or frame.kind == framing.OTHER:
                 break
             start = frame.end
-        rest = bytes(buffer[frame.end :]) if frame.kind == framing.OTHER else b""
-        if frame.kind == framing.INCOMPLETE:
-            self.unparsed = bytearray(buffer[start:]) if buffer is data else self.unparsed
-            if buffer is not data:
-                del self.unparsed[:start]
-        else:
-            self.unparsed = bytearray()
         if frame.kind == framing.OTHER:
-            self.splitting = False
-            super().data_received(rest)
+            self.unparsed, self.splitting = bytearray(), False
+            super().data_received(bytes(buffer[frame.end :]))
+        elif buffer is data:
+            self.unparsed = bytearray(data[start:])
+        else:
+            del self.unparsed[:start]
 
     def process_event(self, event: Any) -> None:
         # Data frames the library parsed (before the handshake's end, or once it parses everything)
@@ -208,6 +204,10 @@ class Relaying(Connection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._wake()
+
+    def _wake(self) -> None:
+        """The session waiting in arrival(), if any, looks again."""
         if self.arrived is not None and not self.arrived.done():
             self.arrived.set_result(None)
 
