@@ -147,8 +147,12 @@ Ack = tuple[str | None, str | None]  # what an ack says: its original_type and i
 
 
 def ack_of(message: Message) -> Ack:
-    original = message.body.get("original_type")
-    return (original if isinstance(original, str) else None), message.id
+    return _ack(message.body, message.id)
+
+
+def _ack(body: dict[str, Any], msg_id: str | None) -> Ack:
+    original = body.get("original_type")
+    return (original if isinstance(original, str) else None), msg_id
 
 
 def quick_ack(frame: bytes, text: bool, max_bytes: int) -> Ack | None:
@@ -164,8 +168,7 @@ def quick_ack(frame: bytes, text: bool, max_bytes: int) -> Ack | None:
         return None
     if type(body) is not dict or body.get("type") != "ack":
         return None
-    original = body.get("original_type")
-    return (original if isinstance(original, str) else None), _id(body.get("id"))
+    return _ack(body, _id(body.get("id")))
 
 
 def _encodable(text: str) -> bool:
