@@ -112,13 +112,13 @@ def _crc_ok(batch: Any, raw: bytes, start: int, size: int, base: int) -> bool:
     # A legacy batch (magic 0 or 1, at the same place) has a CRC-32 of its own per message.
     if raw[start + _MAGIC] < 2 or batch.base_offset != base:
         return bool(batch.validate_crc())
-    return bool(_crc32c(raw[start + _CRC_FROM : start + size]) == batch.crc)  # a copy: it takes no view
+    crc = google_crc32c.value(raw[start + _CRC_FROM : start + size])  # a copy: it takes no view
+    return bool(crc == batch.crc)
 
 
 def install() -> bool:
     """Route lean consumers' fetches through LeanPartitionRecords; False where aiokafka is not a
     version this was written against, or google-crc32c has only its pure-Python fallback."""
-    global _crc32c
     if fetcher.PartitionRecords is LeanPartitionRecords:
         return True
     if not aiokafka.__version__.startswith(SUPPORTED):
@@ -127,11 +127,6 @@ def install() -> bool:
     if google_crc32c.implementation != "c":
         log.info("google-crc32c without its C extension: records take aiokafka's own path")
         return False
-    _crc32c = google_crc32c.value
     fetcher.MemoryRecords = RawMemoryRecords
     fetcher.PartitionRecords = LeanPartitionRecords
     return True
-
-
-def _crc32c(data: Any) -> int:  # replaced by install()
-    raise RuntimeError("fetching.install() was not called")
