@@ -34,7 +34,7 @@ def run(env: Mapping[str, str]) -> int:
 
 async def _main(config: configuration.Config) -> int:
     bridge = Bridge(config)
-    # What is alive now (the modules, the configuration: ~100,000 objects) lives as long as the
+    # What is alive now (the modules, the configuration: ~30,000 objects) lives as long as the
     # process: out of the collector's sight, so a full collection looks only at what came after.
     gc.freeze()
     health = HealthServer(bridge.metrics.registry, bridge.readiness)
