@@ -52,7 +52,6 @@ class Monitor:
         self.replays: dict[Key, tuple[str, str | None]] = {}  # each node's request (replays.py)
         self.held: OrderedDict[tuple[str, str, str, str], Heard] = OrderedDict()  # of unknown nodes
         self.consumers = Consumers(settings, self._record)
-        self.patches = 0  # status patches sent (the rate limit's measure)
         self.refreshes = Budget(REFRESHES_PER_S)  # patches that only refresh the numbers
         self.queue: asyncio.Queue[Tracked] = asyncio.Queue()  # status writes due for heartbeats
         self.writers: list[asyncio.Task[None]] = []
@@ -177,7 +176,7 @@ class Monitor:
         while True:
             tracked = await self.queue.get()
             tracked.due = False
-            with contextlib.suppress(Exception):  # logged by _write; one node's trouble is its own
+            with contextlib.suppress(Exception):  # one node's trouble must not stop the others'
                 await self._write(tracked)
 
     def _source(self, node: Node) -> str:
@@ -262,7 +261,6 @@ class Monitor:
                 metrics.PATCHES.labels("error").inc()
                 tracked.stale_at = clock + 1.0  # tried again by the timer
                 return
-            self.patches += 1
             metrics.PATCHES.labels(
                 "transition" if transition else "deployment" if moved else "heartbeat"
             ).inc()
