@@ -184,7 +184,7 @@ class Bench:
     async def spawn_relay(
         self, procs: list[Proc], tag: str, who: str, direction: str, topic: str, group: str, node: Proc
     ) -> Proc:
-        env = {**EMBEDDED_CLIENT_ENV, **dict(s.split("=", 1) for s in self.args.bridge_env)}
+        env = {**EMBEDDED_CLIENT_ENV, **self.args.bridge_env}
         port = (await node.wait("port", 30))["port"]
         command = self.relay(who, direction, topic, group, f"ws://127.0.0.1:{port}", env)
         relayed = await self.proc("relay", tag).start(command, env)
@@ -207,7 +207,7 @@ class Bench:
         self, procs: list[Proc], tag: str, direction: str, topic: str, group: str
     ) -> tuple[Proc, str]:
         """A bridge that listens (RESONANCE_LISTEN) for its node, and the URL the node dials."""
-        env = {**EMBEDDED_CLIENT_ENV, **dict(s.split("=", 1) for s in self.args.bridge_env)}
+        env = {**EMBEDDED_CLIENT_ENV, **self.args.bridge_env}
         port = free_port()
         command = self.relay("bridge-ack", direction, topic, group, "", env)
         del env["RESONANCE_ENDPOINT"]
@@ -298,7 +298,7 @@ class Bench:
             await prefill(self.broker.bootstrap, topic, 1)
             node = await self.peer(procs, "wire.py", tag, "receiver", "--expect", "1")
             port = (await node.wait("port", 30))["port"]
-            env = {"KAFKA_ENABLE_IDEMPOTENCE": "false", **dict(e.split("=", 1) for e in self.args.bridge_env)}
+            env = {"KAFKA_ENABLE_IDEMPOTENCE": "false", **self.args.bridge_env}
             command = self.relay(
                 "bridge-direct", "outbound", topic, f"g-{tag}", f"ws://127.0.0.1:{port}", env
             )
@@ -421,6 +421,7 @@ def main() -> int:
         help="a python with mq-bridge installed (default: this one, if it has it)",
     )
     args = parser.parse_args()
+    args.bridge_env = dict(e.split("=", 1) for e in args.bridge_env)
     args.directions = args.directions or ["outbound", "inbound"]
     if args.quick:
         args.records, args.rounds, args.latency_seconds, args.idle_seconds = 20_000, 1, 3, 5
